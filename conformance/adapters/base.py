@@ -1,0 +1,164 @@
+"""The adapter protocol: how the suite drives any BatchNorm implementation.
+
+An implementation is an :class:`Implementation` (metadata, capabilities, ``build``); ``build`` turns a
+framework-neutral :class:`LayerSpec` into a :class:`Layer`, which takes and returns NumPy arrays. The
+suite never imports a framework itself: adapters import theirs inside ``build``/``environment``, so a
+missing framework becomes a skip naming the package, never an import error.
+
+Arrays cross the protocol as NumPy: inputs in the case's dtype (``bfloat16`` as ``ml_dtypes.bfloat16``),
+per-channel parameters and statistics as float64 of shape (C,), outputs in any floating dtype.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["ALL_DTYPES", "Capabilities", "Implementation", "Layer", "LayerSpec", "State", "as_numpy_float"]
+
+ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+# Optional behaviours an implementation may declare in Capabilities.features.
+FEATURES = frozenset({"affine_false", "no_running_stats", "momentum_none", "trainable_false"})
+
+
+def as_numpy_float(x: np.ndarray) -> np.ndarray:
+    """``x`` in a dtype every framework's from-NumPy conversion accepts: ``bfloat16`` (an ml_dtypes
+    type NumPy does not know natively) becomes float32, which holds its values exactly."""
+    return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What to build, in framework-neutral terms.
+
+    ``momentum`` is already expressed in the implementation's own convention (the suite converts it
+    with :func:`reference.convert_momentum`); ``None`` is PyTorch's cumulative average.
+    ``channel_axis`` is 1 (channels first) or -1 (channels last).
+    """
+
+    num_features: int
+    rank: int
+    channel_axis: int
+    eps: float
+    momentum: float | None
+    affine: bool = True
+    track_running_stats: bool = True
+    trainable: bool = True
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+@dataclass
+class State:
+    """Parameters and running statistics as float64 arrays of shape (C,), ``None`` where absent."""
+
+    gamma: np.ndarray | None = None
+    beta: np.ndarray | None = None
+    running_mean: np.ndarray | None = None
+    running_var: np.ndarray | None = None
+    num_batches_tracked: int | None = None
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """One built layer. Every method takes and returns NumPy arrays."""
+
+    def set_state(self, state: State) -> None:
+        """Assign every field of ``state`` that is not None."""
+
+    def get_state(self) -> State:
+        """Current parameters, running statistics and (if kept) ``num_batches_tracked``."""
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """One forward call, with the framework's usual side effects (running-stat updates)."""
+
+    def forward_backward(
+        self, x: np.ndarray, dy: np.ndarray, training: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """One forward call and the gradients of ``sum(y * dy)``: ``(y, dx, dgamma, dbeta)``."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an implementation supports; anything else is skipped with a reason naming it."""
+
+    dtypes: frozenset[str] = frozenset(ALL_DTYPES)
+    ranks: frozenset[int] = frozenset({2, 3, 4, 5})
+    channel_axes: frozenset[int] = frozenset({1, -1})
+    devices: frozenset[str] = frozenset({"cpu"})
+    features: frozenset[str] = FEATURES
+
+    def unsupported(self, spec: LayerSpec) -> str | None:
+        """Why ``spec`` cannot be built, or None."""
+        checks = (
+            (spec.dtype in self.dtypes, f"dtype {spec.dtype}"),
+            (spec.rank in self.ranks, f"rank {spec.rank} input"),
+            (spec.channel_axis in self.channel_axes, f"channel_axis={spec.channel_axis}"),
+            (spec.device in self.devices, f"device {spec.device}"),
+            (spec.affine or "affine_false" in self.features, "affine=False"),
+            (spec.track_running_stats or "no_running_stats" in self.features, "track_running_stats=False"),
+            (spec.momentum is not None or "momentum_none" in self.features, "momentum=None"),
+            (spec.trainable or "trainable_false" in self.features, "trainable=False"),
+        )
+        missing = [what for ok, what in checks if not ok]
+        return f"does not support {', '.join(missing)}" if missing else None
+
+
+class Implementation(ABC):
+    """One implementation under test. Subclass it in one adapter module (see ``adapters/__init__``).
+
+    Class attributes:
+        name: unique id, ``family.variant`` (e.g. ``torch.BatchNorm2d``).
+        family: group run together (a tox environment): ``reference``, ``torch``, ``keras``, ...
+        framework: the Python distribution whose version is reported (e.g. ``torch``).
+        convention: the :data:`reference.CONVENTIONS` name its running statistics follow.
+        requires: modules that must be importable, checked before anything runs.
+        process_env: environment variables the framework reads at import (Keras' backend).
+        isolated: run in a worker process of its own (one per family and ``process_env``), so a crash
+            fails only its tests and frameworks never share a process. The built-in reference is
+            the only implementation that runs in the pytest process.
+        capabilities: see :class:`Capabilities`.
+        locator: ``module`` or ``module:attribute`` it was loaded from (set by the loader), so a
+            worker process can load the same implementation.
+    """
+
+    name: str
+    family: str
+    framework: str
+    convention: str
+    requires: tuple[str, ...] = ()
+    process_env: Mapping[str, str] = MappingProxyType({})
+    isolated: bool = True
+    capabilities: Capabilities = Capabilities()
+    locator: str = ""
+
+    def missing(self) -> str | None:
+        """A skip reason naming the first missing module, or None when everything imports."""
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                return f"{self.name}: {module} is not installed"
+        return None
+
+    def unsupported(self, spec: LayerSpec) -> str | None:
+        """Why ``spec`` cannot be built (capabilities by default; override for finer rules)."""
+        reason = self.capabilities.unsupported(spec)
+        return f"{self.name} {reason}" if reason else None
+
+    @abstractmethod
+    def environment(self) -> dict[str, str]:
+        """Versions and settings for the report: at least ``version``; ``backend`` where relevant."""
+
+    @abstractmethod
+    def defaults(self) -> dict[str, float | int]:
+        """The framework's own constructor defaults: ``momentum``, ``eps``, ``channel_axis``."""
+
+    @abstractmethod
+    def build(self, spec: LayerSpec) -> Layer:
+        """A fresh layer with gamma=1, beta=0, running mean 0 and running variance 1."""

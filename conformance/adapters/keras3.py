@@ -1,0 +1,149 @@
+"""Keras 3 ``keras.layers.BatchNormalization`` on its tensorflow, jax and torch backends.
+
+Keras fixes its backend at import, so each backend is its own implementation with ``KERAS_BACKEND`` in
+its ``process_env``: the suite runs each in a worker process of its own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from types import MappingProxyType
+
+import numpy as np
+
+from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+
+_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
+_STATE_NAMES = ("gamma", "beta", "running_mean", "running_var")
+
+
+class KerasLayer:
+    def __init__(self, spec: LayerSpec) -> None:
+        import keras
+
+        self.keras = keras
+        self.backend = keras.backend.backend()
+        self.dtype = spec.dtype
+        self.layer = keras.layers.BatchNormalization(
+            axis=spec.channel_axis, momentum=spec.momentum, epsilon=spec.eps,
+            center=spec.affine, scale=spec.affine, dtype=spec.dtype,
+        )
+        shape = [None] * spec.rank
+        shape[spec.channel_axis] = spec.num_features
+        self.layer.build(tuple(shape))
+        self.layer.trainable = spec.trainable
+
+    def _variables(self) -> dict[str, object]:
+        return {state: getattr(self.layer, var) for state, var in zip(_STATE_NAMES, _VARIABLES)}
+
+    def _tensor(self, x: np.ndarray):
+        ops = self.keras.ops
+        return ops.cast(ops.convert_to_tensor(as_numpy_float(x)), self.dtype)
+
+    def _numpy(self, t) -> np.ndarray | None:
+        if t is None:
+            return None
+        ops = self.keras.ops
+        return ops.convert_to_numpy(ops.cast(t, "float64" if self.dtype == "float64" else "float32")).astype(np.float64)
+
+    def set_state(self, state: State) -> None:
+        for name, var in self._variables().items():
+            value = getattr(state, name)
+            if value is not None:
+                var.assign(self.keras.ops.cast(self.keras.ops.convert_to_tensor(np.asarray(value)), var.dtype))
+
+    def get_state(self) -> State:
+        return State(**{name: self._numpy(var) for name, var in self._variables().items()})
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return self._numpy(self.layer(self._tensor(x), training=training))
+
+    def forward_backward(self, x, dy, training):
+        x, dy = self._tensor(x), self._tensor(dy)
+        y, dx, dgamma, dbeta = getattr(self, f"_grad_{self.backend}")(x, dy, training)
+        return tuple(self._numpy(t) for t in (y, dx, dgamma, dbeta))
+
+    def _params(self) -> list:
+        return [self.layer.gamma, self.layer.beta] if self.layer.center else []
+
+    def _grad_tensorflow(self, x, dy, training):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = self.layer(x, training=training)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(dy, tf.float32))
+        grads = tape.gradient(loss, [x, *self._params()])
+        return y, grads[0], *(grads[1:] or (None, None))
+
+    def _grad_jax(self, x, dy, training):
+        import jax
+        import jax.numpy as jnp
+
+        layer = self.layer
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def loss(trainable, x):
+            y, new_non_trainable = layer.stateless_call(trainable, non_trainable, x, training=training)
+            return jnp.sum(y.astype(jnp.float32) * dy.astype(jnp.float32)), (y, new_non_trainable)
+
+        (_, (y, new_non_trainable)), (dparams, dx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+            trainable, x
+        )
+        for var, value in zip(layer.non_trainable_variables, new_non_trainable):
+            var.assign(value)  # stateless_call returns the updated statistics instead of assigning them
+        return y, dx, *(dparams if self.layer.center and layer.trainable else (None, None))
+
+    def _grad_torch(self, x, dy, training):
+        import torch
+
+        x = x.detach().requires_grad_(True)
+        params = [v.value for v in self._params()]
+        y = self.layer(x, training=training)
+        loss = (y.float() * dy.float()).sum()
+        grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
+        return y, grads[0], *(grads[1:] or (None, None))
+
+
+class KerasImplementation(Implementation):
+    family = "keras"
+    framework = "keras"
+    convention = "keras"
+    capabilities = Capabilities(features=frozenset({"affine_false", "trainable_false"}))
+
+    def __init__(self, backend: str, requires: tuple[str, ...]) -> None:
+        self.backend = backend
+        self.name = f"keras.{backend}"
+        self.requires = ("keras", *requires)
+        self.process_env = MappingProxyType({"KERAS_BACKEND": backend})
+
+    def _keras(self):
+        import keras
+
+        if keras.backend.backend() != self.backend:  # the worker sets KERAS_BACKEND before importing keras
+            raise RuntimeError(f"{self.name} needs KERAS_BACKEND={self.backend}, this process has "
+                               f"{os.environ.get('KERAS_BACKEND')!r}")
+        return keras
+
+    def environment(self) -> dict[str, str]:
+        keras = self._keras()
+        backend = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[self.backend])
+        return {"version": keras.__version__, "backend": self.backend, "backend_version": backend.__version__}
+
+    def defaults(self) -> dict[str, float | int]:
+        params = inspect.signature(self._keras().layers.BatchNormalization).parameters
+        return {"momentum": params["momentum"].default, "eps": params["epsilon"].default,
+                "channel_axis": params["axis"].default}
+
+    def build(self, spec: LayerSpec) -> KerasLayer:
+        self._keras()
+        return KerasLayer(spec)
+
+
+IMPLEMENTATIONS = [
+    KerasImplementation("tensorflow", ("tensorflow",)),
+    KerasImplementation("jax", ("jax",)),
+    KerasImplementation("torch", ("torch",)),
+]

@@ -1,0 +1,68 @@
+"""The reference itself behind the adapter protocol, once per convention: a self-check that the
+harness (conversions, state handling, comparisons) is honest."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import reference
+from reference import CONVENTIONS
+
+from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+
+
+class ReferenceLayer:
+    def __init__(self, spec: LayerSpec, convention: str) -> None:
+        self.bn = reference.BatchNorm(
+            spec.num_features,
+            convention=convention,
+            momentum=spec.momentum,
+            eps=spec.eps,
+            affine=spec.affine,
+            track_running_stats=spec.track_running_stats,
+            channel_axis=spec.channel_axis,
+        )
+        self.trainable = spec.trainable
+
+    def set_state(self, state: State) -> None:
+        for name in ("gamma", "beta", "running_mean", "running_var"):
+            if getattr(state, name) is not None:
+                setattr(self.bn, name, getattr(state, name))
+
+    def get_state(self) -> State:
+        bn = self.bn
+        return State(bn.gamma, bn.beta, bn.running_mean, bn.running_var, bn.num_batches_tracked)
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        # Keras semantics: a non-trainable layer runs in inference mode whatever ``training`` says.
+        return self.bn.forward(as_numpy_float(x), training and self.trainable)
+
+    def forward_backward(self, x, dy, training):
+        y = self.forward(x, training)
+        return y, self.bn.backward(dy), self.bn.dgamma, self.bn.dbeta
+
+
+class ReferenceImplementation(Implementation):
+    family = "reference"
+    framework = "numpy"
+    isolated = False
+
+    def __init__(self, convention: str) -> None:
+        self.name = f"reference.{convention}"
+        self.convention = convention
+        conv = CONVENTIONS[convention]
+        features = {"affine_false", "no_running_stats", "trainable_false"}
+        self.capabilities = Capabilities(features=frozenset(features | ({"momentum_none"} if conv.cumulative_momentum else set())))
+
+    def environment(self) -> dict[str, str]:
+        return {"version": np.__version__}
+
+    def defaults(self) -> dict[str, float | int]:
+        conv = CONVENTIONS[self.convention]
+        return {"momentum": conv.default_momentum, "eps": conv.default_eps, "channel_axis": conv.channel_axis}
+
+    def build(self, spec: LayerSpec) -> ReferenceLayer:
+        return ReferenceLayer(spec, self.convention)
+
+
+IMPLEMENTATIONS = [ReferenceImplementation(name) for name in CONVENTIONS]

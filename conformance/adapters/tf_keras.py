@@ -1,0 +1,97 @@
+"""tf-keras (Keras 2) ``tf_keras.layers.BatchNormalization`` with ``fused=True`` and ``fused=False``.
+
+The fused kernel stores the Bessel-corrected running variance (its own convention), supports only
+4D/5D input and rejects float64; the non-fused path follows the Keras convention.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+
+_VARIABLES = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+
+
+class TfKerasLayer:
+    def __init__(self, spec: LayerSpec, fused: bool) -> None:
+        import tensorflow as tf
+        import tf_keras
+
+        self.tf = tf
+        self.dtype = spec.dtype
+        self.layer = tf_keras.layers.BatchNormalization(
+            axis=spec.channel_axis, momentum=spec.momentum, epsilon=spec.eps,
+            center=spec.affine, scale=spec.affine, fused=fused, dtype=spec.dtype,
+        )
+        shape = [None] * spec.rank
+        shape[spec.channel_axis] = spec.num_features
+        self.layer.build(tuple(shape))
+        self.layer.trainable = spec.trainable
+
+    def _tensor(self, x: np.ndarray):
+        return self.tf.cast(self.tf.convert_to_tensor(as_numpy_float(x)), self.dtype)
+
+    def _numpy(self, t) -> np.ndarray | None:
+        return None if t is None else self.tf.cast(t, self.tf.float64).numpy()
+
+    def set_state(self, state: State) -> None:
+        for name, var in _VARIABLES.items():
+            value = getattr(state, name)
+            if value is not None and getattr(self.layer, var) is not None:
+                getattr(self.layer, var).assign(np.asarray(value, dtype=getattr(self.layer, var).dtype.as_numpy_dtype))
+
+    def get_state(self) -> State:
+        return State(**{name: self._numpy(getattr(self.layer, var)) for name, var in _VARIABLES.items()})
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return self._numpy(self.layer(self._tensor(x), training=training))
+
+    def forward_backward(self, x, dy, training):
+        tf = self.tf
+        x, dy = self._tensor(x), self._tensor(dy)
+        params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = self.layer(x, training=training)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(dy, tf.float32))
+        dx, *dparams = tape.gradient(loss, [x, *params])
+        return tuple(self._numpy(t) for t in (y, dx, *(dparams or (None, None))))
+
+
+class TfKerasImplementation(Implementation):
+    family = "tfkeras"
+    framework = "tf_keras"
+    requires = ("tensorflow", "tf_keras")
+
+    def __init__(self, fused: bool) -> None:
+        self.fused = fused
+        self.name = f"tf_keras.{'fused' if fused else 'nonfused'}"
+        self.convention = "tf_keras_fused" if fused else "keras"
+        features = frozenset({"affine_false", "trainable_false"})
+        self.capabilities = (
+            Capabilities(dtypes=frozenset({"float32", "float16", "bfloat16"}), ranks=frozenset({4, 5}), features=features)
+            if fused
+            else Capabilities(features=features)
+        )
+
+    def environment(self) -> dict[str, str]:
+        import tensorflow as tf
+        import tf_keras
+
+        return {"version": tf_keras.__version__, "backend": "tensorflow", "backend_version": tf.__version__}
+
+    def defaults(self) -> dict[str, float | int]:
+        import tf_keras
+
+        params = inspect.signature(tf_keras.layers.BatchNormalization).parameters
+        return {"momentum": params["momentum"].default, "eps": params["epsilon"].default,
+                "channel_axis": params["axis"].default}
+
+    def build(self, spec: LayerSpec) -> TfKerasLayer:
+        return TfKerasLayer(spec, self.fused)
+
+
+IMPLEMENTATIONS = [TfKerasImplementation(fused=True), TfKerasImplementation(fused=False)]

@@ -1,0 +1,161 @@
+"""PyTorch: ``nn.BatchNorm1d/2d/3d`` (contiguous and channels_last) and ``F.batch_norm``, on CPU and CUDA."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+
+_MODULE_RANKS = {"BatchNorm1d": {2, 3}, "BatchNorm2d": {4}, "BatchNorm3d": {5}}
+_ALL_FEATURES = frozenset({"affine_false", "no_running_stats", "momentum_none"})
+
+
+class TorchLayer:
+    """A module (``nn.BatchNorm*d``) or the functional form with buffers held here."""
+
+    def __init__(self, spec: LayerSpec, module: str | None, memory_format: str | None, device: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.dtype = getattr(torch, spec.dtype)
+        self.device = torch.device(device)
+        self.memory_format = getattr(torch, memory_format) if memory_format else None
+        c = spec.num_features
+        if module is not None:
+            self.module = getattr(torch.nn, module)(
+                c, eps=spec.eps, momentum=spec.momentum, affine=spec.affine,
+                track_running_stats=spec.track_running_stats,
+            ).to(device=self.device, dtype=self.dtype)
+            self.params = {"gamma": self.module.weight, "beta": self.module.bias}
+            self.buffers = {"running_mean": self.module.running_mean, "running_var": self.module.running_var}
+        else:
+            self.module = None
+            self.momentum = spec.momentum
+            self.eps = spec.eps
+            self.params = {
+                "gamma": self._new(np.ones(c), requires_grad=True) if spec.affine else None,
+                "beta": self._new(np.zeros(c), requires_grad=True) if spec.affine else None,
+            }
+            self.buffers = {
+                "running_mean": self._new(np.zeros(c)) if spec.track_running_stats else None,
+                "running_var": self._new(np.ones(c)) if spec.track_running_stats else None,
+            }
+
+    def _new(self, values: np.ndarray, requires_grad: bool = False):
+        t = self.torch.tensor(values, dtype=self.dtype, device=self.device)
+        return t.requires_grad_(requires_grad)
+
+    def _input(self, x: np.ndarray, requires_grad: bool = False):
+        t = self.torch.from_numpy(as_numpy_float(x)).to(device=self.device, dtype=self.dtype)
+        if self.memory_format is not None:
+            t = t.contiguous(memory_format=self.memory_format)
+        return t.requires_grad_(requires_grad)
+
+    def _call(self, x, training: bool):
+        if self.module is not None:
+            self.module.train(training)
+            return self.module(x)
+        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+        # As the modules do: without running statistics, batch statistics are used in eval too.
+        return self.torch.nn.functional.batch_norm(
+            x, rm, rv, self.params["gamma"], self.params["beta"], training or rm is None, self.momentum, self.eps
+        )
+
+    def set_state(self, state: State) -> None:
+        with self.torch.no_grad():
+            for name, t in {**self.params, **self.buffers}.items():
+                value = getattr(state, name)
+                if value is not None:
+                    t.copy_(self.torch.from_numpy(np.asarray(value, dtype=np.float64)))
+
+    def get_state(self) -> State:
+        tracked = self.module.num_batches_tracked if self.module is not None else None
+        return State(
+            **{name: _to_numpy(t) for name, t in {**self.params, **self.buffers}.items()},
+            num_batches_tracked=None if tracked is None else int(tracked),
+        )
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        with self.torch.no_grad():
+            return _to_numpy(self._call(self._input(x), training))
+
+    def forward_backward(self, x, dy, training):
+        xt = self._input(x, requires_grad=True)
+        for p in self.params.values():
+            if p is not None:
+                p.grad = None
+        y = self._call(xt, training)
+        y.backward(self._input(dy))
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        return _to_numpy(y), _to_numpy(xt.grad), *(None if p is None else _to_numpy(p.grad) for p in (gamma, beta))
+
+
+def _to_numpy(t) -> np.ndarray | None:
+    """float64 NumPy copy of a tensor (through float32 for bfloat16, which NumPy lacks)."""
+    if t is None:
+        return None
+    t = t.detach().cpu()
+    return (t.float() if t.element_size() < 4 else t).double().numpy()
+
+
+class TorchImplementation(Implementation):
+    family = "torch"
+    framework = "torch"
+    convention = "torch"
+    requires = ("torch",)
+
+    def __init__(self, module: str | None, memory_format: str | None = None, device: str = "cpu") -> None:
+        self.module, self.memory_format, self.device = module, memory_format, device
+        name = f"torch.{module or 'functional'}" + (".channels_last" if memory_format else "")
+        self.name = name + ("" if device == "cpu" else f"[{device}]")
+        ranks = _MODULE_RANKS.get(module or "", {2, 3, 4, 5})
+        if memory_format:
+            ranks = {4} if memory_format == "channels_last" else {5}
+        # F.batch_norm rejects momentum=None: the cumulative average is a feature of the modules.
+        features = _ALL_FEATURES if module else _ALL_FEATURES - {"momentum_none"}
+        self.capabilities = Capabilities(
+            ranks=frozenset(ranks), channel_axes=frozenset({1}), devices=frozenset({device}), features=features
+        )
+
+    def missing(self) -> str | None:
+        reason = super().missing()
+        if reason is None and self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                return f"{self.name}: no CUDA device is available"
+        return reason
+
+    def environment(self) -> dict[str, str]:
+        import torch
+
+        env = {"version": torch.__version__, "threads": str(torch.get_num_threads()), "device": self.device}
+        if self.device == "cuda":
+            env["device_name"] = torch.cuda.get_device_name()
+        return env
+
+    def defaults(self) -> dict[str, float | int]:
+        import torch
+
+        target = getattr(torch.nn, self.module) if self.module else torch.nn.functional.batch_norm
+        params = inspect.signature(target).parameters
+        return {"momentum": params["momentum"].default, "eps": params["eps"].default, "channel_axis": 1}
+
+    def build(self, spec: LayerSpec) -> TorchLayer:
+        return TorchLayer(spec, self.module, self.memory_format, self.device)
+
+
+IMPLEMENTATIONS = [
+    TorchImplementation(module, memory_format, device)
+    for device in ("cpu", "cuda")
+    for module, memory_format in (
+        ("BatchNorm1d", None),
+        ("BatchNorm2d", None),
+        ("BatchNorm2d", "channels_last"),
+        ("BatchNorm3d", None),
+        ("BatchNorm3d", "channels_last_3d"),
+        (None, None),
+    )
+]

@@ -1,0 +1,215 @@
+"""Running an implementation in a worker process of its own.
+
+Frameworks fix process-wide state at import (Keras' backend) and can crash the interpreter; each
+isolated implementation family therefore lives in a spawned worker with its ``process_env``. The pytest
+process talks to it over a pipe: :func:`isolate` wraps an Implementation so that ``build`` returns a
+proxy Layer whose calls run remotely. A worker that dies fails the call in flight with
+:class:`WorkerCrashed` and is started afresh on the next call.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .base import Implementation, LayerSpec, State
+
+__all__ = ["RemoteError", "WorkerCrashed", "isolate", "shutdown"]
+
+_TIMEOUT_S = 600.0  # one call; generous for a first framework import on a slow machine
+
+
+class RemoteError(Exception):
+    """An exception raised inside the worker; ``type_name`` is its class, the message its text."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}\n--- in the worker process ---\n{remote_traceback}")
+        self.type_name = type_name
+        self.message = message
+
+
+class WorkerCrashed(RuntimeError):
+    """The worker process died (segfault, abort, out of memory) while handling a call."""
+
+
+@functools.cache
+def _remote_error_type(type_name: str) -> type[RemoteError]:
+    """``RemoteError`` that is also the builtin exception of that name, so ``pytest.raises(ValueError)``
+    works across the process boundary."""
+    base = getattr(builtins, type_name, None)
+    if isinstance(base, type) and issubclass(base, Exception):
+        return type(f"Remote{type_name}", (RemoteError, base), {})
+    return RemoteError
+
+
+# ---- worker side -------------------------------------------------------------------------------
+
+
+def _serve(conn: Any, locator: str) -> None:
+    from . import load
+
+    impls = {i.name: i for i in load(locator)}
+    layers: dict[int, Any] = {}
+    ids = itertools.count()
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        op, args, dropped = message
+        for layer_id in dropped:
+            layers.pop(layer_id, None)
+        try:
+            if op == "build":
+                name, spec = args
+                layer_id = next(ids)
+                layers[layer_id] = impls[name].build(spec)
+                result: Any = layer_id
+            elif op in ("environment", "defaults"):
+                (name,) = args
+                result = getattr(impls[name], op)()
+            else:
+                layer_id, *rest = args
+                result = getattr(layers[layer_id], op)(*rest)
+            conn.send(("ok", result))
+        except Exception as exc:  # every failure goes back to the caller, with its type and traceback
+            conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
+
+
+# ---- pytest side -------------------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, impl: Implementation) -> None:
+        self.impl = impl  # any member of the group: gives locator, family and process_env
+        self.process: subprocess.Popen | None = None
+        self.pending_drops: list[int] = []
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
+        # The worker sees what this process imports from (a third-party adapter's path included).
+        env = {**os.environ, **self.impl.process_env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__, self.impl.locator, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env=env,
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+
+    def call(self, op: str, *args: Any) -> Any:
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        dropped, self.pending_drops = self.pending_drops, []
+        try:
+            self.conn.send((op, args, dropped))
+            if not self.conn.poll(_TIMEOUT_S):
+                raise TimeoutError(f"{self.impl.family} worker gave no answer to {op!r} within {_TIMEOUT_S:.0f} s")
+            status, payload = self.conn.recv()
+        except (EOFError, OSError, TimeoutError) as exc:
+            code = self.stop()
+            raise WorkerCrashed(
+                f"{self.impl.family}: the worker process died during {op!r} (exit code {code}): {exc!r}"
+            ) from None
+        if status == "error":
+            type_name, message, tb = payload
+            raise _remote_error_type(type_name)(type_name, message, tb)
+        return payload
+
+    def stop(self) -> int | None:
+        """Stop the worker; return its exit code (negative: killed by that signal)."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            self.conn.close()  # a healthy worker exits when its pipe closes
+            try:
+                return process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        return process.wait()
+
+
+_WORKERS: dict[tuple, _Worker] = {}
+
+
+def _worker_for(impl: Implementation) -> _Worker:
+    """One worker per adapter module, family and process environment: PyTorch's variants share one."""
+    key = (impl.locator, impl.family, tuple(sorted(impl.process_env.items())))
+    if key not in _WORKERS:
+        _WORKERS[key] = _Worker(impl)
+    return _WORKERS[key]
+
+
+def shutdown() -> None:
+    """Stop every worker (end of the test session)."""
+    for worker in _WORKERS.values():
+        worker.stop()
+    _WORKERS.clear()
+
+
+class _RemoteLayer:
+    def __init__(self, worker: _Worker, layer_id: int) -> None:
+        self._worker, self._id = worker, layer_id
+
+    def __del__(self) -> None:  # the worker forgets the layer with the next message it gets
+        self._worker.pending_drops.append(self._id)
+
+    def set_state(self, state: State) -> None:
+        self._worker.call("set_state", self._id, state)
+
+    def get_state(self) -> State:
+        return self._worker.call("get_state", self._id)
+
+    def forward(self, x, training):
+        return self._worker.call("forward", self._id, x, training)
+
+    def forward_backward(self, x, dy, training):
+        return self._worker.call("forward_backward", self._id, x, dy, training)
+
+
+class _Isolated(Implementation):
+    """``impl`` with environment, defaults and build running in its worker process."""
+
+    def __init__(self, impl: Implementation) -> None:
+        self.__dict__.update(
+            {k: getattr(impl, k) for k in ("name", "family", "framework", "convention", "requires",
+                                          "process_env", "capabilities", "locator")}
+        )
+        self.isolated = True
+        self._impl = impl
+
+    def missing(self) -> str | None:
+        return self._impl.missing()
+
+    def unsupported(self, spec: LayerSpec) -> str | None:
+        return self._impl.unsupported(spec)
+
+    @functools.cache
+    def environment(self) -> dict[str, str]:
+        return _worker_for(self._impl).call("environment", self.name)
+
+    @functools.cache
+    def defaults(self) -> dict[str, float | int]:
+        return _worker_for(self._impl).call("defaults", self.name)
+
+    def build(self, spec: LayerSpec) -> _RemoteLayer:
+        worker = _worker_for(self._impl)
+        return _RemoteLayer(worker, worker.call("build", self.name, spec))
+
+
+def isolate(impl: Implementation) -> Implementation:
+    """``impl`` itself if it runs in-process, else a proxy that runs it in its worker."""
+    return _Isolated(impl) if impl.isolated else impl
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[2])), sys.argv[1])

@@ -1,0 +1,146 @@
+"""Cases, declared once as data: frozen records with stable readable ids, and seeded inputs.
+
+A :class:`Case` fixes everything about one run except the implementation: shape, channel position,
+dtype, layer options, the data's character and the number of training steps. Momentum is given as the
+weight of the new batch (PyTorch's meaning) and converted into each implementation's convention.
+Inputs are seeded from the case id (adler32, as JAX seeds from test names), so every run and every
+pytest-xdist worker sees the same numbers.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from reference import convert_momentum
+
+from .adapters.base import ALL_DTYPES, LayerSpec
+
+__all__ = ["Case", "DATA_KINDS", "LAYOUTS", "dtype_of", "layout_cases", "round_to"]
+
+# Channels-first shapes per rank; channels-last cases move the channel axis to the end.
+_SHAPES = {2: (16, 3), 3: (4, 3, 5), 4: (2, 3, 4, 5), 5: (2, 3, 2, 3, 4)}
+LAYOUTS = tuple((rank, axis) for rank in _SHAPES for axis in (1, -1))
+
+# How the data looks per channel: ``normal`` offsets in [-2, 2] and spreads in [0.5, 2];
+# ``offset`` puts the mean 1e4 spreads away (|mean| / std ~ 1e4), hostile to one-pass variances;
+# ``constant`` makes channel 0 constant (zero variance); ``nan`` and ``inf`` poison one value of channel 0.
+DATA_KINDS = ("normal", "offset", "constant", "nan", "inf")
+
+
+def dtype_of(name: str) -> np.dtype:
+    """NumPy dtype for a dtype name; bfloat16 comes from ml_dtypes."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
+    """``values`` rounded to ``dtype``: both the implementation and the reference get exactly these."""
+    return np.asarray(values).astype(dtype_of(dtype))
+
+
+@dataclass(frozen=True)
+class Case:
+    shape: tuple[int, ...]
+    channel_axis: int = 1
+    dtype: str = "float32"
+    eps: float = 1e-3
+    momentum: float | None = 0.1  # weight of the new batch; None = cumulative average
+    affine: bool = True
+    track_running_stats: bool = True
+    trainable: bool = True
+    data: str = "normal"
+    steps: int = 1
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def num_features(self) -> int:
+        return self.shape[self.channel_axis]
+
+    @property
+    def values_per_channel(self) -> int:
+        return int(np.prod(self.shape)) // max(self.num_features, 1)
+
+    @property
+    def id(self) -> str:
+        parts = ["x".join(map(str, self.shape)) or "scalar", "cfirst" if self.channel_axis == 1 else "clast", self.dtype]
+        defaults = Case(self.shape)
+        for name in ("eps", "momentum", "affine", "track_running_stats", "trainable", "data", "steps"):
+            value = getattr(self, name)
+            if value != getattr(defaults, name):
+                parts.append(f"{name}={value}")
+        return "-".join(parts)
+
+    def params(self) -> dict:
+        """Flat parameters for reports and deviation matching."""
+        return {**asdict(self), "shape": list(self.shape), "rank": self.rank}
+
+    def spec(self, convention: str) -> LayerSpec:
+        """The layer spec in ``convention``'s own momentum meaning."""
+        momentum = self.momentum if self.momentum is None else convert_momentum(self.momentum, "torch", convention)
+        return LayerSpec(
+            num_features=self.num_features, rank=self.rank, channel_axis=self.channel_axis, eps=self.eps,
+            momentum=momentum, affine=self.affine, track_running_stats=self.track_running_stats,
+            trainable=self.trainable, dtype=self.dtype,
+        )
+
+    def rng(self, salt: str = "") -> np.random.Generator:
+        return np.random.default_rng(zlib.adler32(f"{self.id}/{salt}".encode()))
+
+    def batches(self) -> list[np.ndarray]:
+        """``steps`` different inputs of this case's shape, rounded to its dtype."""
+        rng = self.rng("x")
+        c, axis = self.num_features, self.channel_axis % max(self.rank, 1)
+        per_channel = [1] * self.rank
+        per_channel[axis] = c
+        out = []
+        for _ in range(self.steps):
+            z = rng.standard_normal(self.shape)
+            spread = rng.uniform(0.5, 2.0, c).reshape(per_channel)
+            offset = rng.uniform(-2.0, 2.0, c).reshape(per_channel)
+            if self.data == "offset":
+                offset = 1e4 * spread * np.sign(offset)
+            x = offset + spread * z
+            channel0 = np.moveaxis(x, axis, 0)[0]  # a view: writes land in x
+            if self.data == "constant":
+                channel0[...] = offset.flat[0]
+            elif self.data in ("nan", "inf") and channel0.size:
+                channel0.flat[0] = np.nan if self.data == "nan" else np.inf
+            out.append(round_to(x, self.dtype))
+        return out
+
+    def cotangent(self) -> np.ndarray:
+        """The ``dy`` of the gradient checks."""
+        return round_to(self.rng("dy").standard_normal(self.shape), self.dtype)
+
+    def initial_state(self) -> dict[str, np.ndarray]:
+        """Non-trivial gamma, beta and running statistics (so no term vanishes by accident)."""
+        rng, c = self.rng("state"), self.num_features
+        state = {}
+        if self.affine:
+            state |= {"gamma": rng.uniform(0.5, 1.5, c), "beta": rng.uniform(-0.5, 0.5, c)}
+        if self.track_running_stats:
+            state |= {"running_mean": rng.uniform(-1.0, 1.0, c), "running_var": rng.uniform(0.5, 2.0, c)}
+        return state
+
+    def with_(self, **changes) -> Case:
+        return replace(self, **changes)
+
+
+def _shape(rank: int, channel_axis: int, channels: int = 3) -> tuple[int, ...]:
+    shape = list(_SHAPES[rank])
+    shape[1] = channels
+    return tuple(shape) if channel_axis == 1 else (shape[0], *shape[2:], shape[1])
+
+
+def layout_cases(dtypes: tuple[str, ...] = ALL_DTYPES, **options) -> list[Case]:
+    """Every rank and channel position, for each dtype."""
+    return [Case(_shape(rank, axis), axis, dtype, **options) for rank, axis in LAYOUTS for dtype in dtypes]

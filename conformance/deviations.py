@@ -1,0 +1,62 @@
+"""The deviation registry: known, explained differences from the reference, as data.
+
+``deviations.toml`` lists entries of ``[[deviation]]`` with ``implementation`` and ``check`` (globs),
+``when`` (case parameters that must match: a value or a list of values), ``observed`` (what the
+implementation does), ``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a
+PEP 440 specifier on the framework's version). A matching check is expected to fail (pytest's strict
+xfail): if it passes, the entry no longer deviates and the run fails until the entry is removed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+
+__all__ = ["Deviation", "load_registry", "match"]
+
+REGISTRY = Path(__file__).with_name("deviations.toml")
+_KEYS = {"implementation", "check", "when", "observed", "reason", "link", "versions"}
+
+
+@dataclass(frozen=True)
+class Deviation:
+    implementation: str
+    check: str
+    observed: str
+    reason: str
+    link: str
+    when: dict = field(default_factory=dict)
+    versions: str = ""
+
+    def matches(self, implementation: str, check: str, params: dict, version: str | None) -> bool:
+        if not (fnmatch.fnmatchcase(implementation, self.implementation) and fnmatch.fnmatchcase(check, self.check)):
+            return False
+        for key, wanted in self.when.items():
+            options = wanted if isinstance(wanted, list) else [wanted]
+            if params.get(key) not in options:
+                return False
+        return not (self.versions and version and version.split("+")[0] not in SpecifierSet(self.versions))
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in sorted(_KEYS)}
+
+
+def load_registry(path: Path = REGISTRY) -> list[Deviation]:
+    entries = tomllib.loads(path.read_text())["deviation"]
+    out = []
+    for i, entry in enumerate(entries):
+        unknown = set(entry) - _KEYS
+        missing = {"implementation", "check", "observed", "reason", "link"} - set(entry)
+        if unknown or missing:
+            raise ValueError(f"{path.name} entry {i}: unknown keys {sorted(unknown)}, missing {sorted(missing)}")
+        out.append(Deviation(**entry))
+    return out
+
+
+def match(registry: list[Deviation], implementation: str, check: str, params: dict, version: str | None) -> Deviation | None:
+    """The first entry covering this check, or None."""
+    return next((d for d in registry if d.matches(implementation, check, params, version)), None)

@@ -1,0 +1,161 @@
+"""Drive an implementation and the reference in lockstep and compare everything they produce.
+
+The reference layer is built in the implementation's declared convention from the same case, and is
+given the parameters and statistics the implementation actually holds after initialisation (a float16
+layer rounds them), so conventions are translated, never excused. Every comparison is recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import reference
+
+from collections.abc import Callable
+
+from .adapters.base import Implementation, State
+from .adapters.worker import RemoteError, WorkerCrashed
+from .cases import Case
+from .tolerances import Comparison, Conditioning, compare, unit_roundoff
+
+__all__ = ["Mirror"]
+
+_STATE_FIELDS = ("gamma", "beta", "running_mean", "running_var")
+
+
+def _outcome(call: Callable[[], np.ndarray]) -> np.ndarray | Exception:
+    try:
+        return call()
+    except WorkerCrashed:
+        raise
+    except Exception as exc:  # the outcome under test
+        return exc
+
+
+def _describe(outcome: np.ndarray | Exception) -> str:
+    if isinstance(outcome, RemoteError):
+        return f"raised {outcome.type_name}: {outcome.message.splitlines()[0][:200]}"
+    if isinstance(outcome, Exception):
+        return f"raised {type(outcome).__name__}: {str(outcome).splitlines()[0][:200]}"
+    return f"returned an array of shape {np.shape(outcome)}"
+
+
+class Mirror:
+    def __init__(self, impl: Implementation, case: Case, on_compare: Callable[[Comparison], None] | None = None) -> None:
+        self.impl, self.case, self.on_compare = impl, case, on_compare
+        spec = case.spec(impl.convention)
+        self.layer = impl.build(spec)
+        self.layer.set_state(State(**case.initial_state()))
+        held = self.layer.get_state()
+        self.ref = reference.BatchNorm(
+            case.num_features, convention=impl.convention, momentum=spec.momentum, eps=spec.eps,
+            affine=case.affine, track_running_stats=case.track_running_stats, channel_axis=case.channel_axis,
+        )
+        for name in _STATE_FIELDS:
+            if getattr(held, name) is not None and getattr(self.ref, name) is not None:
+                setattr(self.ref, name, getattr(held, name))
+        self.comparisons: list[Comparison] = []
+        self._stat_bounds = {"running_mean": 0.0, "running_var": 0.0}
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _last(self, a: np.ndarray) -> np.ndarray:
+        """Channels moved to the last axis, so per-channel bounds broadcast."""
+        return np.moveaxis(np.asarray(a, dtype=np.float64), self.case.channel_axis, -1)
+
+    def _conditioning(self, x: np.ndarray, training: bool) -> tuple[Conditioning, np.ndarray]:
+        ref = self.ref
+        x64 = np.asarray(x, dtype=np.float64)
+        if (training and self.case.trainable) or not self.case.track_running_stats:
+            mean, var = reference.batch_statistics(x64, self.case.channel_axis)
+            n = self.case.values_per_channel
+        else:
+            mean, var, n = ref.running_mean.copy(), ref.running_var.copy(), 1
+        gamma = ref.gamma if ref.gamma is not None else np.ones(self.case.num_features)
+        cond = Conditioning(self.case.dtype, n, mean, var, ref.eps, gamma)
+        xhat = (self._last(x64) - mean) / cond.sigma
+        return cond, xhat
+
+    def _record(self, quantity: str, actual, expected, bound) -> None:
+        self._add(compare(quantity, actual, expected, bound))
+
+    def _add(self, comparison: Comparison) -> None:
+        self.comparisons.append(comparison)
+        if self.on_compare is not None:
+            self.on_compare(comparison)
+
+    def _reference_training(self, training: bool) -> bool:
+        return training and self.case.trainable  # Keras: a non-trainable layer runs in inference mode
+
+    def _track_stat_bounds(self, x: np.ndarray, training: bool) -> None:
+        if not (self._reference_training(training) and self.case.track_running_stats) or x.size == 0:
+            return
+        cond, _ = self._conditioning(x, True)
+        self._stat_bounds["running_mean"] = self._stat_bounds["running_mean"] + cond.running_mean(
+            self.ref.running_mean, np.sqrt(cond.var)
+        )
+        bessel = self.case.values_per_channel / max(self.case.values_per_channel - 1, 1)
+        self._stat_bounds["running_var"] = self._stat_bounds["running_var"] + bessel * cond.running_var(self.ref.running_var)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool, may_raise: bool = False) -> None:
+        """One forward on both sides. With ``may_raise``, an exception is an outcome to compare (both
+        raising agrees, one raising is a failure) instead of an error; a crashed worker still errors."""
+        if may_raise:
+            observed = _outcome(lambda: self.layer.forward(x, training))
+            expected = _outcome(lambda: self.ref.forward(np.asarray(x, np.float64), self._reference_training(training)))
+            if isinstance(observed, BaseException) or isinstance(expected, BaseException):
+                agree = isinstance(observed, BaseException) and isinstance(expected, BaseException)
+                note = f"implementation {_describe(observed)}; reference {_describe(expected)}"
+                self._add(Comparison("outcome", agree, 0.0 if agree else np.inf, 0.0, 0.0, 0.0, 0, note))
+                return
+            y, y_ref = observed, expected
+        else:
+            y = self.layer.forward(x, training)
+            y_ref = self.ref.forward(np.asarray(x, np.float64), self._reference_training(training))
+        cond, xhat = self._conditioning(x, training)  # inference statistics are unchanged by the call
+        self._track_stat_bounds(x, training)
+        self._record("y", self._last(y), self._last(y_ref), cond.y(self._last(y_ref), xhat))
+
+    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> None:
+        cond, xhat = self._conditioning(x, training)
+        y, dx, dgamma, dbeta = self.layer.forward_backward(x, dy, training)
+        y_ref = self.ref.forward(np.asarray(x, np.float64), self._reference_training(training))
+        dx_ref = self.ref.backward(np.asarray(dy, np.float64))
+        self._track_stat_bounds(x, training)
+        dy_last = self._last(dy)
+        self._record("y", self._last(y), self._last(y_ref), cond.y(self._last(y_ref), xhat))
+        self._record("dx", self._last(dx), self._last(dx_ref), cond.dx(self._last(dx_ref), dy_last, xhat))
+        if self.case.affine:
+            self._record("dgamma", dgamma, self.ref.dgamma, cond.dgamma(self.ref.dgamma, dy_last, xhat))
+            self._record("dbeta", dbeta, self.ref.dbeta, cond.dbeta(self.ref.dbeta, dy_last))
+
+    def compare_state(self) -> None:
+        """Running statistics (and ``num_batches_tracked`` where the implementation keeps it)."""
+        state = self.layer.get_state()
+        for name in ("running_mean", "running_var"):
+            expected = getattr(self.ref, name)
+            if expected is None:
+                self._record(name, getattr(state, name), None, 0.0)
+                continue
+            bound = unit_roundoff(self.case.dtype) * np.abs(expected) + self._stat_bounds[name]
+            self._record(name, getattr(state, name), expected, bound)
+        if state.num_batches_tracked is not None:
+            same = state.num_batches_tracked == self.ref.num_batches_tracked
+            self._add(
+                Comparison("num_batches_tracked", same, 0.0 if same else np.inf,
+                           float(abs(state.num_batches_tracked - self.ref.num_batches_tracked)), 0.0, 0.0, 0)
+            )
+
+    # -- verdict ---------------------------------------------------------------------------------
+    def failures(self) -> list[Comparison]:
+        return [c for c in self.comparisons if not c.passed]
+
+    def verify(self) -> None:
+        """Raise AssertionError with a repro line if any comparison failed."""
+        failed = self.failures()
+        if failed:
+            lines = "\n  ".join(c.describe() for c in failed)
+            raise AssertionError(
+                f"{self.impl.name} disagrees with the reference ({self.impl.convention} convention) on case "
+                f"{self.case.id}:\n  {lines}\n  repro: {self.case!r}"
+            )

@@ -1,0 +1,35 @@
+"""The specification: a float64 NumPy BatchNorm with every framework's running-statistics convention.
+
+Public API: :class:`BatchNorm` (stateful layer), the pure functions of :mod:`reference.batchnorm`, and
+the conventions (:data:`CONVENTIONS`, :class:`Convention`, :func:`get_convention`,
+:func:`convert_momentum`).
+"""
+
+from .batchnorm import (
+    backward_inference,
+    backward_training,
+    batch_statistics,
+    channel_axis_index,
+    forward_inference,
+    forward_training,
+    normalize,
+    update_running_statistics,
+)
+from .conventions import CONVENTIONS, Convention, convert_momentum, get_convention
+from .layer import BatchNorm
+
+__all__ = [
+    "BatchNorm",
+    "CONVENTIONS",
+    "Convention",
+    "backward_inference",
+    "backward_training",
+    "batch_statistics",
+    "channel_axis_index",
+    "convert_momentum",
+    "forward_inference",
+    "forward_training",
+    "get_convention",
+    "normalize",
+    "update_running_statistics",
+]
