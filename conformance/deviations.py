@@ -1,6 +1,7 @@
 """The deviation registry: known, explained differences from the reference, as data.
 
-``deviations.toml`` lists entries of ``[[deviation]]`` with ``implementation`` and ``check`` (globs),
+``deviations.toml`` lists entries of ``[[deviation]]`` with ``implementation`` (a glob) and ``check`` (a
+glob or a list of globs),
 ``when`` (case parameters that must match: a value or a list of values), ``observed`` (what the
 implementation does), ``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a
 PEP 440 specifier on the framework's version). A matching check is expected to fail (pytest's strict
@@ -25,7 +26,7 @@ _KEYS = {"implementation", "check", "when", "observed", "reason", "link", "versi
 @dataclass(frozen=True)
 class Deviation:
     implementation: str
-    check: str
+    check: str | list[str]
     observed: str
     reason: str
     link: str
@@ -33,7 +34,8 @@ class Deviation:
     versions: str = ""
 
     def matches(self, implementation: str, check: str, params: dict, version: str | None) -> bool:
-        if not (fnmatch.fnmatchcase(implementation, self.implementation) and fnmatch.fnmatchcase(check, self.check)):
+        checks = self.check if isinstance(self.check, list) else [self.check]
+        if not (fnmatch.fnmatchcase(implementation, self.implementation) and any(fnmatch.fnmatchcase(check, c) for c in checks)):
             return False
         for key, wanted in self.when.items():
             options = wanted if isinstance(wanted, list) else [wanted]
@@ -46,7 +48,7 @@ class Deviation:
 
 
 def load_registry(path: Path = REGISTRY) -> list[Deviation]:
-    entries = tomllib.loads(path.read_text())["deviation"]
+    entries = tomllib.loads(path.read_text()).get("deviation", [])
     out = []
     for i, entry in enumerate(entries):
         unknown = set(entry) - _KEYS

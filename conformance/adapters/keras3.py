@@ -73,7 +73,7 @@ class KerasLayer:
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = self.layer(x, training=training)
-            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(dy, tf.float32))
+            loss = tf.reduce_sum(y * dy)  # its gradient w.r.t. y is exactly dy, in any dtype
         grads = tape.gradient(loss, [x, *self._params()])
         return y, grads[0], *(grads[1:] or (None, None))
 
@@ -87,7 +87,7 @@ class KerasLayer:
 
         def loss(trainable, x):
             y, new_non_trainable = layer.stateless_call(trainable, non_trainable, x, training=training)
-            return jnp.sum(y.astype(jnp.float32) * dy.astype(jnp.float32)), (y, new_non_trainable)
+            return jnp.sum(y * dy), (y, new_non_trainable)
 
         (_, (y, new_non_trainable)), (dparams, dx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
             trainable, x
@@ -102,7 +102,7 @@ class KerasLayer:
         x = x.detach().requires_grad_(True)
         params = [v.value for v in self._params()]
         y = self.layer(x, training=training)
-        loss = (y.float() * dy.float()).sum()
+        loss = (y * dy).sum()
         grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
         return y, grads[0], *(grads[1:] or (None, None))
 

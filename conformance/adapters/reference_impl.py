@@ -39,7 +39,7 @@ class ReferenceLayer:
 
     def forward_backward(self, x, dy, training):
         y = self.forward(x, training)
-        return y, self.bn.backward(dy), self.bn.dgamma, self.bn.dbeta
+        return y, self.bn.backward(as_numpy_float(dy)), self.bn.dgamma, self.bn.dbeta
 
 
 class ReferenceImplementation(Implementation):

@@ -56,7 +56,7 @@ class TfKerasLayer:
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = self.layer(x, training=training)
-            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(dy, tf.float32))
+            loss = tf.reduce_sum(y * dy)  # its gradient w.r.t. y is exactly dy, in any dtype
         dx, *dparams = tape.gradient(loss, [x, *params])
         return tuple(self._numpy(t) for t in (y, dx, *(dparams or (None, None))))
 

@@ -1,0 +1,13 @@
+"""Each implementation's own constructor defaults are those of the convention it declares: the
+conventions table in the README and report is backed by what the frameworks really do."""
+
+from reference import get_convention
+
+
+def test_defaults_match_convention(impl, conformance):
+    conformance.expect_deviation({})
+    conv = get_convention(impl.convention)
+    defaults = impl.defaults()
+    assert defaults == {"momentum": conv.default_momentum, "eps": conv.default_eps, "channel_axis": conv.channel_axis}, (
+        f"{impl.name} defaults {defaults} differ from the {conv.name!r} convention"
+    )

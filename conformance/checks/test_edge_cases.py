@@ -1,0 +1,35 @@
+"""Edge and hostile input, listed by name. An exception is an outcome here: the implementation agrees
+when it raises where the reference raises; where it legitimately differs (one raises, the other returns
+beta) the deviation registry records what it does and why."""
+
+import pytest
+
+from conformance.cases import Case
+
+EDGE_CASES = {
+    "one_value_per_channel": Case((1, 3)),
+    "one_value_per_channel_4d": Case((1, 3, 1, 1)),
+    "zero_size_batch": Case((0, 3)),
+    "zero_size_batch_4d": Case((0, 3, 2, 2)),
+    "constant_channel": Case((8, 3, 2, 2), data="constant"),
+    "large_mean_offset": Case((16, 3, 2, 2), data="offset"),
+    "large_mean_offset_float64": Case((16, 3, 2, 2), dtype="float64", data="offset"),
+    "tiny_eps": Case((8, 3, 2, 2), eps=1e-12, data="constant"),
+    "huge_eps": Case((8, 3, 2, 2), eps=1e3),
+    "nan_input": Case((8, 3, 2, 2), data="nan"),
+    "inf_input": Case((8, 3, 2, 2), data="inf"),
+    "shape_3x1": Case((3, 1)),
+    "shape_2x3x1x1": Case((2, 3, 1, 1)),
+    "channels_last_2x1x1x3": Case((2, 1, 1, 3), channel_axis=-1),
+}
+PARAMS = [(name, case, training) for name, case in EDGE_CASES.items() for training in (True, False)]
+
+
+@pytest.mark.parametrize(
+    "name, case, training", PARAMS, ids=[f"{n}-{'training' if t else 'inference'}" for n, _, t in PARAMS]
+)
+def test_edge_case(conformance, name, case, training):
+    mirror = conformance(case, edge=name, training=training)
+    mirror.forward(case.batches()[0], training=training, may_raise=True)
+    mirror.compare_state()
+    mirror.verify()
