@@ -1,0 +1,51 @@
+"""Randomized cases on top of the fixed grid (Hypothesis; derandomized by the default profile): random
+rank, sizes, channel position, dtype, eps, momentum and data offsets, checked on outputs, gradients
+and running statistics over two training steps and one inference step. Only cases the implementation
+supports and the deviation registry does not cover are drawn: the grid records the deviations."""
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from conformance.cases import Case
+from conformance.deviations import match
+from conformance.mirror import Mirror
+
+
+@pytest.fixture
+def available(impl):
+    if reason := impl.missing():
+        pytest.skip(reason)
+    return impl
+
+
+def draw_case(draw, impl) -> Case:
+    """A case within the implementation's capabilities."""
+    caps = impl.capabilities
+    rank = draw(st.sampled_from(sorted(caps.ranks)))
+    axis = draw(st.sampled_from(sorted(caps.channel_axes)))
+    shape = [draw(st.integers(2, 6))] + [draw(st.integers(1, 4)) for _ in range(rank - 1)]
+    shape[axis] = draw(st.integers(1, 5))
+    return Case(
+        tuple(shape), axis, draw(st.sampled_from(sorted(caps.dtypes & {"float32", "float64"}))),
+        eps=draw(st.sampled_from([1e-5, 1e-3, 0.1])), momentum=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0])),
+        steps=3,
+    )
+
+
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_case(available, request, data):
+    impl = available
+    case = draw_case(data.draw, impl)
+    assume(impl.unsupported(case.spec(impl.convention)) is None)
+    version = impl.environment().get("version")
+    for check in ("gradients", "running_statistics", "inference_after_training"):
+        assume(match(request.config._bn_registry, impl.name, check, case.params() | {"training": True}, version) is None)
+    mirror = Mirror(impl, case)
+    first, second, evaluate = case.batches()
+    mirror.forward_backward(first, case.cotangent(), training=True)
+    mirror.forward(second, training=True)
+    mirror.forward(evaluate, training=False)
+    mirror.compare_state()
+    mirror.verify()
