@@ -1,0 +1,1 @@
+"""The checks: one module per property, each parametrized over every implementation and case."""
