@@ -7,8 +7,9 @@ missing framework or an unsupported case is a skip whose reason names it.
 
 Each check calls ``conformance(case)``, which returns a :class:`~conformance.mirror.Mirror` after
 (1) skipping what the implementation does not support and (2) marking a registered deviation as an
-expected failure (strict). The comparisons are attached to the test report as ``user_properties``
-for the conformance report.
+expected failure (strict). The implementation, its versions, the case and every comparison are
+attached to the test report as ``user_properties``; ``--report DIR`` turns them into the conformance
+report (``conformance/report/``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="implementation(s) to check: built-in name, family or glob, or package.module:attribute "
         "(repeatable; default: $BN_CONFORMANCE_IMPL or every built-in one)",
     )
+    parser.addoption(
+        "--report", metavar="DIR", default=None,
+        help="write the conformance report (conformance.json, .md, .html, heatmap.png) into DIR",
+    )
 
 
 def _chosen(config: pytest.Config) -> list:
@@ -40,6 +45,10 @@ def _chosen(config: pytest.Config) -> list:
 def pytest_configure(config: pytest.Config) -> None:
     config._bn_impls = _chosen(config)
     config._bn_registry = load_registry()
+    if config.getoption("--report") and not hasattr(config, "workerinput"):  # the xdist controller only
+        from .report.plugin import ReportPlugin
+
+        config.pluginmanager.register(ReportPlugin(config, config._bn_impls), "bn_report")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -52,13 +61,30 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("impl", impls, ids=[i.name for i in impls], scope="session")
 
 
+@pytest.fixture(autouse=True)
+def _record_implementation(request: pytest.FixtureRequest) -> None:
+    """Name the implementation (and, when it is installed, its versions) on every test's report."""
+    if "impl" in request.fixturenames:
+        impl = request.getfixturevalue("impl")
+        request.node.user_properties.append(("implementation", impl.name))
+        if not impl.missing():
+            environment = {k: str(v) for k, v in impl.environment().items()}  # plain str for xdist's wire format
+            request.node.user_properties.append(("environment", environment))
+
+
+@pytest.fixture
+def record_comparison(request: pytest.FixtureRequest):
+    """Callback attaching one :class:`~conformance.tolerances.Comparison` to the test's report."""
+    return lambda comparison: request.node.user_properties.append(("comparison", comparison.as_dict()))
+
+
 @pytest.fixture
 def check_name(request: pytest.FixtureRequest) -> str:
     return request.node.originalname.removeprefix("test_")
 
 
 @pytest.fixture
-def conformance(request: pytest.FixtureRequest, impl, check_name: str):
+def conformance(request: pytest.FixtureRequest, impl, check_name: str, record_comparison):
     """``conformance(case, **params)`` -> Mirror, with skips and deviations applied."""
     if reason := impl.missing():
         pytest.skip(reason)
@@ -68,7 +94,7 @@ def conformance(request: pytest.FixtureRequest, impl, check_name: str):
         if reason := impl.unsupported(case.spec(impl.convention)):
             pytest.skip(reason)
         expect_deviation(case.params() | extra)
-        return Mirror(impl, case, on_compare=lambda c: properties.append(("comparison", c.as_dict())))
+        return Mirror(impl, case, on_compare=record_comparison)
 
     def expect_deviation(params: dict) -> None:
         version = impl.environment().get("version")

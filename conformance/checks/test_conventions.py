@@ -4,10 +4,11 @@ conventions table in the README and report is backed by what the frameworks real
 from reference import get_convention
 
 
-def test_defaults_match_convention(impl, conformance):
+def test_defaults_match_convention(impl, conformance, request):
     conformance.expect_deviation({})
     conv = get_convention(impl.convention)
     defaults = impl.defaults()
+    request.node.user_properties.append(("defaults", defaults))  # the report's conventions table
     assert defaults == {"momentum": conv.default_momentum, "eps": conv.default_eps, "channel_axis": conv.channel_axis}, (
         f"{impl.name} defaults {defaults} differ from the {conv.name!r} convention"
     )

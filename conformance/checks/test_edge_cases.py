@@ -9,6 +9,7 @@ from conformance.cases import Case
 EDGE_CASES = {
     "one_value_per_channel": Case((1, 3)),
     "one_value_per_channel_4d": Case((1, 3, 1, 1)),
+    "one_value_per_channel_5d": Case((1, 3, 1, 1, 1)),
     "zero_size_batch": Case((0, 3)),
     "zero_size_batch_4d": Case((0, 3, 2, 2)),
     "constant_channel": Case((8, 3, 2, 2), data="constant"),

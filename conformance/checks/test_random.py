@@ -35,14 +35,15 @@ def draw_case(draw, impl) -> Case:
 
 @settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_random_case(available, request, data):
+def test_random_case(available, request, record_comparison, data):
     impl = available
     case = draw_case(data.draw, impl)
     assume(impl.unsupported(case.spec(impl.convention)) is None)
     version = impl.environment().get("version")
     for check in ("gradients", "running_statistics", "inference_after_training"):
         assume(match(request.config._bn_registry, impl.name, check, case.params() | {"training": True}, version) is None)
-    mirror = Mirror(impl, case)
+    request.node.user_properties.append(("params", case.params()))
+    mirror = Mirror(impl, case, on_compare=record_comparison)
     first, second, evaluate = case.batches()
     mirror.forward_backward(first, case.cotangent(), training=True)
     mirror.forward(second, training=True)

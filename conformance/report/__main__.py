@@ -1,0 +1,58 @@
+"""``python -m conformance.report render`` re-renders Markdown, HTML and PNG from a saved
+``conformance.json``; ``python -m conformance.report readme`` puts its summary matrix into the README
+between the ``conformance-matrix`` markers (so the README's matrix is generated, never hand-edited)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from .blocks import Text, to_markdown
+from .content import matrix_table, verdict
+from .results import load
+from .write import render
+
+BEGIN, END = "<!-- conformance-matrix:begin -->", "<!-- conformance-matrix:end -->"
+
+
+def readme_section(doc: dict) -> str:
+    backends: dict[str, list[str]] = {}
+    for i in doc["implementations"]:
+        if i["available"] and i["family"] != "reference":
+            names = backends.setdefault(f"{i['framework']} {i['version']}", [])
+            if i["backend"] and i["backend"] not in names:
+                names.append(i["backend"])
+    versions = ", ".join(f"{fw} (on {', '.join(b)})" if b else fw for fw, b in backends.items())
+    intro = Text(f"From `tox -e report` on {doc['created'][:10]} ({doc['environment']['platform']}; "
+                 f"{versions or 'no framework available'}). {verdict(doc)}")
+    return to_markdown([intro, matrix_table(doc)])
+
+
+def update_readme(readme: Path, doc: dict) -> None:
+    text = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers")
+    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{readme_section(doc)}{END}", text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m conformance.report", description=__doc__)
+    parser.add_argument("command", choices=("render", "readme"))
+    parser.add_argument("--report", type=Path, default=Path("report/conformance.json"), help="the saved report")
+    parser.add_argument("--readme", type=Path, default=Path("README.md"), help="README to update (readme)")
+    args = parser.parse_args(argv)
+    doc = load(args.report)
+    if args.command == "render":
+        for path in render(doc, args.report.parent):
+            print(path)
+    else:
+        update_readme(args.readme, doc)
+        print(f"updated the summary matrix in {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

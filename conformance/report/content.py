@@ -1,0 +1,169 @@
+"""The report's sections, as blocks, from the JSON document: one source for Markdown and HTML."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from . import heatmap, summary
+from .blocks import Block, Figure, Heading, Items, Table, Text
+from .results import BAD_STATUSES
+
+__all__ = ["HEATMAP_PNG", "blocks", "matrix_table", "verdict"]
+
+HEATMAP_PNG = "heatmap.png"
+
+_READING = (
+    "How to read it: each cell of the summary matrix counts checks as pass / deviation / fail. A deviation "
+    "is a difference the registry (`conformance/deviations.toml`) explains, with its upstream link; a fail "
+    "is anything else, and comes with the smallest case that shows it. Conventions (momentum meaning, eps, "
+    "channel axis, Bessel correction) are translated before comparing, never counted as differences. "
+    "Headroom is the worst error / tolerance of a family's passing or failing checks: below 1 passes, and "
+    "the closer to 1, the closer the implementation came to failing (the tolerance model is in "
+    "`conformance/tolerances.py`)."
+)
+
+
+def _counts(counter) -> tuple[int, int, int]:
+    return counter["pass"], counter["deviation"], sum(counter[s] for s in BAD_STATUSES)
+
+
+def verdict(doc: dict) -> str:
+    counts = doc["counts"]
+    bad = {s: counts[s] for s in sorted(BAD_STATUSES) if counts.get(s)}
+    ran = sum(counts.values()) - counts["skip"]
+    if not bad:
+        return f"All {ran} checks that ran pass or deviate as registered ({counts['deviation']} deviations)."
+    return f"{sum(bad.values())} of {ran} checks went wrong: " + ", ".join(f"{n} {s}" for s, n in bad.items()) + "."
+
+
+def matrix_table(doc: dict) -> Table:
+    """Implementation x check family: pass / deviation / fail counts."""
+    families = summary.families(doc)
+    m = summary.matrix(doc)
+    available = {i["name"]: i["available"] for i in doc["implementations"]}
+    rows = []
+    for name in summary.implementations(doc):
+        cells = []
+        for family in families:
+            counter = m[name][family]
+            if not available[name]:
+                cells.append("unavailable")
+            elif not counter:
+                cells.append("-")
+            elif sum(_counts(counter)) == 0:
+                cells.append("skipped")
+            else:
+                cells.append("%d / %d / %d" % _counts(counter))
+        rows.append([name, *cells])
+    return Table(["implementation", *families], rows, id="matrix")
+
+
+def _implementations(doc: dict) -> Table:
+    m = summary.matrix(doc)
+    rows = []
+    for impl in doc["implementations"]:
+        total = sum(m[impl["name"]].values(), Counter())
+        p, d, f = _counts(total)
+        version = (impl["version"] or "") if impl["available"] else f"unavailable: {impl['missing']}"
+        rows.append([impl["name"], impl["framework"], version, impl["backend"] or "", ", ".join(impl["devices"]),
+                     impl["convention"], str(p), str(d), str(f), str(total["skip"])])
+    return Table(["implementation", "framework", "version", "backend", "devices", "convention", "pass", "deviation",
+                  "fail", "skip"], rows, id="implementations")
+
+
+def _headroom(doc: dict) -> list[Block]:
+    worst = summary.worst_headroom(doc)
+    measured = {f for values in worst.values() for f in values}
+    families = [f for f in summary.families(doc) if f in measured]  # not the families without comparisons
+    names = summary.implementations(doc)
+    rows, styles = [], []
+    for name in names:
+        values = [worst.get(name, {}).get(f) for f in families]
+        rows.append([name, *(heatmap.label(v) for v in values)])
+        styles.append(["", *(f"background:{heatmap.colour(v)}" for v in values)])
+    png = heatmap.png(names, families, worst)
+    return [
+        Table(["implementation", *families], rows, id="heatmap", styles=styles),
+        Figure(png, "heatmap of worst error / tolerance", "heatmap-png", HEATMAP_PNG),
+    ]
+
+
+def _table(rows: list[dict], id: str, drop: tuple[str, ...] = ()) -> Table:
+    header = [k for k in rows[0] if k not in drop] if rows else []
+    return Table(header, [[str(r[k]) for k in header] for r in rows], id=id)
+
+
+def _deviations(doc: dict) -> list[Block]:
+    entries = summary.deviations(doc)
+    if not entries:
+        return [Text("No registered deviation matched.")]
+    rows = [
+        [", ".join(e["implementations"]), e["check"] if isinstance(e["check"], str) else ", ".join(e["check"]), json.dumps(e["when"], sort_keys=True) if e["when"] else "any",
+         e["observed"], e["reason"], e["link"] or "(none found)", str(e["checks"])]
+        for e in entries
+    ]
+    return [Table(["implementations", "check", "when", "observed", "why", "upstream", "checks"], rows, id="deviations")]
+
+
+def _case(params: dict) -> str:
+    shape = "x".join(map(str, params.get("shape") or [])) or "?"
+    rest = {k: v for k, v in sorted(params.items()) if k not in ("shape", "dtype", "rank")}
+    return ", ".join([f"shape {shape}", str(params.get("dtype", "?")), *(f"{k}={v}" for k, v in rest.items())])
+
+
+def _failures(doc: dict) -> list[Block]:
+    found = summary.failures(doc)
+    if not found:
+        return [Text("None.")]
+    rows = []
+    for f in found:
+        what = "; ".join(_describe(c) for c in f["failing_comparisons"]) or f["reason"].splitlines()[0][:300]
+        rows.append([f["implementation"], f["check"], f["status"], str(f["count"]), _case(f["params"]), what, f["test"]])
+    return [Table(["implementation", "check", "status", "checks", "smallest case", "what went wrong", "test"], rows,
+                  id="failures")]
+
+
+def _describe(c: dict) -> str:
+    if c["note"]:
+        return f"{c['quantity']}: {c['note']}"
+    return (f"{c['quantity']}: max abs error {c['max_abs_error']:.3g} vs tolerance {c['bound_at_worst']:.3g} "
+            f"(error/tolerance {heatmap.label(c['headroom'])})")
+
+
+def blocks(doc: dict) -> list[Block]:
+    env = doc["environment"]
+    counts = doc["counts"]
+    skips = summary.skips(doc)
+    return [
+        Heading(1, "BatchNorm conformance report"),
+        Text(f"{doc['created']}, {doc['duration_s']:.0f} s; {env['platform']}, {env['cpu_count']} CPUs, Python "
+             f"{env['python']}, NumPy {env['numpy']}. {verdict(doc)}"),
+        Items([f"{status}: {n}" for status, n in counts.items()]),
+        Text(_READING),
+        Heading(2, "Implementations"),
+        _implementations(doc),
+        Heading(2, "Summary matrix (pass / deviation / fail)"),
+        matrix_table(doc),
+        Heading(2, "Headroom: worst error / tolerance"),
+        *_headroom(doc),
+        Heading(2, "Conventions side by side"),
+        Text("Rules of each implementation's declared convention, with the defaults its constructor really has "
+             "(`test_defaults_match_convention`) and what it did when training on one value per channel."),
+        _table(summary.conventions_table(doc), "conventions"),
+        Heading(2, "Porting cheat-sheet"),
+        Text("Carrying a trained BatchNorm (gamma, beta, running mean and variance) from one convention to "
+             "another. A line is verified when the checks it rests on (" + ", ".join(summary.PORTING_CHECKS) +
+             ") passed for implementations of both conventions; the last column names their families."),
+        _table(summary.porting(doc), "porting", drop=("verified",)),
+        Heading(2, "Deviations"),
+        *_deviations(doc),
+        Heading(2, "Failures"),
+        *_failures(doc),
+        Heading(2, "Skipped"),
+        Text("Checks not run, per implementation: what it does not support (number of checks), or why it "
+             "could not run at all."),
+        Table(["implementation", "skipped for"],
+              [[name, "; ".join(f"{what} ({n})" for what, n in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))]
+               for name, c in skips.items()], id="skips") if skips else Text("None."),
+    ]

@@ -1,0 +1,67 @@
+"""The headroom heatmap: worst error/tolerance per implementation x check family, on a log scale in two
+halves: 1e-4 .. 1 runs from green (far inside the tolerance) to yellow (at it), 1 .. 10 from orange
+to red (failing by up to 10x and beyond).
+One colour function serves the PNG (matplotlib) and the HTML table, so both show the same picture."""
+
+from __future__ import annotations
+
+import io
+import math
+
+__all__ = ["LOW", "HIGH", "colour", "png"]
+
+LOW, HIGH = 1e-4, 10.0
+_MISSING = "#eeeeee"
+
+
+def _position(headroom: float) -> float:
+    """0..1 along the colour scale."""
+    if not math.isfinite(headroom):
+        return 1.0
+    clipped = min(max(headroom, LOW), HIGH)
+    if clipped <= 1:
+        return 0.5 * (math.log10(clipped) - math.log10(LOW)) / -math.log10(LOW)
+    return 0.5 + 0.5 * math.log10(clipped) / math.log10(HIGH)
+
+
+def colour(headroom: float | None) -> str:
+    """CSS colour of a heatmap cell; grey where nothing was measured."""
+    if headroom is None:
+        return _MISSING
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return to_hex(colormaps["RdYlGn_r"](_position(headroom)))
+
+
+def label(headroom: float | None) -> str:
+    if headroom is None:
+        return "-"
+    if not math.isfinite(headroom):
+        return "inf"
+    return "0" if headroom == 0 else f"{headroom:.2g}"
+
+
+def png(rows: list[str], columns: list[str], values: dict[str, dict[str, float]]) -> bytes:
+    """The heatmap as PNG bytes; identical bytes for identical input (no timestamp in the metadata)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap, Normalize
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.25 * len(columns), 0.9 + 0.34 * max(len(rows), 1)), dpi=100)
+    grid = [[_position(values.get(r, {})[c]) if c in values.get(r, {}) else math.nan for c in columns] for r in rows]
+    cmap = ListedColormap([colour(None)]) if not rows else matplotlib.colormaps["RdYlGn_r"].with_extremes(bad=_MISSING)
+    ax.imshow(grid if rows else [[math.nan]], cmap=cmap, norm=Normalize(0, 1), aspect="auto")
+    for i, r in enumerate(rows):
+        for j, c in enumerate(columns):
+            ax.text(j, i, label(values.get(r, {}).get(c)), ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title("worst error / tolerance (<= 1 passes)", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()

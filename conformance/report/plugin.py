@@ -1,0 +1,108 @@
+"""The pytest plugin behind ``pytest conformance --report DIR``: it turns test reports into results,
+shows progress per implementation while the suite runs, and writes the report when the session ends.
+
+It runs in the pytest process that sees every test report (the xdist controller under ``-n``), so it
+reads only what reports carry: outcome, ``user_properties`` (implementation, environment, params,
+comparisons, deviation, defaults, attached by the suite's fixtures) and the failure text.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from ..adapters.base import Implementation
+from .content import verdict
+from .results import Result, finish_status, implementation_record, load
+from .write import write_report
+
+__all__ = ["ReportPlugin"]
+
+
+class ReportPlugin:
+    def __init__(self, config: pytest.Config, impls: list[Implementation]) -> None:
+        self.config = config
+        self.directory = Path(config.getoption("--report"))
+        self.impls = impls
+        # Longest names first, so "torch.BatchNorm2d_channels_last" never counts as "torch.BatchNorm2d".
+        self._names = sorted((i.name for i in impls), key=len, reverse=True)
+        self.results: dict[str, Result] = {}
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.started = datetime.now(timezone.utc)
+        self.clock = time.perf_counter()
+
+    # -- progress --------------------------------------------------------------------------------
+    def _implementation_of(self, nodeid: str) -> str | None:
+        params = nodeid.partition("[")[2]
+        return next((n for n in self._names if params == f"{n}]" or params.startswith(f"{n}-")), None)
+
+    def _count(self, nodeids: list[str]) -> None:
+        if self.totals:
+            return  # every xdist worker collects the same tests
+        for nodeid in nodeids:
+            if name := self._implementation_of(nodeid):
+                self.totals[name] = self.totals.get(name, 0) + 1
+        order = [i.name for i in self.impls if i.name in self.totals]
+        self._say(f"{sum(self.totals.values())} checks over {len(order)} implementations: {', '.join(order)}")
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._count([item.nodeid for item in session.items])  # after -k/-m deselection
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        self._count(ids)
+
+    def _say(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"[report] {line}")
+
+    def _progress(self, result: Result) -> None:
+        name = result.implementation
+        self.done[name] = self.done.get(name, 0) + 1
+        total = self.totals.get(name, 0)
+        if self.done[name] == total:
+            counts = {}
+            for r in self.results.values():
+                if r.implementation == name:
+                    counts[r.status] = counts.get(r.status, 0) + 1
+            finished = sum(self.done.values())
+            overall = sum(self.totals.values())
+            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            self._say(f"{name}: done: {summary} [{finished}/{overall} checks, {100 * finished // max(overall, 1)}%]")
+
+    # -- results ---------------------------------------------------------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        result = self.results.get(report.nodeid)
+        if result is None:
+            result = self.results[report.nodeid] = Result.start(report.nodeid)
+        result.update(report)
+        if report.when == "teardown":
+            finish_status(result)
+            if result.implementation is None:
+                result.implementation = self._implementation_of(report.nodeid)
+            if result.implementation is not None:
+                self._progress(result)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        environments = {r.implementation: r.environment for r in self.results.values() if r.environment}
+        implementations = [implementation_record(impl, environments.get(impl.name)) for impl in self.impls]
+        results = sorted(
+            (r for r in self.results.values() if r.implementation is not None), key=lambda r: (r.implementation, r.test)
+        )
+        paths = write_report(
+            self.directory, implementations, results, started=self.started,
+            duration_s=time.perf_counter() - self.clock, command=list(self.config.invocation_params.args),
+        )
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_sep("-", "conformance report")
+            reporter.write_line(verdict(load(paths[0])))
+            for path in paths:
+                reporter.write_line(f"written: {path}")

@@ -1,0 +1,207 @@
+"""Results: one record per test, built from pytest's reports, and the JSON document that holds them.
+
+Statuses:
+    pass             every comparison within its tolerance
+    fail             a comparison out of tolerance, or an unexpected exception
+    crash            the implementation's worker process died (segfault, abort, out of memory)
+    deviation        failed as a registry entry says it does (strict xfail)
+    unexpected_pass  a registry entry matched but the check passed: the entry is stale
+    skip             not run, with the reason (framework missing, combination unsupported)
+    error            the harness itself failed (fixture setup or teardown)
+
+The document's layout is ``conformance.schema.json`` (JSON Schema, next to this module); its
+``format_version`` changes whenever a field changes meaning or goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reference import CONVENTIONS
+
+from ..adapters.base import Implementation
+
+__all__ = ["FORMAT_VERSION", "SCHEMA", "STATUSES", "Result", "document", "dumps", "finish_status",
+           "implementation_record", "load"]
+
+FORMAT_VERSION = 1
+SCHEMA = Path(__file__).with_name("conformance.schema.json")
+STATUSES = ("pass", "deviation", "fail", "crash", "unexpected_pass", "error", "skip")
+BAD_STATUSES = frozenset({"fail", "crash", "unexpected_pass", "error"})
+
+
+def _text(longrepr: Any) -> str:
+    """The one-paragraph message of a failure or skip (pytest gives tuples, objects or strings)."""
+    if longrepr is None:
+        return ""
+    if isinstance(longrepr, tuple):  # a skip: (path, line, "Skipped: reason")
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(longrepr, "reprcrash", None)
+    return str(crash.message if crash is not None else longrepr).strip()
+
+
+@dataclass
+class Result:
+    """One test of one implementation."""
+
+    test: str
+    check_family: str
+    check: str
+    implementation: str | None = None
+    params: dict = field(default_factory=dict)
+    status: str = "error"
+    reason: str = ""
+    deviation: dict | None = None
+    defaults: dict | None = None
+    comparisons: list[dict] = field(default_factory=list)
+    duration_s: float = 0.0
+    environment: dict | None = None  # goes into the implementation's record, not the result's
+    phases: dict[str, tuple[str, str, bool]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, nodeid: str) -> Result:
+        path, _, name = nodeid.partition("::")
+        module = Path(path).stem.removeprefix("test_")
+        return cls(test=nodeid, check_family=module, check=name.partition("[")[0].removeprefix("test_"))
+
+    def update(self, report: Any) -> None:
+        """Take one phase's report (setup, call, teardown); properties are cumulative, keep the last."""
+        self.duration_s += report.duration
+        xfail = hasattr(report, "wasxfail")
+        self.phases[report.when] = (report.outcome, _text(report.longrepr) or getattr(report, "wasxfail", ""), xfail)
+        comparisons = []
+        for name, value in report.user_properties:
+            if name == "comparison":
+                comparisons.append(value)
+            elif name in ("implementation", "environment", "params", "deviation", "defaults"):
+                setattr(self, name, value)
+        self.comparisons = comparisons
+
+    def worst(self) -> dict | None:
+        """The comparison that came closest to (or went furthest past) its tolerance."""
+        return max(self.comparisons, key=lambda c: c["headroom"], default=None)
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k not in ("environment", "phases")}
+        worst = self.worst()
+        data["worst"] = None if worst is None else {
+            "quantity": worst["quantity"], "headroom": worst["headroom"], "max_abs_error": worst["max_abs_error"],
+            "max_rel_error": worst["max_rel_error"], "tolerance": worst["bound_at_worst"],
+        }
+        return data
+
+
+def finish_status(result: Result) -> None:
+    """Set ``status`` and ``reason`` from the phases seen (called after teardown)."""
+    setup = result.phases.get("setup", ("passed", "", False))
+    call = result.phases.get("call")
+    teardown = result.phases.get("teardown", ("passed", "", False))
+    if setup[0] != "passed":
+        phase = setup
+        status = "skip" if setup[0] == "skipped" else "error"
+    elif call is None:
+        phase, status = teardown, "error"
+    elif call[0] == "skipped":
+        phase, status = call, "deviation" if call[2] else "skip"
+    elif call[0] == "failed":
+        phase = call
+        status = "unexpected_pass" if call[1].startswith("[XPASS(strict)]") else "fail"
+    else:
+        phase, status = call, "unexpected_pass" if call[2] else "pass"
+    if teardown[0] == "failed":
+        phase, status = teardown, "error"
+    if status in ("fail", "error") and "WorkerCrashed" in phase[1]:
+        status = "crash"
+    result.status, result.reason = status, phase[1]
+
+
+def implementation_record(impl: Implementation, environment: dict | None) -> dict:
+    """Who was checked: name, framework and version, backend, device(s), convention, and whether it could
+    run here (``missing`` says why not: a framework not installed, no CUDA device)."""
+    environment = environment or {}
+    missing = impl.missing()
+    return {
+        "name": impl.name,
+        "family": impl.family,
+        "framework": impl.framework,
+        "convention": impl.convention,
+        "version": environment.get("version"),
+        "backend": environment.get("backend"),
+        "environment": environment,
+        "devices": sorted(impl.capabilities.devices),
+        "available": missing is None,
+        "missing": missing or "",
+    }
+
+
+def document(implementations: list[dict], results: list[Result], started: datetime, duration_s: float,
+             command: list[str]) -> dict:
+    """The whole report as plain data (see ``conformance.schema.json``)."""
+    counts = {status: 0 for status in STATUSES}
+    for r in results:
+        counts[r.status] += 1
+    return {
+        "format": "batchnorm-conformance-report",
+        "format_version": FORMAT_VERSION,
+        "created": started.isoformat(timespec="seconds"),
+        "duration_s": round(duration_s, 3),
+        "command": command,
+        "environment": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "pythonhashseed": os.environ.get("PYTHONHASHSEED", ""),
+            "seed": "inputs seeded by adler32 of the case id; Hypothesis derandomized (profile 'deterministic')",
+        },
+        "conventions": {name: asdict(conv) for name, conv in CONVENTIONS.items()},
+        "implementations": implementations,
+        "counts": counts,
+        "results": [r.as_dict() for r in results],
+    }
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinities or NaN: they are written as the strings "inf", "-inf" and "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+_NUMBERS = frozenset({"headroom", "max_abs_error", "max_rel_error", "bound_at_worst", "tolerance"})
+
+
+def _numbers(value: Any) -> Any:
+    """Undo :func:`_finite` for the error fields (and only there: ``data = "inf"`` is a case's name)."""
+    if isinstance(value, dict):
+        return {k: float(v) if k in _NUMBERS and isinstance(v, str) else _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
+
+
+def dumps(doc: dict) -> str:
+    return json.dumps(_finite(doc), sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n"
+
+
+def load(path: Path) -> dict:
+    """A written report, with "inf"/"nan" strings turned back into floats."""
+    doc = json.loads(Path(path).read_text())
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {doc.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+    return _numbers(doc)

@@ -1,0 +1,36 @@
+"""Writing the report directory: ``conformance.json``, ``conformance.md``, ``conformance.html`` and
+``heatmap.png``. Everything but the JSON is rendered from the JSON document, so ``python -m
+conformance.report render`` gives the same files from a saved report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from .blocks import Figure, to_html, to_markdown
+from .content import blocks
+from .results import Result, document, dumps, load
+
+__all__ = ["render", "write_report"]
+
+
+def render(doc: dict, directory: Path) -> list[Path]:
+    """Markdown, HTML and the heatmap PNG of ``doc`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    parts = blocks(doc)
+    figure = next(b for b in parts if isinstance(b, Figure))
+    paths = [directory / "conformance.md", directory / "conformance.html", directory / figure.markdown_path]
+    paths[0].write_text(to_markdown(parts))
+    paths[1].write_text(to_html(parts, "BatchNorm conformance report"))
+    paths[2].write_bytes(figure.png)
+    return paths
+
+
+def write_report(directory: Path, implementations: list[dict], results: list[Result], started: datetime,
+                 duration_s: float, command: list[str]) -> list[Path]:
+    """The JSON document, then everything rendered from it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    doc = document(implementations, results, started, duration_s, command)
+    path = directory / "conformance.json"
+    path.write_text(dumps(doc))
+    return [path, *render(load(path), directory)]

@@ -1,0 +1,235 @@
+"""The conformance report: statuses from pytest's reports, the JSON document against its schema, the
+rendered Markdown/HTML/PNG on synthetic results (each status, empty input, a crashed implementation),
+determinism, the README matrix, the HTML in headless Chromium, and the pytest plugin end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import jsonschema
+import pytest
+
+from conformance.report.__main__ import BEGIN, END, update_readme
+from conformance.report.results import SCHEMA, Result, document, dumps, finish_status, load
+from conformance.report.write import render, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTED = datetime(2026, 1, 2, tzinfo=timezone.utc)
+
+
+def comparison(quantity: str = "y", headroom: float = 0.01, note: str = "") -> dict:
+    return {"quantity": quantity, "passed": headroom <= 1, "headroom": headroom, "max_abs_error": headroom * 1e-6,
+            "max_rel_error": headroom * 1e-7, "bound_at_worst": 1e-6, "nonfinite_mismatches": int(headroom == float("inf")),
+            "note": note}
+
+
+def phase(when: str, outcome: str = "passed", longrepr=None, xfail: str | None = None, *, properties=()):
+    report = SimpleNamespace(when=when, outcome=outcome, longrepr=longrepr, duration=0.01,
+                             user_properties=list(properties))
+    if xfail is not None:
+        report.wasxfail = xfail
+    return report
+
+
+def result(impl: str, test: str, call=None, setup=None, params=None, comparisons=(), deviation=None) -> Result:
+    """A Result fed the phases pytest would report; ``call``/``setup`` are (outcome, longrepr, xfail)."""
+    props = [("implementation", impl), ("environment", {"version": "1.0"}), ("params", params or {"shape": [4, 3],
+             "dtype": "float32"}), *(("comparison", c) for c in comparisons)]
+    if deviation:
+        props.append(("deviation", deviation))
+    r = Result.start(test)
+    r.update(phase("setup", *(setup or ("passed",)), properties=props))
+    if call is not None:
+        r.update(phase("call", *call, properties=props))
+    r.update(phase("teardown", properties=props))
+    finish_status(r)
+    return r
+
+
+DEVIATION = {"implementation": "fake.b", "check": "*", "when": {"data": "offset"}, "observed": "NaN output",
+             "reason": "one-pass variance", "link": "https://example.org/issue/1", "versions": ""}
+
+
+def crash():
+    return SimpleNamespace(reprcrash=SimpleNamespace(
+        message="conformance.adapters.worker.WorkerCrashed: fake: the worker process died during 'forward' (exit code -6)"))
+
+
+SYNTHETIC = {
+    "pass": lambda: result("fake.a", "conformance/checks/test_forward.py::test_training_output[fake.a-4x3]",
+                           call=("passed",), comparisons=[comparison("y", 0.2), comparison("running_mean", 0.5)]),
+    "fail": lambda: result("fake.a", "conformance/checks/test_gradients.py::test_gradients[fake.a-16x3]",
+                           call=("failed", SimpleNamespace(reprcrash=SimpleNamespace(message="AssertionError: dx"))),
+                           params={"shape": [16, 3], "dtype": "float16"}, comparisons=[comparison("dx", 7.5)]),
+    "deviation": lambda: result("fake.b", "conformance/checks/test_forward.py::test_training_output[fake.b-offset]",
+                                call=("skipped", None, "NaN output (https://example.org/issue/1)"),
+                                comparisons=[comparison("y", float("inf"))], deviation=DEVIATION,
+                                params={"shape": [4, 3], "dtype": "float32", "data": "inf"}),
+    "unexpected_pass": lambda: result("fake.b", "conformance/checks/test_forward.py::test_inference_output[fake.b-x]",
+                                      call=("failed", "[XPASS(strict)] NaN output"), deviation=DEVIATION),
+    "skip": lambda: result("fake.a", "conformance/checks/test_forward.py::test_training_output[fake.a-bf16]",
+                           setup=("skipped", ("x.py", 1, "Skipped: fake.a does not support dtype bfloat16"))),
+    "error": lambda: result("fake.a", "conformance/checks/test_forward.py::test_inference_output[fake.a-4x3]",
+                            setup=("failed", "fixture 'conformance' raised")),
+    "crash": lambda: result("fake.c", "conformance/checks/test_forward.py::test_training_output[fake.c-4x3]",
+                            call=("failed", crash())),
+}
+
+
+def implementations() -> list[dict]:
+    return [
+        {"name": n, "family": "fake", "framework": "fakelib", "convention": conv, "version": "1.0", "backend": None,
+         "environment": {"version": "1.0"}, "devices": ["cpu"], "available": True, "missing": ""}
+        for n, conv in (("fake.a", "torch"), ("fake.b", "keras"), ("fake.c", "keras"))
+    ] + [{"name": "fake.gone", "family": "fake", "framework": "gonelib", "convention": "onnx", "version": None,
+          "backend": None, "environment": {}, "devices": ["cpu"], "available": False,
+          "missing": "fake.gone: gonelib is not installed"}]
+
+
+def synthetic_doc(statuses=tuple(SYNTHETIC)) -> dict:
+    return document(implementations(), [SYNTHETIC[s]() for s in statuses], STARTED, 1.0, ["conformance"])
+
+
+@pytest.mark.parametrize("status", list(SYNTHETIC))
+def test_status_from_pytest_reports(status):
+    assert SYNTHETIC[status]().status == status
+
+
+def test_document_follows_its_schema_and_round_trips(tmp_path):
+    doc = synthetic_doc()
+    path = tmp_path / "conformance.json"
+    path.write_text(dumps(doc))
+    jsonschema.validate(json.loads(path.read_text()), json.loads(SCHEMA.read_text()))
+    back = load(path)
+    deviation = next(r for r in back["results"] if r["status"] == "deviation")
+    assert deviation["worst"]["headroom"] == float("inf")  # written as "inf", read back as a number
+    assert deviation["params"]["data"] == "inf"  # a case named "inf" stays a name
+    assert back["counts"] == {s: 1 for s in SYNTHETIC} | {"pass": 1}
+
+
+def test_load_rejects_another_format_version(tmp_path):
+    path = tmp_path / "conformance.json"
+    path.write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(ValueError, match="format_version 99"):
+        load(path)
+
+
+def test_markdown_shows_every_status(tmp_path):
+    render(load_written(tmp_path, synthetic_doc()), tmp_path)
+    md = (tmp_path / "conformance.md").read_text()
+    assert "| fake.a | 1 / 0 / 1 | 0 / 0 / 1 |" in md  # forward: pass, error (and a skip); gradients: fail
+    assert "| fake.b | 0 / 1 / 1 | - |" in md  # a deviation, and a stale registry entry
+    assert "| fake.gone | unavailable | unavailable |" in md
+    assert "| fake.c | 0 / 0 / 1 | - |" in md  # the crashed implementation is a failure, not a gap
+    assert "unavailable: fake.gone: gonelib is not installed" in md
+    assert "https://example.org/issue/1" in md and "one-pass variance" in md
+    assert "dx: max abs error 7.5e-06 vs tolerance 1e-06 (error/tolerance 7.5)" in md
+    assert "| fake.a | dtype bfloat16 (1) |" in md
+    assert "4 of 6 checks went wrong: 1 crash, 1 error, 1 fail, 1 unexpected_pass." in md
+
+
+def test_smallest_failing_case_is_shown(tmp_path):
+    small, big = ([n, 3] for n in (2, 64))
+    results = [
+        result("fake.a", f"conformance/checks/test_gradients.py::test_gradients[fake.a-{n}]", params={"shape": s, "dtype": "float32"},
+               call=("failed", "AssertionError"), comparisons=[comparison("dx", 3.0)])
+        for n, s in (("big", big), ("small", small))
+    ]
+    doc = document(implementations(), results, STARTED, 1.0, [])
+    render(load_written(tmp_path, doc), tmp_path)
+    md = (tmp_path / "conformance.md").read_text()
+    assert "| fake.a | gradients | fail | 2 | shape 2x3, float32" in md
+
+
+def test_empty_input_renders(tmp_path):
+    doc = document([], [], STARTED, 0.0, [])
+    render(load_written(tmp_path, doc), tmp_path)
+    assert "All 0 checks that ran pass" in (tmp_path / "conformance.md").read_text()
+    assert (tmp_path / "heatmap.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_rendering_is_deterministic(tmp_path):
+    first, second = tmp_path / "1", tmp_path / "2"
+    for directory in (first, second):
+        render(load_written(directory, synthetic_doc()), directory)
+    for name in ("conformance.md", "conformance.html", "heatmap.png"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_html_is_self_contained(tmp_path):
+    render(load_written(tmp_path, synthetic_doc()), tmp_path)
+    html = (tmp_path / "conformance.html").read_text()
+    for outside in ("<script", "<link", 'src="http', "@import"):
+        assert outside not in html
+    assert 'src="data:image/png;base64,' in html
+
+
+def test_html_renders_in_chromium(tmp_path, browser):
+    render(load_written(tmp_path, synthetic_doc()), tmp_path)
+    page = browser((tmp_path / "conformance.html").as_uri(), wait_for="table#heatmap")
+    assert page.console_errors() == []
+    assert "Summary matrix" in page.text and "fake.gone" in page.text
+    heat_cells = page.driver.execute_script(
+        "return [...document.querySelectorAll('#heatmap td[style]')].map(td => getComputedStyle(td).backgroundColor)")
+    assert len(set(heat_cells)) >= 2  # cells coloured by headroom, not one flat colour
+    width = page.driver.execute_script("return document.getElementById('heatmap-png').naturalWidth")
+    assert width > 100  # the embedded PNG decoded
+    assert page.driver.execute_script("return document.querySelectorAll('#matrix tbody tr').length") == 4
+    assert page.screenshot.stat().st_size > 10_000
+
+
+def test_readme_matrix_is_generated(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nstale\n{END}\nrest\n")
+    update_readme(readme, load_written(tmp_path, synthetic_doc()))
+    text = readme.read_text()
+    assert "stale" not in text and "| fake.a | 1 / 0 / 1 |" in text and text.endswith(f"{END}\nrest\n")
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        update_readme(readme, load_written(tmp_path, synthetic_doc()))
+
+
+def load_written(directory: Path, doc: dict) -> dict:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "conformance.json"
+    path.write_text(dumps(doc))
+    return load(path)
+
+
+# -- the plugin, end to end ------------------------------------------------------------------------
+
+def run_suite(report: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q", "--report", str(report), *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def without_timing(doc: dict) -> dict:
+    doc = {k: v for k, v in doc.items() if k not in ("created", "duration_s", "command")}
+    doc["results"] = [{k: v for k, v in r.items() if k != "duration_s"} for r in doc["results"]]
+    return doc
+
+
+def test_two_runs_give_the_same_report(tmp_path):
+    selection = ("--impl", "reference.torch", "-k", "training_output or random or one_value_per_channel")
+    runs = [run_suite(tmp_path / str(i), *selection) for i in (1, 2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stdout[-2000:]
+    assert "[report] reference.torch: done" in runs[0].stdout  # progress is shown
+    first, second = (load(tmp_path / str(i) / "conformance.json") for i in (1, 2))
+    assert first["counts"]["pass"] > 0
+    assert without_timing(first) == without_timing(second)
+    assert (tmp_path / "1" / "conformance.md").read_text().split("\n", 3)[3] == \
+        (tmp_path / "2" / "conformance.md").read_text().split("\n", 3)[3]  # equal below the timestamp line
+
+
+def test_failures_give_nonzero_exit_and_still_a_report(tmp_path):
+    run = run_suite(tmp_path, "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "-k", "zero_size_batch")
+    assert run.returncode == 1, run.stdout[-2000:]
+    doc = load(tmp_path / "conformance.json")
+    assert doc["counts"]["fail"] >= 1
+    md = (tmp_path / "conformance.md").read_text()
+    assert "| seed.numpy | edge_case | fail |" in md and "shape 0x3" in md
