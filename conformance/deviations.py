@@ -33,6 +33,18 @@ class Deviation:
     when: dict = field(default_factory=dict)
     versions: str = ""
 
+    def __post_init__(self) -> None:
+        """Reject now what would otherwise fail, or silently never match, only once a check runs."""
+        for key in ("implementation", "observed", "reason", "link", "versions"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"{key} must be a string, got {getattr(self, key)!r}")
+        checks = self.check if isinstance(self.check, list) else [self.check]
+        if not checks or not all(isinstance(c, str) for c in checks):
+            raise ValueError(f"check must be a glob or a list of globs, got {self.check!r}")
+        if not isinstance(self.when, dict):
+            raise ValueError(f"when must be a table of case parameters, got {self.when!r}")
+        SpecifierSet(self.versions)  # InvalidSpecifier, a ValueError naming the specifier
+
     def matches(self, implementation: str, check: str, params: dict, version: str | None) -> bool:
         checks = self.check if isinstance(self.check, list) else [self.check]
         if not (fnmatch.fnmatchcase(implementation, self.implementation) and any(fnmatch.fnmatchcase(check, c) for c in checks)):
@@ -41,7 +53,9 @@ class Deviation:
             options = wanted if isinstance(wanted, list) else [wanted]
             if params.get(key) not in options:
                 return False
-        return not (self.versions and version and version.split("+")[0] not in SpecifierSet(self.versions))
+        # Release candidates and nightlies are ordered like any version (packaging < 24 would leave them out).
+        in_range = SpecifierSet(self.versions).contains(version.split("+")[0], prereleases=True) if version else True
+        return not self.versions or in_range
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in sorted(_KEYS)}
@@ -55,7 +69,10 @@ def load_registry(path: Path = REGISTRY) -> list[Deviation]:
         missing = {"implementation", "check", "observed", "reason", "link"} - set(entry)
         if unknown or missing:
             raise ValueError(f"{path.name} entry {i}: unknown keys {sorted(unknown)}, missing {sorted(missing)}")
-        out.append(Deviation(**entry))
+        try:
+            out.append(Deviation(**entry))
+        except ValueError as exc:
+            raise ValueError(f"{path.name} entry {i}: {exc}") from None
     return out
 
 

@@ -129,7 +129,9 @@ def compare(quantity: str, actual: np.ndarray | None, expected: np.ndarray | Non
     """Compare elementwise against ``bound``; shapes must match and non-finite values must coincide."""
     if actual is None or expected is None:
         ok = actual is None and expected is None
-        return Comparison(quantity, ok, 0.0 if ok else np.inf, 0.0, 0.0, 0.0, 0 if ok else 1)
+        has = {True: "has none", False: "has values"}
+        note = "" if ok else f"the implementation {has[actual is None]} where the reference {has[expected is None]}"
+        return Comparison(quantity, ok, 0.0 if ok else np.inf, 0.0, 0.0, 0.0, 0 if ok else 1, note)
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -139,8 +141,8 @@ def compare(quantity: str, actual: np.ndarray | None, expected: np.ndarray | Non
     same_nonfinite = (np.isnan(actual) & np.isnan(expected)) | (actual == expected)
     mismatches = int(np.count_nonzero(~finite & ~same_nonfinite) + np.count_nonzero(finite & ~np.isfinite(actual)))
     both = finite & np.isfinite(actual)
-    err = np.where(both, np.abs(actual - expected), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # inf - inf and x / 0 are masked out or meant
+        err = np.where(both, np.abs(actual - expected), 0.0)
         ratio = np.where(both, err / bound, 0.0)
         ratio = np.where(both & (err == 0), 0.0, ratio)
         rel = np.where(both & (expected != 0), err / np.abs(expected), 0.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import pkgutil
+from collections.abc import Iterable
 
 from .base import Implementation
 
@@ -23,7 +24,9 @@ _NOT_ADAPTERS = {"base", "worker"}
 def _from_module(module_name: str, attribute: str = "IMPLEMENTATIONS") -> list[Implementation]:
     obj = getattr(importlib.import_module(module_name), attribute)
     obj = obj() if callable(obj) and not isinstance(obj, Implementation) else obj
-    impls = [obj] if isinstance(obj, Implementation) else list(obj)
+    # Anything but a list (or other collection) of them is checked as one, so that a number, a string or
+    # a factory's forgotten return value gives the TypeError below, naming the locator.
+    impls = list(obj) if isinstance(obj, Iterable) and not isinstance(obj, str) else [obj]
     for impl in impls:
         if not isinstance(impl, Implementation):
             raise TypeError(f"{module_name}:{attribute} must give Implementation instances, got {type(impl).__name__}")

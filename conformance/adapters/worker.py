@@ -58,7 +58,6 @@ def _serve(conn: Any, locator: str) -> None:
 
     impls = {i.name: i for i in load(locator)}
     layers: dict[int, Any] = {}
-    ids = itertools.count()
     while True:
         try:
             message = conn.recv()
@@ -69,8 +68,7 @@ def _serve(conn: Any, locator: str) -> None:
             layers.pop(layer_id, None)
         try:
             if op == "build":
-                name, spec = args
-                layer_id = next(ids)
+                layer_id, name, spec = args
                 layers[layer_id] = impls[name].build(spec)
                 result: Any = layer_id
             elif op in ("environment", "defaults"):
@@ -78,6 +76,8 @@ def _serve(conn: Any, locator: str) -> None:
                 result = getattr(impls[name], op)()
             else:
                 layer_id, *rest = args
+                if layer_id not in layers:
+                    raise KeyError(f"layer {layer_id} is not in this worker: an earlier worker built it and died")
                 result = getattr(layers[layer_id], op)(*rest)
             conn.send(("ok", result))
         except Exception as exc:  # every failure goes back to the caller, with its type and traceback
@@ -92,6 +92,9 @@ class _Worker:
         self.impl = impl  # any member of the group: gives locator, family and process_env
         self.process: subprocess.Popen | None = None
         self.pending_drops: list[int] = []
+        # Layer ids are chosen here and never reused, also across restarts: a layer of a worker that died
+        # can then neither reach nor (when its proxy is collected) drop a layer of the restarted one.
+        self.layer_ids = itertools.count()
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -203,7 +206,7 @@ class _Isolated(Implementation):
 
     def build(self, spec: LayerSpec) -> _RemoteLayer:
         worker = _worker_for(self._impl)
-        return _RemoteLayer(worker, worker.call("build", self.name, spec))
+        return _RemoteLayer(worker, worker.call("build", next(worker.layer_ids), self.name, spec))
 
 
 def isolate(impl: Implementation) -> Implementation:

@@ -25,7 +25,10 @@ def test_inference_output(conformance, case):
     mirror.verify()
 
 
-@pytest.mark.parametrize("case", [c.with_(steps=4) for c in CASES], ids=ids)
+AFTER_TRAINING = [c.with_(steps=4) for c in CASES]
+
+
+@pytest.mark.parametrize("case", AFTER_TRAINING, ids=[c.id for c in AFTER_TRAINING])
 def test_inference_after_training(conformance, case):
     mirror = conformance(case)
     *train, evaluate = case.batches()

@@ -1,0 +1,100 @@
+"""Choosing and loading implementations: clear errors for unknown names, bad locators, wrong objects and
+name clashes; a missing framework is a skip naming it; and a declared convention is checked, not
+trusted: an implementation following another framework's rules fails, naming the statistic."""
+
+import pytest
+
+from conformance.adapters import builtin, load, select
+from fake_adapters import MISSING_MODULE
+
+pytest_plugins = ["pytester"]
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"^no implementation matches 'nope\*'; known: ") as raised:
+        select(["reference.torch", "nope*"])
+    known = str(raised.value).split("known: ")[1].split(", ")
+    assert set(known) == {i.name for i in builtin()} | {i.family for i in builtin()}
+
+
+# locator -> (exception type, text the message must contain)
+LOAD_ERRORS = {
+    "no such module": ("bn_conformance_meta_no_such_module:IMPLEMENTATIONS", ModuleNotFoundError,
+                       "No module named 'bn_conformance_meta_no_such_module'"),
+    "no such attribute": ("fake_adapters:NO_SUCH_ATTRIBUTE", AttributeError, "NO_SUCH_ATTRIBUTE"),
+    "module without IMPLEMENTATIONS": ("fake_adapters:", AttributeError, "IMPLEMENTATIONS"),
+    "a name where an instance belongs": (
+        "fake_adapters:NOT_IMPLEMENTATIONS", TypeError,
+        "fake_adapters:NOT_IMPLEMENTATIONS must give Implementation instances, got str",
+    ),
+    "a number": ("fake_adapters:NOT_ITERABLE", TypeError,
+                 "fake_adapters:NOT_ITERABLE must give Implementation instances, got int"),
+    "a factory returning None": ("fake_adapters:returns_none", TypeError,
+                                 "fake_adapters:returns_none must give Implementation instances, got NoneType"),
+}
+
+
+@pytest.mark.parametrize("locator, error, text", LOAD_ERRORS.values(), ids=LOAD_ERRORS.keys())
+def test_bad_locator_is_a_clear_error(locator: str, error: type[Exception], text: str) -> None:
+    with pytest.raises(error) as raised:
+        select([locator])
+    assert text in str(raised.value)
+
+
+def test_loaded_implementations_know_their_locator() -> None:
+    # A worker process finds the implementation again by this locator alone.
+    assert [(i.name, i.locator) for i in load("fake_adapters:HEALTHY")] == [("healthy.torch", "fake_adapters:HEALTHY")]
+
+
+@pytest.mark.parametrize(
+    "specs", [["fake_adapters:DUPLICATE_NAMES"], ["reference.torch", "fake_adapters:SHADOWS_BUILTIN"]],
+    ids=["within one locator", "a locator shadowing a built-in"],
+)
+def test_two_implementations_with_one_name_are_refused(specs: list[str]) -> None:
+    with pytest.raises(ValueError, match=r"^two implementations are named '(dup|reference)\.torch'$"):
+        select(specs)
+
+
+def test_overlapping_specs_choose_each_implementation_once() -> None:
+    chosen = select(["reference.torch", "reference.*", "reference"])
+    assert sorted(i.name for i in chosen) == sorted(i.name for i in builtin() if i.family == "reference")
+
+
+# ---- through pytest --------------------------------------------------------------------------------
+
+
+def test_unknown_impl_stops_the_run_naming_the_known_ones(run_checks) -> None:
+    result = run_checks("test_conventions.py", "--impl", "nope")
+    # Today an internal error with the message last; a usage error would do as well.
+    assert result.ret in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
+    result.stderr.fnmatch_lines(["*no implementation matches 'nope'; known: *reference.torch*"])
+    result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_missing_module_is_a_skip_naming_it(run_checks) -> None:
+    run_checks(
+        "test_forward.py", "test_conventions.py", "-k", "test_training_output and 16x3-cfirst-float32 or test_defaults",
+        "--impl", "fake_adapters:NEEDS_MISSING_MODULE",
+        outcomes={"skipped": 2},
+        lines=[f"SKIPPED [[]1] *{module}:*: needs.missing: {MISSING_MODULE} is not installed"
+               for module in ("test_conventions.py", "test_forward.py")],
+    )
+
+
+def test_wrong_convention_fails_naming_the_statistics(run_checks) -> None:
+    # The same layer (the reference running the Keras rules) declared as torch, and honestly as keras:
+    # the suite translates momentum and Bessel correction per declared convention, never excuses them.
+    result = run_checks(
+        "test_running_stats.py", "-k", "test_running_statistics and 16x3-cfirst-float32 and not momentum",
+        "--impl", "fake_adapters:KERAS_DECLARED_TORCH", "--impl", "fake_adapters:KERAS_DECLARED_KERAS",
+        outcomes={"failed": 1, "passed": 1},
+        lines=[
+            "E * wrong.keras_as_torch disagrees with the reference (torch convention)"
+            " on case 16x3-cfirst-float32-steps=3:",
+            "E *   running_mean: max |error| *, error/bound * at bound *",
+            "E *   running_var: max |error| *, error/bound * at bound *",
+            "FAILED *wrong.keras_as_torch*",
+        ],
+    )
+    # Conventions never change the training output, so only the statistics may be blamed.
+    assert "   y: " not in result.stdout.str()

@@ -1,0 +1,174 @@
+"""The deviation registry: which entry covers which test, clear errors for malformed entries, the real
+registry's entries can all match something, and through pytest a covered failure is an xfail while an
+entry that no longer deviates fails the run (strict)."""
+
+import fnmatch
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import conformance.checks
+from conformance.adapters.base import ALL_DTYPES
+from conformance.cases import Case
+from conformance.checks.test_edge_cases import EDGE_CASES
+from conformance.deviations import Deviation, load_registry, match
+
+pytest_plugins = ["pytester"]
+
+
+def entry(**fields: Any) -> Deviation:
+    """An entry covering everything unless ``fields`` narrow it."""
+    return Deviation(**{"implementation": "*", "check": "*", "observed": "o", "reason": "r", "link": ""} | fields)
+
+
+# (entry fields, (implementation, check, params, version), whether the entry covers that test)
+MATCHING = {
+    "implementation glob": ({"implementation": "keras.*"}, ("keras.jax", "gradients", {}, None), True),
+    "implementation glob, other family": ({"implementation": "keras.*"}, ("tf_keras.fused", "c", {}, None), False),
+    "implementation is a whole-name glob": ({"implementation": "keras"}, ("keras.jax", "gradients", {}, None), False),
+    "check glob": ({"check": "*_output"}, ("torch.F", "training_output", {}, None), True),
+    "check glob, other check": ({"check": "*_output"}, ("torch.F", "running_statistics", {}, None), False),
+    "check list": ({"check": ["gradients", "edge_case"]}, ("torch.F", "edge_case", {}, None), True),
+    "check list, other check": ({"check": ["gradients", "edge_case"]}, ("torch.F", "training_output", {}, None), False),
+    "when is a subset of params": ({"when": {"dtype": "float64"}}, ("x", "c", {"dtype": "float64", "rank": 4}, None),
+                                   True),
+    "when value differs": ({"when": {"dtype": "float64"}}, ("x", "c", {"dtype": "float32"}, None), False),
+    "when list of values": ({"when": {"edge": ["a", "b"]}}, ("x", "c", {"edge": "b"}, None), True),
+    "when list, other value": ({"when": {"edge": ["a", "b"]}}, ("x", "c", {"edge": "c"}, None), False),
+    "when key the test lacks": ({"when": {"training": True}}, ("x", "c", {"dtype": "float32"}, None), False),
+    "when needs every key": ({"when": {"dtype": "float64", "training": True}},
+                             ("x", "c", {"dtype": "float64", "training": False}, None), False),
+    "when float": ({"when": {"momentum": 0.1}}, ("x", "c", {"momentum": 0.1}, None), True),
+    "version in range": ({"versions": ">=2.0,<2.14"}, ("x", "c", {}, "2.13.1"), True),
+    "version past range": ({"versions": ">=2.0,<2.14"}, ("x", "c", {}, "2.14.0"), False),
+    "version with local label": ({"versions": ">=2.0,<2.14"}, ("x", "c", {}, "2.13.0+cpu"), True),
+    # Release candidates and nightlies are what upgrade gates run; packaging < 24 excludes them by default.
+    "release candidate in range": ({"versions": "<2.14"}, ("x", "c", {}, "2.13.0rc1"), True),
+    "nightly in range": ({"versions": ">=2.14"}, ("x", "c", {}, "2.15.0.dev20250101+cpu"), True),
+    # PEP 440: a nightly precedes its release (an entry wanting it says ">=2.14.0.dev0").
+    "nightly of the first version": ({"versions": ">=2.14"}, ("x", "c", {}, "2.14.0.dev20250101"), False),
+    "unknown version": ({"versions": "<2.14"}, ("x", "c", {}, None), True),
+    "no range, any version": ({}, ("x", "c", {}, "99.0"), True),
+}
+
+
+@pytest.mark.parametrize("fields, test, covered", MATCHING.values(), ids=MATCHING.keys())
+def test_entry_matching(fields: dict, test: tuple, covered: bool) -> None:
+    assert entry(**fields).matches(*test) is covered
+
+
+def test_first_matching_entry_wins() -> None:
+    narrow, broad = entry(when={"dtype": "float16"}, observed="narrow"), entry(observed="broad")
+    registry = [entry(implementation="other"), narrow, broad]
+    assert match(registry, "torch.F", "gradients", {"dtype": "float16"}, None) is narrow
+    assert match(registry, "torch.F", "gradients", {"dtype": "float32"}, None) is broad
+    assert match(registry[:1], "torch.F", "gradients", {}, None) is None
+
+
+BODY = """
+implementation = "torch.*"
+check = "gradients"
+observed = "o"
+reason = "r"
+link = ""
+"""
+GOOD = "[[deviation]]" + BODY
+# (an entry appended after GOOD, what the error must say: entry 1 is the second one)
+MALFORMED = {
+    "misspelt key": (BODY.replace("check =", "chek ="), "entry 1: unknown keys ['chek'], missing ['check']"),
+    "missing reason": (BODY.replace('reason = "r"', ""), "entry 1: unknown keys [], missing ['reason']"),
+    "bad version range": (BODY + 'versions = ">=2.x"', "entry 1: Invalid specifier: '>=2.x'"),
+    "when not a table": (BODY + 'when = "dtype=float64"', "entry 1: when must be a table"),
+    "check not a glob": (BODY.replace('"gradients"', "3"), "entry 1: check must be a glob or a list of globs"),
+    "empty check list": (BODY.replace('"gradients"', "[]"), "entry 1: check must be a glob or a list of globs"),
+    "link not a string": (BODY.replace('link = ""', "link = 1"), "entry 1: link must be a string"),
+}
+
+
+@pytest.mark.parametrize("body, message", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_entry_is_a_clear_error_at_load(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "deviations.toml"
+    path.write_text(GOOD + "\n[[deviation]]\n" + body.strip() + "\n")
+    with pytest.raises(ValueError) as raised:
+        load_registry(path)
+    assert str(raised.value).startswith(f"deviations.toml {message}")
+
+
+# ---- the real registry -------------------------------------------------------------------------------
+
+CHECKS = Path(conformance.checks.__file__).parent
+CHECK_NAMES = {
+    name.removeprefix("test_")
+    for module in CHECKS.glob("test_*.py")
+    for name in vars(importlib.import_module(f"conformance.checks.{module.stem}"))
+    if name.startswith("test_")
+}
+# Parameters a check can be matched on: the case's, plus those the checks add (``conformance(case,
+# edge=..., training=...)`` in test_edge_cases and test_gradients).
+PARAM_VALUES: dict[str, set | None] = {key: None for key in Case((2, 3)).params()}
+PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": {True, False}}
+REGISTRY = load_registry()
+
+
+@pytest.mark.parametrize("deviation", REGISTRY, ids=[f"{i}-{d.implementation}" for i, d in enumerate(REGISTRY)])
+def test_registry_entry_can_match(deviation: Deviation) -> None:
+    # A misspelt check, parameter or value would make an entry silently cover nothing.
+    checks = deviation.check if isinstance(deviation.check, list) else [deviation.check]
+    for check in checks:
+        assert any(fnmatch.fnmatchcase(name, check) for name in CHECK_NAMES), f"{check!r} is none of {CHECK_NAMES}"
+    for key, wanted in deviation.when.items():
+        assert key in PARAM_VALUES, f"when key {key!r} is no parameter of any check"
+        if PARAM_VALUES[key] is not None:
+            values = wanted if isinstance(wanted, list) else [wanted]
+            assert set(values) <= PARAM_VALUES[key], f"when {key} = {wanted!r} is not among {PARAM_VALUES[key]}"
+
+
+# ---- through pytest --------------------------------------------------------------------------------
+
+REGISTRY_UNDER_TEST = """
+[[deviation]]
+implementation = "reference.torch"
+check = "running_statistics"
+when = { dtype = "float32", rank = 2 }
+observed = "nothing any more: the reference agrees with itself"
+reason = "a stale entry"
+link = ""
+
+[[deviation]]
+implementation = "wrong.*"
+check = ["training_output", "running_statistics"]
+when = { momentum = 0.1 }
+observed = "Keras momentum and a biased running variance under the torch convention"
+reason = "a known deviation"
+link = "https://example.invalid/issue/1"
+"""
+
+
+class UseRegistry:
+    """Plugin: the suite's registry replaced by one of the test's own, after the suite loaded its own."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        config._bn_registry = load_registry(self.path)
+
+
+def test_deviation_is_xfail_and_stale_entry_fails_the_run(run_checks, tmp_path: Path) -> None:
+    path = tmp_path / "deviations.toml"
+    path.write_text(REGISTRY_UNDER_TEST)
+    run_checks(
+        "test_running_stats.py", "-k", "test_running_statistics and 16x3-cfirst-float32 and not momentum",
+        "--impl", "reference.torch", "--impl", "fake_adapters:KERAS_DECLARED_TORCH",
+        plugins=[UseRegistry(path)],
+        outcomes={"failed": 1, "xfailed": 1},
+        lines=[
+            "_* test_running_statistics?reference.torch-16x3-cfirst-float32-steps=3? _*",
+            "[[]XPASS(strict)] nothing any more: the reference agrees with itself ()",
+            "XFAIL *test_running_statistics?wrong.keras_as_torch-16x3-cfirst-float32-steps=3?* - Keras momentum and a"
+            " biased running variance under the torch convention (https://example.invalid/issue/1)",
+        ],
+    )

@@ -1,0 +1,74 @@
+"""Worker isolation: an implementation that kills its process fails its own tests, names its family and
+exit code, leaves every other worker running, comes back on the next call, and never turns into a skip
+or stops the run."""
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+import fake_adapters
+from conformance.adapters import load
+from conformance.adapters.base import Implementation, State
+from conformance.adapters.worker import RemoteError, WorkerCrashed, isolate, shutdown
+from conformance.cases import Case
+
+pytest_plugins = ["pytester"]
+
+CASE = Case((4, 3))
+
+
+@pytest.fixture
+def workers() -> Iterator[None]:
+    """Stop the workers a test started, so none outlives it (they are keyed per adapter module)."""
+    yield
+    shutdown()
+
+
+def isolated(locator: str) -> dict[str, Implementation]:
+    # Loading by locator is what gives an implementation the address its worker imports it from.
+    return {impl.name: isolate(impl) for impl in load(locator)}
+
+
+def test_crash_fails_the_call_and_only_its_own_worker(workers: None) -> None:
+    # A segfault, as a native kernel's bug would cause; the run below covers every crash mode's exit code.
+    healthy = isolated("fake_adapters:HEALTHY")["healthy.torch"]
+    crashing = isolated("fake_adapters:CRASHING")["crash.segfault"]
+    spec = CASE.spec("torch")
+    survivor = healthy.build(spec)
+    survivor.set_state(State(running_mean=CASE.initial_state()["running_mean"]))
+    doomed = crashing.build(spec)  # the crashing worker runs and answers until forward
+
+    with pytest.raises(WorkerCrashed, match=r"^crash: the worker process died during 'forward' \(exit code -11\)"):
+        doomed.forward(CASE.batches()[0], training=True)
+
+    # The other family's worker is the same process as before: it still knows the layer built before the
+    # crash and the state set on it (a restarted worker would know neither).
+    y = survivor.forward(CASE.batches()[0], training=False)
+    assert y.shape == CASE.shape
+    assert (survivor.get_state().running_mean == CASE.initial_state()["running_mean"]).all()
+    # The crashed family comes back: a fresh worker builds and computes what does not crash...
+    reborn = crashing.build(spec)
+    reborn.set_state(State(running_var=CASE.initial_state()["running_var"]))
+    # ...and a proxy left over from the worker that died reaches nothing in the new one: neither by a
+    # call, nor by the drop its collection sends (layer ids are never reused across restarts).
+    with pytest.raises(RemoteError, match="an earlier worker built it and died"):
+        doomed.get_state()
+    collected = weakref.ref(doomed)
+    del doomed
+    gc.collect()
+    assert collected() is None  # so its drop went out with the next call
+    assert (reborn.get_state().running_var == CASE.initial_state()["running_var"]).all()
+
+
+def test_crash_is_a_failure_of_each_test_and_the_run_completes(run_checks) -> None:
+    # All three crash modes (one shared worker, restarted before each test) and a healthy isolated
+    # implementation, on one forward check of one case: each failure is the crash of its own test.
+    run_checks(
+        "test_forward.py", "-k", "test_training_output and 16x3-cfirst-float32",
+        "--impl", "fake_adapters:CRASHING", "--impl", "fake_adapters:HEALTHY",
+        outcomes={"failed": 3, "passed": 1},
+        lines=[f"E *WorkerCrashed: crash: the worker process died during 'forward' (exit code {code})*"
+               for code in fake_adapters.CRASH_EXIT_CODES.values()],
+    )

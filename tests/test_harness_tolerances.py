@@ -1,0 +1,135 @@
+"""The tolerance model: ``compare``'s edge cases, and bounds that are tight enough to catch the classic
+numerical bugs yet loose enough for a correct implementation in every supported dtype."""
+
+import numpy as np
+import pytest
+
+from conformance.cases import layout_cases
+from conformance.mirror import Mirror
+from conformance.tolerances import Comparison, compare
+from fake_adapters import NumpyImplementation
+
+NAN, INF = np.nan, np.inf
+
+# (actual, expected, bound) -> (passed, headroom, nonfinite_mismatches)
+COMPARE = {
+    "identical": (([1.0, -2.0], [1.0, -2.0], 1e-6), (True, 0.0, 0)),
+    "identical, zero bound": (([1.0, -2.0], [1.0, -2.0], 0.0), (True, 0.0, 0)),
+    "error at the bound": (([1.5], [1.0], 0.5), (True, 1.0, 0)),
+    "error just over the bound": (([np.nextafter(1.5, 2.0)], [1.0], 0.5), (False, 1.0 + 2.0**-51, 0)),
+    "error with a zero bound": (([1.0 + 2.0**-52], [1.0], 0.0), (False, INF, 0)),
+    "NaN where the reference has NaN": (([NAN, 1.0], [NAN, 1.0], 0.0), (True, 0.0, 0)),
+    "NaN where the reference is finite": (([NAN, 1.0], [1.0, 1.0], 1.0), (False, INF, 1)),
+    "finite where the reference has NaN": (([1.0, 1.0], [NAN, 1.0], 1.0), (False, INF, 1)),
+    "inf where the reference has inf": (([INF, -INF], [INF, -INF], 0.0), (True, 0.0, 0)),
+    "inf of the other sign": (([-INF, 1.0], [INF, 1.0], 1.0), (False, INF, 1)),
+    "inf where the reference is finite": (([INF, 1.0], [1e300, 1.0], 1e300), (False, INF, 1)),
+    "empty": ((np.empty((0, 3)), np.empty((0, 3)), np.ones(3)), (True, 0.0, 0)),
+    "both absent": ((None, None, 0.0), (True, 0.0, 0)),
+    "absent where the reference has values": ((None, [1.0], 1.0), (False, INF, 1)),
+    "values where the reference has none": (([1.0], None, 1.0), (False, INF, 1)),
+}
+
+
+@pytest.mark.filterwarnings("error")  # non-finite values are data here, not a reason to warn
+@pytest.mark.parametrize("arrays, verdict", COMPARE.values(), ids=COMPARE.keys())
+def test_compare(arrays: tuple, verdict: tuple[bool, float, int]) -> None:
+    actual, expected, bound = (None if a is None else np.asarray(a, np.float64) for a in arrays)
+    result = compare("q", actual, expected, bound)
+    assert (result.passed, result.headroom, result.nonfinite_mismatches) == verdict
+
+
+def test_headroom_is_the_worst_ratio_and_records_its_bound() -> None:
+    # The larger absolute error has the more generous bound: the verdict follows the ratio, not the error.
+    result = compare("y", np.array([2.001, 1.0001]), np.array([2.0, 1.0]), np.array([1.0, 1e-5]))
+    assert not result.passed
+    assert result.headroom == pytest.approx(10.0)
+    assert result.bound_at_worst == 1e-5
+    assert result.max_abs_error == pytest.approx(1e-3)
+    assert result.max_rel_error == pytest.approx(5e-4)
+
+
+def test_shape_mismatch_raises_naming_the_quantity() -> None:
+    with pytest.raises(AssertionError, match=r"^dx: shape \(2, 3\) differs from the reference's \(3, 2\)$"):
+        compare("dx", np.zeros((2, 3)), np.zeros((3, 2)), 1.0)
+
+
+DESCRIBE = {
+    "numbers": (compare("y", np.array([1.5]), np.array([1.0]), 0.25),
+                "y: max |error| 0.5 (relative 0.5), error/bound 2 at bound 0.25"),
+    "non-finite": (compare("y", np.array([NAN, NAN]), np.array([1.0, 2.0]), 1.0),
+                   "y: NaN/inf at 2 places where the reference differs"),
+    "absent": (compare("running_var", None, np.ones(3), 1.0),
+               "running_var: the implementation has none where the reference has values"),
+    "present": (compare("running_var", np.ones(3), None, 1.0),
+                "running_var: the implementation has values where the reference has none"),
+}
+
+
+@pytest.mark.parametrize("comparison, text", DESCRIBE.values(), ids=DESCRIBE.keys())
+def test_failure_description_says_what_differs(comparison: Comparison, text: str) -> None:
+    assert comparison.describe() == text
+
+
+# ---- against purpose-built implementations ----------------------------------------------------------
+
+
+def drive(impl: NumpyImplementation, case) -> Mirror:
+    """What the checks do, in one sequence: train with gradients, train, infer, infer with gradients."""
+    mirror = Mirror(impl, case)
+    first, second, third = case.batches()
+    mirror.forward_backward(first, case.cotangent(), training=True)
+    mirror.forward(second, training=True)
+    mirror.forward(third, training=False)
+    mirror.forward_backward(third, case.cotangent(), training=False)
+    mirror.compare_state()
+    return mirror
+
+
+TWO_PASS = NumpyImplementation("numpy.two_pass")  # computes in the case's dtype
+TWO_PASS_FLOAT32 = NumpyImplementation("numpy.two_pass_float32", compute="float32")
+ONE_PASS = NumpyImplementation("numpy.one_pass", one_pass=True)
+
+# (implementation, dtypes, data): correct implementations, to pass on every rank and channel position.
+CORRECT = {
+    "two-pass, own dtype": (TWO_PASS, ("float64", "float32", "float16", "bfloat16"), "normal"),
+    "two-pass, own dtype, offset data": (TWO_PASS, ("float64", "float32"), "offset"),
+    # How frameworks run half precision: float32 arithmetic on float16/bfloat16 tensors.
+    "two-pass in float32, half dtypes": (TWO_PASS_FLOAT32, ("float16", "bfloat16"), "normal"),
+    "two-pass in float32, half dtypes, offset data": (TWO_PASS_FLOAT32, ("float16", "bfloat16"), "offset"),
+    # A one-pass variance is harmless on well-centred data: a failure on offset data is conditioning.
+    "one-pass, own dtype": (ONE_PASS, ("float64", "float32"), "normal"),
+}
+# (implementation, dtypes, data, quantities that must fail): the bugs the model must catch, on every case.
+BUGGY = {
+    "one-pass variance on offset data": (
+        ONE_PASS, ("float64", "float32"), "offset", {"y", "dx", "dgamma", "running_var"}
+    ),
+    "float64 computed in float32": (
+        TWO_PASS_FLOAT32, ("float64",), "normal", {"y", "dx", "dgamma", "dbeta", "running_mean", "running_var"}
+    ),
+}
+
+
+@pytest.mark.parametrize("impl, dtypes, data", CORRECT.values(), ids=CORRECT.keys())
+def test_correct_implementation_passes(impl: NumpyImplementation, dtypes: tuple[str, ...], data: str) -> None:
+    for case in layout_cases(dtypes, data=data, steps=3):
+        drive(impl, case).verify()
+
+
+@pytest.mark.parametrize("impl, dtypes, data, quantities", BUGGY.values(), ids=BUGGY.keys())
+def test_numerical_bug_is_caught(
+    impl: NumpyImplementation, dtypes: tuple[str, ...], data: str, quantities: set[str]
+) -> None:
+    for case in layout_cases(dtypes, data=data, steps=3):
+        failed = {c.quantity for c in drive(impl, case).failures()}
+        assert quantities <= failed, f"{case.id}: only {sorted(failed)} failed"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_output_bound_is_within_20x_of_a_correct_implementations_error(dtype: str) -> None:
+    # Passing is not enough: a bound orders of magnitude above the rounding a correct implementation in
+    # the same precision makes would let real bugs of that size through.
+    comparisons = [c for case in layout_cases((dtype,), steps=3) for c in drive(TWO_PASS, case).comparisons]
+    worst = max(c.headroom for c in comparisons if c.quantity == "y")
+    assert 0.05 <= worst <= 1.0
