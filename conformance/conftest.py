@@ -39,7 +39,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _chosen(config: pytest.Config) -> list:
     specs = config.getoption("--impl") or [s for s in os.environ.get("BN_CONFORMANCE_IMPL", "").split(",") if s]
-    return [isolate(impl) for impl in select(specs)]
+    try:
+        chosen = select(specs)
+    except (ValueError, TypeError, ImportError, AttributeError) as exc:  # a bad --impl is the user's to fix
+        raise pytest.UsageError(f"--impl: {exc}") from None
+    return [isolate(impl) for impl in chosen]
 
 
 def pytest_configure(config: pytest.Config) -> None:

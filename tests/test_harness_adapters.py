@@ -65,9 +65,8 @@ def test_overlapping_specs_choose_each_implementation_once() -> None:
 
 def test_unknown_impl_stops_the_run_naming_the_known_ones(run_checks) -> None:
     result = run_checks("test_conventions.py", "--impl", "nope")
-    # Today an internal error with the message last; a usage error would do as well.
-    assert result.ret in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
-    result.stderr.fnmatch_lines(["*no implementation matches 'nope'; known: *reference.torch*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --impl: no implementation matches 'nope'; known: *reference.torch*"])
     result.stdout.no_fnmatch_line("*passed*")
 
 
