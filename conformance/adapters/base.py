@@ -7,22 +7,32 @@ missing framework becomes a skip naming the package, never an import error.
 
 Arrays cross the protocol as NumPy: inputs in the case's dtype (``bfloat16`` as ``ml_dtypes.bfloat16``),
 per-channel parameters and statistics as float64 of shape (C,), outputs in any floating dtype.
+
+A layer may also be :class:`Benchmarkable` (optional): the benchmarks (``benchmarks/``) then time its
+operations on framework-native arrays instead of through the NumPy conversions.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["ALL_DTYPES", "Capabilities", "Implementation", "Layer", "LayerSpec", "State", "as_numpy_float"]
+__all__ = [
+    "ALL_DTYPES", "OPERATIONS", "Benchmarkable", "Capabilities", "Implementation", "Layer", "LayerSpec", "State",
+    "as_numpy_float",
+]
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+# What the benchmarks time: a training-mode forward, an inference-mode forward, and a training-mode
+# forward followed by the backward (dx, dgamma, dbeta).
+OPERATIONS = ("forward_training", "forward_inference", "forward_backward")
 
 # Optional behaviours an implementation may declare in Capabilities.features.
 FEATURES = frozenset({"affine_false", "no_running_stats", "momentum_none", "trainable_false"})
@@ -83,6 +93,27 @@ class Layer(Protocol):
         self, x: np.ndarray, dy: np.ndarray, training: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """One forward call and the gradients of ``sum(y * dy)``: ``(y, dx, dgamma, dbeta)``."""
+
+
+@runtime_checkable
+class Benchmarkable(Protocol):
+    """Optional for a :class:`Layer`: run one operation on framework-native arrays, for timing.
+
+    Timing ``forward``/``forward_backward`` would mostly measure the conversions from and to NumPy;
+    a layer with this method is timed without them. A layer without it is timed through the NumPy
+    protocol, conversions included.
+    """
+
+    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
+        """Convert ``x`` and ``dy`` (NumPy, as ``forward`` takes them) to the framework's arrays once, and
+        return a zero-argument callable that runs ``operation`` (one of :data:`OPERATIONS`) on them and
+        returns only when the work is done (it waits for asynchronous runtimes and devices).
+
+        The callable computes what ``forward(x, training)`` and ``forward_backward(x, dy, True)``
+        compute, in the same way (same calls, same kernels), with the backward given ``dy`` as the
+        gradient of ``y`` directly, and returns the same outputs as the framework's arrays, unconverted:
+        ``y``, or ``(y, dx, dgamma, dbeta)`` (None for absent parameters).
+        """
 
 
 @dataclass(frozen=True)

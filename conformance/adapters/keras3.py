@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from types import MappingProxyType
 
 import numpy as np
@@ -63,6 +64,46 @@ class KerasLayer:
         x, dy = self._tensor(x), self._tensor(dy)
         y, dx, dgamma, dbeta = getattr(self, f"_grad_{self.backend}")(x, dy, training)
         return tuple(self._numpy(t) for t in (y, dx, dgamma, dbeta))
+
+    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
+        x, dy = self._tensor(x), self._tensor(dy)
+        # JAX dispatches asynchronously; TensorFlow's and torch's eager CPU ops return when they are done.
+        wait = __import__("jax").block_until_ready if self.backend == "jax" else (lambda outputs: outputs)
+        if operation == "forward_backward":
+            backward = getattr(self, f"_vjp_{self.backend}")
+            return lambda: wait(backward(x, dy))
+        training = operation == "forward_training"
+        return lambda: wait(self.layer(x, training=training))
+
+    # The runner's backward: dy is the gradient of y, with no loss computed from y (see _grad_*).
+    def _vjp_tensorflow(self, x, dy) -> tuple:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = self.layer(x, training=True)
+        dx, *dparams = tape.gradient(y, [x, *self._params()], output_gradients=dy)
+        return y, dx, *(dparams or (None, None))
+
+    def _vjp_jax(self, x, dy) -> tuple:
+        import jax
+
+        layer = self.layer
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+        y, vjp = jax.vjp(
+            lambda trainable, x: layer.stateless_call(trainable, non_trainable, x, training=True)[0],
+            [v.value for v in layer.trainable_variables], x,
+        )
+        dparams, dx = vjp(dy)
+        return y, dx, *(dparams or (None, None))
+
+    def _vjp_torch(self, x, dy) -> tuple:
+        import torch
+
+        x = x.detach().requires_grad_(True)
+        y = self.layer(x, training=True)
+        dx, *dparams = torch.autograd.grad(y, [x, *(v.value for v in self._params())], dy)
+        return y, dx, *(dparams or (None, None))
 
     def _params(self) -> list:
         return [self.layer.gamma, self.layer.beta] if self.layer.center else []

@@ -7,6 +7,7 @@ The fused kernel stores the Bessel-corrected running variance (its own conventio
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import numpy as np
 
@@ -59,6 +60,23 @@ class TfKerasLayer:
             loss = tf.reduce_sum(y * dy)  # its gradient w.r.t. y is exactly dy, in any dtype
         dx, *dparams = tape.gradient(loss, [x, *params])
         return tuple(self._numpy(t) for t in (y, dx, *(dparams or (None, None))))
+
+    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
+        tf = self.tf
+        x, dy = self._tensor(x), self._tensor(dy)
+        if operation != "forward_backward":
+            training = operation == "forward_training"
+            return lambda: self.layer(x, training=training)  # eager CPU ops return when they are done
+        params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
+
+        def forward_backward() -> tuple:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = self.layer(x, training=True)
+            dx, *dparams = tape.gradient(y, [x, *params], output_gradients=dy)  # dy is the gradient of y itself
+            return y, dx, *(dparams or (None, None))
+
+        return forward_backward
 
 
 class TfKerasImplementation(Implementation):

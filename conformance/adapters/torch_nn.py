@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import numpy as np
 
@@ -90,6 +91,30 @@ class TorchLayer:
         y.backward(self._input(dy))
         gamma, beta = self.params["gamma"], self.params["beta"]
         return _to_numpy(y), _to_numpy(xt.grad), *(None if p is None else _to_numpy(p.grad) for p in (gamma, beta))
+
+    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
+        torch = self.torch
+        xt, dyt = self._input(x, requires_grad=operation == "forward_backward"), self._input(dy)
+        wait = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)  # CUDA runs asynchronously
+        if operation == "forward_backward":
+            inputs = [xt, *(p for p in self.params.values() if p is not None)]
+
+            def forward_backward() -> tuple:
+                y = self._call(xt, True)
+                dx, *dparams = torch.autograd.grad(y, inputs, dyt)  # returned, not accumulated into .grad
+                wait()
+                return y, dx, *(dparams or (None, None))
+
+            return forward_backward
+        training = operation == "forward_training"
+
+        def forward():
+            with torch.no_grad():
+                y = self._call(xt, training)
+            wait()
+            return y
+
+        return forward
 
 
 def _to_numpy(t) -> np.ndarray | None:

@@ -1,0 +1,72 @@
+"""The benchmarks time what the conformance suite checks: for every built-in implementation, operation,
+dtype, rank and channel position, a layer's runner returns exactly (bit for bit) what the NumPy protocol
+returns on a twin layer. Each group of implementations runs in a fresh interpreter (this file as a
+script), as Keras fixes its backend at import."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+GROUPS = ["reference.*", "torch.*", "keras.tensorflow", "keras.jax", "keras.torch", "tf_keras.*"]
+
+
+def _to_numpy(t: object) -> np.ndarray | None:
+    """A framework's array as float64 NumPy (PyTorch's bfloat16 through float32, which holds it exactly)."""
+    if t is None:
+        return None
+    if hasattr(t, "detach"):  # torch.Tensor: NumPy cannot take its bfloat16
+        t = t.detach().cpu().float()
+    return np.asarray(t).astype(np.float64)
+
+
+def _mismatches(pattern: str) -> tuple[int, list[str]]:
+    """Run in the group's own interpreter: (combinations checked, descriptions of the mismatches)."""
+    from conformance.adapters import select
+    from conformance.adapters.base import OPERATIONS, State
+    from conformance.cases import layout_cases
+
+    impls = [impl for impl in select([pattern]) if impl.missing() is None]
+    for impl in impls:
+        os.environ.update(impl.process_env)
+    checked, mismatches = 0, []
+    for impl in impls:
+        for case in layout_cases(dtypes=("float32", "bfloat16")):
+            spec = case.spec(impl.convention)
+            if impl.unsupported(spec):
+                continue
+            x, dy = case.batches()[0], case.cotangent()
+            for operation in OPERATIONS:
+                protocol, timed = impl.build(spec), impl.build(spec)
+                for layer in (protocol, timed):
+                    layer.set_state(State(**case.initial_state()))
+                if operation == "forward_backward":
+                    expected = protocol.forward_backward(x, dy, True)
+                    actual = timed.runner(operation, x, dy)()
+                else:
+                    expected = (protocol.forward(x, operation == "forward_training"),)
+                    actual = (timed.runner(operation, x, dy)(),)
+                checked += 1
+                for name, e, a in zip(("y", "dx", "dgamma", "dbeta"), expected, map(_to_numpy, actual)):
+                    if not (e is None and a is None or np.array_equal(e, a, equal_nan=True)):
+                        mismatches.append(f"{impl.name} {operation} {case.id}: {name} differs")
+    return checked, mismatches
+
+
+@pytest.mark.parametrize("pattern", GROUPS)
+def test_runner_computes_what_the_protocol_computes(pattern: str) -> None:
+    out = subprocess.run([sys.executable, __file__, pattern], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    checked, mismatches = json.loads(out.stdout.splitlines()[-1])
+    if checked == 0:
+        pytest.skip(f"no implementation matching {pattern} is installed")
+    assert mismatches == []
+
+
+if __name__ == "__main__":
+    print(json.dumps(_mismatches(sys.argv[1])))
