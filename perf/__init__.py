@@ -1,0 +1,3 @@
+"""Tooling around the asv benchmarks (kept out of ``benchmarks/``, which asv imports whole): running them
+per group of implementations (``perf.run``), the regression gate (``perf.gate``), the README table
+(``perf.table``) and the dispersion study (``perf.dispersion``)."""
