@@ -86,15 +86,25 @@ def _ensure_machine(env: Mapping[str, str]) -> None:
 def run(asv_args: list[str], *, python: str = "same", config: str | None = None,
         env: Mapping[str, str] | None = None, bench: str | None = None) -> int:
     """``asv run`` once per group; the worst exit status (asv: 2 when a benchmark failed)."""
+    from asv.benchmarks import Benchmarks
+    from asv.config import Config
+
     env = {**os.environ, **(env or {})}
     _ensure_machine(env)
+    asv_run = [sys.executable, "-m", "asv", "run", f"--python={python}", *(["--config", config] if config else [])]
+    # asv fails a run whose -b selects nothing: its discovery tells which groups have something to run.
+    subprocess.run([*asv_run, "--bench", "just-discover"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    config_path = Path(config) if config else ROOT / "asv.conf.json"
+    conf = Config.load(str(config_path))
+    conf.results_dir = str(config_path.parent / conf.results_dir)  # as asv reads it, from the file's directory
     status = 0
     for i, group in enumerate(groups(sys.executable if python == "same" else python, env)):
-        cmd = [sys.executable, "-m", "asv", "run", f"--python={python}", *(["--config", config] if config else []),
-               "-b", selection(group["names"], machine=i == 0, bench=bench), *asv_args]
+        regex = selection(group["names"], machine=i == 0, bench=bench)
+        if not Benchmarks.load(conf, regex):
+            continue
         group_env = {**env, **group["env"], "BN_BENCH_PREIMPORT": ",".join(group["preimport"])}
         start = time.monotonic()
-        status = max(status, subprocess.run(cmd, env=group_env, cwd=ROOT).returncode)
+        status = max(status, subprocess.run([*asv_run, "-b", regex, *asv_args], env=group_env, cwd=ROOT).returncode)
         print(f"perf.run: {', '.join(group['names'])}: {time.monotonic() - start:.0f} s", flush=True)
     return status
 

@@ -1,0 +1,80 @@
+"""What users read from saved results: the README table (perf.table) and asv's dashboard (asv publish),
+the latter opened in headless Chromium over http, as the dashboard loads its data with XHR."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("asv", reason="asv is not installed (tox -e bench runs these tests)")
+
+from perf import run as perf_run  # noqa: E402
+from perf.run import ROOT, commit_of  # noqa: E402
+from perf.table import MARKERS, render, write  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The asv configuration of one saved run of the ci grid on the reference (a few seconds)."""
+    config = perf_run.write_config(tmp_path_factory.mktemp("asv"))
+    # The dashboard graphs the commits of the configured branches: HEAD's, whatever is checked out.
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"branches": ["HEAD"]}))
+    env = {"BN_BENCH_GRID": "ci", "BN_BENCH_IMPL": "reference.torch"}
+    assert perf_run.run(["--set-commit-hash", "HEAD", "--quick"], config=str(config), env=env) == 0
+    return config
+
+
+@pytest.fixture
+def dashboard(config: Path) -> Iterator[str]:
+    """The published dashboard's address, served by a local http server."""
+    subprocess.run([sys.executable, "-m", "perf.publish", "--config", str(config)], cwd=ROOT, check=True,
+                   capture_output=True)
+    html = json.loads(config.read_text())["html_dir"]
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=html))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_table_has_every_operation_of_the_implementation(config: Path) -> None:
+    table = render(config, commit_of("HEAD"))
+    [row] = [line for line in table.splitlines() if line.startswith("| `reference.torch`")]
+    cells = row.strip("|").split("|")[1:]
+    assert [bool(re.fullmatch(r" \d+\.\d\d ", c)) for c in cells] == [True] * 3 + [False] * 3  # ci: float32 only
+
+
+def test_table_replaces_what_stands_between_the_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{MARKERS[0]}\nold\n{MARKERS[1]}\nafter\n")
+    write(readme, "| new |")
+    assert readme.read_text() == f"before\n{MARKERS[0]}\n| new |\n{MARKERS[1]}\nafter\n"
+
+
+def test_dashboard_renders_the_benchmarks_offline(browser, dashboard: str) -> None:
+    """The grid lists every benchmark module and benchmark; a benchmark's page plots one line per parameter
+    combination; nothing fails to load (perf.publish serves asv's scripts locally)."""
+    page = browser(dashboard, wait_for=".benchmark-container")
+    for module, benchmarks in {"bench_speed": ("time_batchnorm", "peakmem_batchnorm"),
+                               "bench_bandwidth": ("track_gbps", "track_copy_fraction"),
+                               "bench_accuracy": ("track_error_ratio",),
+                               "bench_machine": ("track_copy_bandwidth", "track_threads")}.items():
+        assert module in page.text.split("\n")
+        assert all(name in page.text for name in benchmarks)
+    assert page.console_errors() == []
+    graph = browser(dashboard + "#bench_speed.BatchNorm.time_batchnorm", wait_for="#main-graph canvas")
+    assert "operation-forward_backward; shape-(4, 8, 6, 6)" in graph.text
+    assert graph.console_errors() == []
