@@ -156,7 +156,7 @@ class TorchImplementation(Implementation):
     def environment(self) -> dict[str, str]:
         import torch
 
-        env = {"version": torch.__version__, "threads": str(torch.get_num_threads()), "device": self.device}
+        env = {"version": str(torch.__version__), "threads": str(torch.get_num_threads()), "device": self.device}
         if self.device == "cuda":
             env["device_name"] = torch.cuda.get_device_name()
         return env
