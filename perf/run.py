@@ -12,8 +12,8 @@ Each run selects its group's parameter combinations; asv merges them into one re
 ``asv run`` works too, importing each framework in every child.
 
 Options other than these go to ``asv run`` (``--quick``, ``--dry-run``, ``--show-stderr``, ``-a``, ...);
-results are saved for HEAD (``--set-commit-hash HEAD``) unless ``--dry-run`` or another
-``--set-commit-hash`` is given.
+results are saved for the commit checked out when it starts (``--set-commit-hash``) unless ``--dry-run``
+or another ``--set-commit-hash`` is given.
 """
 
 from __future__ import annotations
@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", choices=("full", "ci"), help="the parameter grid (BN_BENCH_GRID; default full)")
     args, asv_args = parser.parse_known_args(argv)
     if "--dry-run" not in asv_args and not any(a.startswith("--set-commit-hash") for a in asv_args):
-        asv_args += ["--set-commit-hash", "HEAD"]  # asv saves results of an existing environment only so
+        # asv saves results of an existing environment only so; resolved once, for every group's run,
+        # whatever is committed meanwhile.
+        asv_args += ["--set-commit-hash", commit_of("HEAD")]
     start = time.monotonic()
     env = {"BN_BENCH_GRID": args.grid} if args.grid else {}
     status = run(asv_args, python=args.python, config=args.config, env=env, bench=args.bench)

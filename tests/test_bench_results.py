@@ -23,13 +23,18 @@ from perf.table import MARKERS, render, write  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def commit() -> str:
+    return commit_of("HEAD")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, commit: str) -> Path:
     """The asv configuration of one saved run of the ci grid on the reference (a few seconds)."""
     config = perf_run.write_config(tmp_path_factory.mktemp("asv"))
     # The dashboard graphs the commits of the configured branches: HEAD's, whatever is checked out.
     config.write_text(json.dumps(json.loads(config.read_text()) | {"branches": ["HEAD"]}))
     env = {"BN_BENCH_GRID": "ci", "BN_BENCH_IMPL": "reference.torch"}
-    assert perf_run.run(["--set-commit-hash", "HEAD", "--quick"], config=str(config), env=env) == 0
+    assert perf_run.run(["--set-commit-hash", commit, "--quick"], config=str(config), env=env) == 0
     return config
 
 
@@ -50,8 +55,8 @@ def dashboard(config: Path) -> Iterator[str]:
     server.shutdown()
 
 
-def test_table_has_every_operation_of_the_implementation(config: Path) -> None:
-    table = render(config, commit_of("HEAD"))
+def test_table_has_every_operation_of_the_implementation(config: Path, commit: str) -> None:
+    table = render(config, commit)
     [row] = [line for line in table.splitlines() if line.startswith("| `reference.torch`")]
     cells = row.strip("|").split("|")[1:]
     assert [bool(re.fullmatch(r" \d+\.\d\d ", c)) for c in cells] == [True] * 3 + [False] * 3  # ci: float32 only
