@@ -3,8 +3,9 @@ keeps the name of the implementation it wraps, so that the gate pairs their resu
 
 ``SLOWED``: PyTorch's ``BatchNorm2d`` whose runner first makes extra passes over the input, each a full
 read and write of it (a copy): as many as take at least ``SLOWDOWN - 1`` of the operation's own time,
-counted when the runner is made, so the slowdown is a little over ``SLOWDOWN`` on any machine. Work, not
-a sleep: it scales with the machine, as a real regression would.
+counted when the runner is made, so the slowdown is at least ``SLOWDOWN`` on any machine (more where the
+copies push the operation's input out of cache: the gate measured 1.34 to 1.68 here). Work, not a sleep:
+it scales with the machine, as a real regression would.
 
 ``LESS_ACCURATE``: the reference whose outputs are rounded to float16.
 """
