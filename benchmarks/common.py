@@ -5,8 +5,8 @@ Environment, read once per process (asv gives every process of one run the same)
     BN_BENCH_IMPL    comma-separated implementations, as the conformance suite's ``--impl`` takes them:
                      built-in names, families or globs, or a third-party ``package.module:attribute``
                      (default: DEFAULT_IMPLS)
-    BN_BENCH_GRID    ``full`` (default) or ``ci``: small shapes and one sample per measurement, to check
-                     that every benchmark runs
+    BN_BENCH_GRID    ``full`` (default) or ``ci``: small shapes, float32, channels first, one sample per
+                     measurement and a smaller copy probe, to check that every benchmark runs
     BN_BENCH_DEVICE  ``cpu`` (default) or ``cuda``
     BN_BENCH_THREADS see ``benchmarks/__init__.py``
 
@@ -33,8 +33,8 @@ from conformance.cases import Case, dtype_of
 from . import THREADS
 
 __all__ = [
-    "CHANNEL_AXES", "DTYPES", "GRID", "IMPLEMENTATIONS", "PASSES", "SAMPLES", "SHAPES", "BatchNormCase", "CopyProbe", "calls_per_sample",
-    "process_groups", "seconds_per_call",
+    "CHANNEL_AXES", "DTYPES", "GRID", "IMPLEMENTATIONS", "PASSES", "SAMPLES", "SHAPES", "BatchNormCase", "CopyProbe",
+    "calls_per_sample", "process_groups", "seconds_per_call",
 ]
 
 DEFAULT_IMPLS = ("reference.torch", "torch.BatchNorm*", "keras", "tf_keras.*")

@@ -156,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", required=True, help="SPEC of the baseline (see the module's help)")
     parser.add_argument("--candidate", required=True, help="SPEC of the candidate")
     parser.add_argument("--factor", type=float, default=1.2, help="a larger ratio than this is a regression")
-    parser.add_argument("--bench", default=DEFAULT_BENCH, help=f"benchmarks to compare (regex; default {DEFAULT_BENCH})")
+    parser.add_argument("--bench", default=DEFAULT_BENCH,
+                        help=f"benchmarks to compare (regex; default {DEFAULT_BENCH})")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
-    parser.add_argument("--repeat", type=int, default=20, help="timing samples per benchmark and round "
-                        "(asv's default is 5 here: too few for a Mann-Whitney U test to see 1.3x on a noisy machine)")
+    parser.add_argument("--repeat", type=int, default=20,
+                        help="timing samples per benchmark and round (asv's default, at most 5 here, is too few "
+                        "for a Mann-Whitney U test to resolve 1.3x on a noisy machine)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".asv" / "gate")
     args = parser.parse_args(argv)
 
@@ -169,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         for side in sides:
             print(f"perf.gate: {side.side.name} {side.commit[:8]} {' '.join(side.side.pins)} "
                   f"{' '.join(f'{k}={v}' for k, v in side.side.env.items())}", flush=True)
-            perf_run.run(["--set-commit-hash", side.commit, "--append-samples", "-a", "rounds=1", "-a", f"repeat={args.repeat}"],
-                         python=side.python, config=str(side.config), env=side.env, bench=args.bench)
+            asv_args = ["--set-commit-hash", side.commit, "--append-samples",
+                        "-a", "rounds=1", "-a", f"repeat={args.repeat}"]
+            perf_run.run(asv_args, python=side.python, config=str(side.config), env=side.env, bench=args.bench)
     worse = compare(*sides, factor=args.factor)
     print(f"perf.gate: {'worse than the baseline by more than' if worse else 'nothing worse than'} "
           f"{args.factor}x", flush=True)
