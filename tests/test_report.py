@@ -16,7 +16,7 @@ import pytest
 
 from conformance.report.__main__ import BEGIN, END, update_readme
 from conformance.report.results import SCHEMA, Result, document, dumps, finish_status, load
-from conformance.report.write import render, write_report
+from conformance.report.write import render
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTED = datetime(2026, 1, 2, tzinfo=timezone.utc)

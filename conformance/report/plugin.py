@@ -16,7 +16,7 @@ import pytest
 
 from ..adapters.base import Implementation
 from .content import verdict
-from .results import Result, finish_status, implementation_record, load
+from .results import Result, finish_status, implementation_record
 from .write import write_report
 
 __all__ = ["ReportPlugin"]
@@ -95,7 +95,7 @@ class ReportPlugin:
         results = sorted(
             (r for r in self.results.values() if r.implementation is not None), key=lambda r: (r.implementation, r.test)
         )
-        paths = write_report(
+        doc, paths = write_report(
             self.directory, implementations, results, started=self.started,
             duration_s=time.perf_counter() - self.clock, command=list(self.config.invocation_params.args),
         )
@@ -103,6 +103,6 @@ class ReportPlugin:
         if reporter is not None:
             reporter.write("\n")
             reporter.write_sep("-", "conformance report")
-            reporter.write_line(verdict(load(paths[0])))
+            reporter.write_line(verdict(doc))
             for path in paths:
                 reporter.write_line(f"written: {path}")
