@@ -9,6 +9,8 @@ Environment, read once per process (asv gives every process of one run the same)
                      measurement and a smaller copy probe, to check that every benchmark runs
     BN_BENCH_DEVICE  ``cpu`` (default) or ``cuda``
     BN_BENCH_THREADS see ``benchmarks/__init__.py``
+    BN_BENCH_SELECT  set by ``perf.run``: the regex of the benchmarks asv runs (``bench_counted`` measures only
+                     what it selects; unset: everything)
 
 Implementations are built in the benchmark process itself (never through the conformance suite's worker
 processes) and timed through their layer's :class:`~conformance.adapters.base.Benchmarkable` runner, or

@@ -1,6 +1,6 @@
 """The regression gate: benchmark a baseline and a candidate, and fail when the candidate got worse.
 
-    python -m perf.gate --baseline SPEC --candidate SPEC [--factor 1.2] [--bench REGEX] [--rounds 2]
+    python -m perf.gate --baseline SPEC --candidate SPEC [--metric wall|counted] [--factor F] [--bench REGEX]
 
 A SPEC is a whitespace-separated list of words, each one of:
     REV         a git revision of this repository, whose ``reference/`` and ``conformance/`` (adapters
@@ -15,26 +15,30 @@ For example: ``--baseline HEAD~1 --candidate HEAD``; ``--baseline "tensorflow-cp
 tf-keras==2.20.1" --candidate "" --bench "time_batchnorm\\('tf_keras"``; ``--baseline "" --candidate
 "BN_BENCH_IMPL=mypackage.adapter:IMPLEMENTATIONS"``.
 
-The sides run in alternating rounds (baseline, candidate, baseline, ...; one asv round each, samples
-accumulated), so drift of the machine's speed reaches both alike. The verdict is asv's own, that of
-``asv continuous``: a benchmark got worse when its median rose by more than ``factor`` and, where there
-are samples, a Mann-Whitney U test finds the difference significant (p < 0.002); one that ran in the
-baseline and fails in the candidate got worse too. Timings (``time_*``) are compared so, and so is the
-accuracy track (``track_error_ratio``: error / tolerance, deterministic, so by the factor alone). The
-bandwidth tracks are left out by default: larger is better there, and asv's comparison assumes smaller.
-Exit status 1 when anything got worse, 0 otherwise; the table lists what changed.
+Metrics (``--metric``): ``wall`` compares asv's timing samples (``time_*``; absolute speed, but as noisy
+as the machine), ``counted`` the estimated cycles under callgrind (``bench_counted``'s ``track_cost``:
+independent of the machine's load, see ``perf/callgrind.py``); both also compare the accuracy track
+(``track_error_ratio``, deterministic). The sides run in alternating rounds (baseline, candidate,
+baseline, ...), so drift of the machine's speed reaches both alike; each round adds its timing samples, or
+its one value of a track, to the side's samples. ``perf.verdict`` states the rule that decides each
+benchmark: worse, inconclusive (the noise is too large to rule out a regression beyond the factor; the
+table gives the noise), better or same. A benchmark that ran in the baseline and fails in the candidate
+counts as worse.
+
+Exit status: 1 when anything got worse, else 3 when anything was inconclusive, else 0. The table lists
+every benchmark that is not ``same``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,12 +46,16 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from . import run as perf_run
-from .results import load
+from .results import load, samples
 from .run import ROOT
+from .verdict import STATUSES, Verdict, decide
 
-__all__ = ["DEFAULT_BENCH", "Side", "compare", "main", "parse_side", "requirements"]
+__all__ = ["METRICS", "Side", "collect", "compare", "main", "parse_side", "requirements", "status", "table"]
 
-DEFAULT_BENCH = r"\.time_|\.track_error_ratio"
+METRICS = {  # --metric: the benchmarks it compares by default, and its default factor
+    "wall": (r"\.time_|\.track_error_ratio", 1.2),
+    "counted": (r"bench_counted\.BatchNorm\.track_cost|\.track_error_ratio", 1.02),
+}
 EXTRAS = ("torch", "keras", "tfkeras", "bench")
 
 
@@ -127,57 +135,82 @@ def _prepare(side: Side, workdir: Path) -> Prepared:
     return Prepared(side, commit, python, config, {**side.env, "ASV_PYTHONPATH": path})
 
 
-def _resultset(config: Path) -> Iterator[tuple]:
-    """One side's results as ``asv compare`` iterates them, under one environment name, so that the two
-    sides' results pair up although they ran in different environments."""
+Samples = dict[tuple[str, tuple], list[float]]  # (benchmark, parameter combination) -> samples
+
+
+def collect(config: Path, into: Samples) -> None:
+    """Add one round's results saved under ``config`` to ``into``."""
     for result in load(config):
         for key in result.get_all_result_keys():
-            params = result.get_result_params(key)
-            yield (key, params, result.get_result_value(key, params), result.get_result_stats(key, params),
-                   result.get_result_samples(key, params), result.benchmark_version.get(key),
-                   result.params["machine"], "gate")
+            for combo, found in samples(result, key).items():
+                into.setdefault((key, combo), []).extend(found)
 
 
-def compare(baseline: Prepared, candidate: Prepared, factor: float) -> bool:
-    """Print asv's comparison table of what changed; True when anything got worse."""
-    from asv.commands.compare import Compare
-    from asv.config import Config
+def compare(baseline: Samples, candidate: Samples, factor: float) -> list[tuple[str, Verdict | None]]:
+    """Each benchmark of the baseline with its verdict (None: it failed in the candidate), worst first."""
+    found = [(_name(key, combo), decide(values, candidate[key, combo], factor) if (key, combo) in candidate
+              else None) for (key, combo), values in baseline.items()]
+    rank = {status: i for i, status in enumerate(STATUSES)}
+    return sorted(found, key=lambda item: (-1, 0) if item[1] is None else (rank[item[1].status], -item[1].ratio))
 
-    conf = Config.load(str(candidate.config))
-    worsened, _ = Compare.print_table(
-        conf, baseline.commit, candidate.commit, factor, split=True, resultset_1=_resultset(baseline.config),
-        resultset_2=_resultset(candidate.config), only_changed=True, sort="ratio",
-    )
-    return worsened
+
+def status(verdicts: list[tuple[str, Verdict | None]]) -> int:
+    statuses = {verdict.status if verdict else "worse" for _, verdict in verdicts}
+    return 1 if "worse" in statuses else 3 if "inconclusive" in statuses else 0
+
+
+def table(verdicts: list[tuple[str, Verdict | None]]) -> str:
+    """What is not ``same``, as a Markdown table."""
+    lines = ["| verdict | baseline | candidate | ratio | ratio 99% interval | noise | benchmark |", "|---" * 7 + "|"]
+    for name, v in verdicts:
+        if v is None:
+            lines.append(f"| failed | | | | | | {name} |")
+        elif v.status != "same":
+            bounds = "–" if math.isnan(v.low) else f"[{v.low:.3f}, {v.high:.3f}]"  # nan: an exact zero
+            noise = "–" if math.isnan(v.noise) else f"±{v.noise:.1%}"
+            lines.append(f"| {v.status} | {v.baseline:.4g} | {v.candidate:.4g} | {v.ratio:.3f} | {bounds} | {noise} | "
+                         f"{name} |")
+    return "\n".join(lines)
+
+
+def _name(key: str, combo: tuple) -> str:
+    return f"{key}({', '.join(map(repr, combo))})" if combo else key
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="SPEC of the baseline (see the module's help)")
     parser.add_argument("--candidate", required=True, help="SPEC of the candidate")
-    parser.add_argument("--factor", type=float, default=1.2, help="a larger ratio than this is a regression")
-    parser.add_argument("--bench", default=DEFAULT_BENCH,
-                        help=f"benchmarks to compare (regex; default {DEFAULT_BENCH})")
+    parser.add_argument("--metric", choices=METRICS, default="wall",
+                        help="wall: asv's timings; counted: estimated cycles under callgrind (default wall)")
+    parser.add_argument("--factor", type=float,
+                        help="a larger ratio than this is a regression (default: wall 1.2, counted 1.02)")
+    parser.add_argument("--bench", help="benchmarks to compare (regex; default: the metric's, see METRICS)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
     parser.add_argument("--repeat", type=int, default=20,
                         help="timing samples per benchmark and round (asv's default, at most 5 here, is too few "
-                        "for a Mann-Whitney U test to resolve 1.3x on a noisy machine)")
+                        "for the 99%% interval of a median, which needs 8)")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".asv" / "gate")
     args = parser.parse_args(argv)
+    bench, factor = args.bench or METRICS[args.metric][0], args.factor or METRICS[args.metric][1]
 
     sides = [_prepare(parse_side(name, spec), args.workdir)
              for name, spec in (("baseline", args.baseline), ("candidate", args.candidate))]
+    measured: dict[str, Samples] = {"baseline": {}, "candidate": {}}
     for _ in range(args.rounds):
         for side in sides:
             print(f"perf.gate: {side.side.name} {side.commit[:8]} {' '.join(side.side.pins)} "
                   f"{' '.join(f'{k}={v}' for k, v in side.side.env.items())}", flush=True)
-            asv_args = ["--set-commit-hash", side.commit, "--append-samples",
+            asv_args = ["--set-commit-hash", side.commit, "--record-samples",
                         "-a", "rounds=1", "-a", f"repeat={args.repeat}"]
-            perf_run.run(asv_args, python=side.python, config=str(side.config), env=side.env, bench=args.bench)
-    worse = compare(*sides, factor=args.factor)
-    print(f"perf.gate: {'worse than the baseline by more than' if worse else 'nothing worse than'} "
-          f"{args.factor}x", flush=True)
-    return 1 if worse else 0
+            perf_run.run(asv_args, python=side.python, config=str(side.config), env=side.env, bench=bench)
+            collect(side.config, measured[side.side.name])
+    verdicts = compare(measured["baseline"], measured["candidate"], factor)
+    print(table(verdicts))
+    code = status(verdicts)
+    print(f"perf.gate ({args.metric}, factor {factor}): "
+          f"{({0: 'nothing worse', 1: 'worse than the baseline', 3: 'inconclusive'})[code]}", flush=True)
+    return code
 
 
 if __name__ == "__main__":

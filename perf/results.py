@@ -10,7 +10,7 @@ from pathlib import Path
 from asv.config import Config
 from asv.results import Results
 
-__all__ = ["load", "values"]
+__all__ = ["load", "samples", "values"]
 
 
 def load(config: Path, commit: str | None = None) -> list[Results]:
@@ -25,15 +25,26 @@ def load(config: Path, commit: str | None = None) -> list[Results]:
     return found
 
 
+def _by_combination(result: Results, key: str, found: list) -> dict[tuple, object]:
+    """``found`` (one entry per parameter combination, as asv lists them) keyed by Python values:
+    ``('torch.BatchNorm2d', 'forward_training', (32, 64, 56, 56), 1, 'float32')``."""
+    combos = itertools.product(*result.get_result_params(key))  # one empty combination without parameters
+    return {tuple(ast.literal_eval(p) for p in combo): entry for combo, entry in zip(combos, found)}
+
+
 def values(result: Results, key: str) -> dict[tuple, float]:
-    """``key``'s measured values by parameter combination (Python values: ``('torch.BatchNorm2d',
-    'forward_training', (32, 64, 56, 56), 1, 'float32')``); skipped and failed combinations left out."""
+    """``key``'s measured values by parameter combination; skipped and failed combinations left out."""
     if key not in result.get_all_result_keys():
         return {}
-    params = result.get_result_params(key)
-    combos = itertools.product(*params)  # one empty combination for a benchmark without parameters
-    return {
-        tuple(ast.literal_eval(p) for p in combo): value
-        for combo, value in zip(combos, result.get_result_value(key, params))
-        if value is not None and not math.isnan(value)
-    }
+    found = _by_combination(result, key, result.get_result_value(key, result.get_result_params(key)))
+    return {combo: value for combo, value in found.items() if value is not None and not math.isnan(value)}
+
+
+def samples(result: Results, key: str) -> dict[tuple, list[float]]:
+    """``key``'s raw samples by parameter combination where asv recorded them (``--record-samples``; timing
+    benchmarks only), else its value as the one sample; skipped and failed combinations left out."""
+    measured = values(result, key)
+    if key not in result.get_all_result_keys():
+        return {}
+    raw = _by_combination(result, key, result.get_result_samples(key, result.get_result_params(key)))
+    return {combo: list(raw.get(combo) or [value]) for combo, value in measured.items()}

@@ -1,6 +1,6 @@
 """Run the asv benchmarks once per group of implementations that share their import-time environment.
 
-    python -m perf.run [--bench REGEX] [--grid full|ci] [--python PATH] [--config FILE] [asv run options ...]
+    python -m perf.run [--bench REGEX] [--grid full|ci] [--machine NAME] [--python PATH] [--config FILE] [asv options]
 
 asv's forkserver forks one child per benchmark and parameter combination, thousands in a full run, and
 importing a framework in each costs 3.5 s (torch) to 7 s (TensorFlow) on the CI-sized machine. It could
@@ -76,22 +76,26 @@ def write_config(directory: Path) -> Path:
     return path
 
 
-def _ensure_machine(env: Mapping[str, str]) -> None:
-    """asv asks interactively about an unknown machine; CI has no one to answer."""
-    if not Path("~/.asv-machine.json").expanduser().exists():
-        subprocess.run([sys.executable, "-m", "asv", "machine", "--yes"], env=dict(env), cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
+def _ensure_machine(env: Mapping[str, str], machine: str | None) -> None:
+    """asv asks interactively about an unknown machine; CI has no one to answer. A named machine is a
+    profile of this one (e.g. a thread count) recorded under its own name, with this machine's details."""
+    known = Path("~/.asv-machine.json").expanduser()
+    if not known.exists() or (machine and machine not in json.loads(known.read_text())):
+        subprocess.run([sys.executable, "-m", "asv", "machine", "--yes", *(["--machine", machine] if machine else [])],
+                       env=dict(env), cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
 def run(asv_args: list[str], *, python: str = "same", config: str | None = None,
-        env: Mapping[str, str] | None = None, bench: str | None = None) -> int:
-    """``asv run`` once per group; the worst exit status (asv: 2 when a benchmark failed)."""
+        env: Mapping[str, str] | None = None, bench: str | None = None, machine: str | None = None) -> int:
+    """``asv run`` once per group, results under ``machine`` (default: asv's name for this one); the worst
+    exit status (asv: 2 when a benchmark failed)."""
     from asv.benchmarks import Benchmarks
     from asv.config import Config
 
     env = {**os.environ, **(env or {})}
-    _ensure_machine(env)
-    asv_run = [sys.executable, "-m", "asv", "run", f"--python={python}", *(["--config", config] if config else [])]
+    _ensure_machine(env, machine)
+    asv_run = [sys.executable, "-m", "asv", "run", f"--python={python}", *(["--config", config] if config else []),
+               *(["--machine", machine] if machine else [])]
     # asv fails a run whose -b selects nothing: its discovery tells which groups have something to run.
     subprocess.run([*asv_run, "--bench", "just-discover"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     config_path = Path(config) if config else ROOT / "asv.conf.json"
@@ -102,7 +106,9 @@ def run(asv_args: list[str], *, python: str = "same", config: str | None = None,
         regex = selection(group["names"], machine=i == 0, bench=bench)
         if not Benchmarks.load(conf, regex):
             continue
-        group_env = {**env, **group["env"], "BN_BENCH_PREIMPORT": ",".join(group["preimport"])}
+        # BN_BENCH_SELECT: benchmarks that measure many combinations at once (bench_counted) measure only these.
+        group_env = {**env, **group["env"], "BN_BENCH_PREIMPORT": ",".join(group["preimport"]),
+                     "BN_BENCH_SELECT": regex}
         start = time.monotonic()
         status = max(status, subprocess.run([*asv_run, "-b", regex, *asv_args], env=group_env, cwd=ROOT).returncode)
         print(f"perf.run: {', '.join(group['names'])}: {time.monotonic() - start:.0f} s", flush=True)
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default="same", help="the interpreter to benchmark in (asv's --python)")
     parser.add_argument("--config", help="asv configuration file (default: asv.conf.json)")
     parser.add_argument("--grid", choices=("full", "ci"), help="the parameter grid (BN_BENCH_GRID; default full)")
+    parser.add_argument("--machine", help="record the results under this machine name, e.g. one per thread count "
+                        "(BN_BENCH_THREADS); default: asv's name for this machine")
     args, asv_args = parser.parse_known_args(argv)
     if "--dry-run" not in asv_args and not any(a.startswith("--set-commit-hash") for a in asv_args):
         # asv saves results of an existing environment only so; resolved once, for every group's run,
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         asv_args += ["--set-commit-hash", commit_of("HEAD")]
     start = time.monotonic()
     env = {"BN_BENCH_GRID": args.grid} if args.grid else {}
-    status = run(asv_args, python=args.python, config=args.config, env=env, bench=args.bench)
+    status = run(asv_args, python=args.python, config=args.config, env=env, bench=args.bench, machine=args.machine)
     print(f"perf.run: {time.monotonic() - start:.0f} s in all, exit status {status}", flush=True)
     return status
 

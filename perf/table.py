@@ -1,7 +1,7 @@
 """The README's benchmark table, from saved asv results: each implementation's fraction of the bandwidth
 floor per operation and dtype on the machine that ran them.
 
-    python -m perf.table [--config asv.conf.json] [--commit HEAD] [--readme README.md]
+    python -m perf.table [--config asv.conf.json] [--commit HEAD] [--machine NAME] [--readme README.md]
 
 A cell is the geometric mean, over the shapes and channel positions the implementation ran, of
 ``bench_bandwidth.BatchNorm.track_copy_fraction``: the floor's bytes per second (``common.PASSES``)
@@ -30,11 +30,18 @@ OPERATIONS = {"forward_training": "training forward", "forward_inference": "infe
 DTYPES = ("float32", "bfloat16")
 
 
-def render(config: Path, commit: str) -> str:
-    """The markdown table of ``commit``'s results under ``config``."""
+def render(config: Path, commit: str, machine: str | None = None) -> str:
+    """The markdown table of ``commit``'s results under ``config``, of ``machine`` (needed where results of
+    several machines are saved)."""
     results = load(config, commit)
+    machines = sorted({r.params["machine"] for r in results})
     if not results:
         raise SystemExit(f"perf.table: no results for {commit[:8]} under {config}: run `python -m perf.run` first")
+    if machine is None and len(machines) > 1:
+        raise SystemExit(f"perf.table: results of several machines ({', '.join(machines)}): name one with --machine")
+    results = [r for r in results if machine in (None, r.params["machine"])]
+    if not results:
+        raise SystemExit(f"perf.table: no results of machine {machine!r}; there are: {', '.join(machines)}")
     cells: dict[tuple[str, str, str], list[float]] = {}
     for result in results:
         for (impl, operation, _shape, _axis, dtype), fraction in values(result, FRACTION).items():
@@ -57,13 +64,13 @@ def render(config: Path, commit: str) -> str:
     return "\n".join(lines)
 
 
-def write(readme: Path, table: str) -> None:
+def write(readme: Path, table: str, markers: tuple[str, str] = MARKERS) -> None:
     """Replace what stands between the markers in ``readme`` with ``table``."""
-    start, end = map(re.escape, MARKERS)
-    text, count = re.subn(f"{start}.*?{end}", lambda _: f"{MARKERS[0]}\n{table}\n{MARKERS[1]}",
+    start, end = map(re.escape, markers)
+    text, count = re.subn(f"{start}.*?{end}", lambda _: f"{markers[0]}\n{table}\n{markers[1]}",
                           readme.read_text(), flags=re.S)
     if count != 1:
-        raise SystemExit(f"perf.table: {readme} needs the markers {MARKERS[0]} and {MARKERS[1]} once")
+        raise SystemExit(f"{readme} needs the markers {markers[0]} and {markers[1]} once")
     readme.write_text(text)
 
 
@@ -71,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "asv.conf.json")
     parser.add_argument("--commit", default="HEAD", help="whose results (default HEAD)")
+    parser.add_argument("--machine", help="whose results, where several machines' are saved")
     parser.add_argument("--readme", type=Path, help="write the table into this file, between the markers")
     args = parser.parse_args(argv)
-    table = render(args.config, commit_of(args.commit))
+    table = render(args.config, commit_of(args.commit), args.machine)
     if args.readme:
         write(args.readme, table)
     else:

@@ -17,7 +17,9 @@ import pytest
 
 pytest.importorskip("asv", reason="asv is not installed (tox -e bench runs these tests)")
 
+from perf import callgrind  # noqa: E402
 from perf import run as perf_run  # noqa: E402
+from perf.gate import collect  # noqa: E402
 from perf.run import ROOT, commit_of  # noqa: E402
 from perf.table import MARKERS, render, write  # noqa: E402
 
@@ -27,14 +29,21 @@ def commit() -> str:
     return commit_of("HEAD")
 
 
+MACHINES = {"ci-1-thread": "1", "ci-2-threads": "2"}  # two machine profiles: this machine, two thread counts
+ASV_SAMPLING = ("repeat=3", "rounds=1", "warmup_time=0")  # 3 timing samples per benchmark, quickly
+
+
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory, commit: str) -> Path:
-    """The asv configuration of one saved run of the ci grid on the reference (a few seconds)."""
+    """The asv configuration of two saved runs of the ci grid on the reference, one per machine profile,
+    with timing samples recorded (about 30 s; the counted benchmarks skip where valgrind is missing)."""
     config = perf_run.write_config(tmp_path_factory.mktemp("asv"))
     # The dashboard graphs the commits of the configured branches: HEAD's, whatever is checked out.
     config.write_text(json.dumps(json.loads(config.read_text()) | {"branches": ["HEAD"]}))
-    env = {"BN_BENCH_GRID": "ci", "BN_BENCH_IMPL": "reference.torch"}
-    assert perf_run.run(["--set-commit-hash", commit, "--quick"], config=str(config), env=env) == 0
+    for machine, threads in MACHINES.items():
+        env = {"BN_BENCH_GRID": "ci", "BN_BENCH_IMPL": "reference.torch", "BN_BENCH_THREADS": threads}
+        asv_args = ["--set-commit-hash", commit, "--record-samples", *(f"-a{a}" for a in ASV_SAMPLING)]
+        assert perf_run.run(asv_args, config=str(config), env=env, machine=machine) == 0
     return config
 
 
@@ -56,7 +65,10 @@ def dashboard(config: Path) -> Iterator[str]:
 
 
 def test_table_has_every_operation_of_the_implementation(config: Path, commit: str) -> None:
-    table = render(config, commit)
+    with pytest.raises(SystemExit, match="several machines"):
+        render(config, commit)
+    table = render(config, commit, "ci-2-threads")
+    assert "ci-2-threads" in table and "2 threads" in table
     [row] = [line for line in table.splitlines() if line.startswith("| `reference.torch`")]
     cells = row.strip("|").split("|")[1:]
     assert [bool(re.fullmatch(r" \d+\.\d\d ", c)) for c in cells] == [True] * 3 + [False] * 3  # ci: float32 only
@@ -69,17 +81,41 @@ def test_table_replaces_what_stands_between_the_markers(tmp_path: Path) -> None:
     assert readme.read_text() == f"before\n{MARKERS[0]}\n| new |\n{MARKERS[1]}\nafter\n"
 
 
+def test_gate_reads_timing_samples_and_track_values(config: Path) -> None:
+    """What the gate compares: every timing sample asv recorded (``--record-samples``), a track's value."""
+    found: dict = {}
+    collect(config, found)
+    timing = [v for (key, _), v in found.items() if key.endswith("time_batchnorm")]
+    tracks = [v for (key, _), v in found.items() if key.endswith("track_error_ratio")]
+    assert timing and tracks
+    assert all(len(v) == 2 * 3 for v in timing)  # two machines' results, 3 samples each
+    assert all(len(v) == 2 for v in tracks)
+
+
 def test_dashboard_renders_the_benchmarks_offline(browser, dashboard: str) -> None:
-    """The grid lists every benchmark module and benchmark; a benchmark's page plots one line per parameter
-    combination; nothing fails to load (perf.publish serves asv's scripts locally)."""
+    """The grid lists every benchmark module and benchmark; a benchmark's page plots its parameter
+    combinations for both machine profiles, timings and counted metrics alike, on a canvas with something
+    drawn on it; nothing fails to load (perf.publish serves asv's scripts locally)."""
     page = browser(dashboard, wait_for=".benchmark-container")
-    for module, benchmarks in {"bench_speed": ("time_batchnorm", "peakmem_batchnorm"),
-                               "bench_bandwidth": ("track_gbps", "track_copy_fraction"),
-                               "bench_accuracy": ("track_error_ratio",),
-                               "bench_machine": ("track_copy_bandwidth", "track_threads")}.items():
+    modules = {"bench_speed": ("time_batchnorm", "peakmem_batchnorm"),
+               "bench_bandwidth": ("track_gbps", "track_copy_fraction"),
+               "bench_accuracy": ("track_error_ratio",),
+               "bench_machine": ("track_copy_bandwidth", "track_threads")}
+    counted = callgrind.unavailable() is None
+    if counted:
+        modules["bench_counted"] = ("track_cost", "track_instructions", "track_l1_misses", "track_ll_misses")
+    for module, benchmarks in modules.items():
         assert module in page.text.split("\n")
         assert all(name in page.text for name in benchmarks)
     assert page.console_errors() == []
-    graph = browser(dashboard + "#bench_speed.BatchNorm.time_batchnorm", wait_for="#main-graph canvas")
-    assert "operation-forward_backward; shape-(4, 8, 6, 6)" in graph.text
-    assert graph.console_errors() == []
+    graphs = ["bench_speed.BatchNorm.time_batchnorm", *(["bench_counted.BatchNorm.track_cost"] * counted)]
+    for benchmark in graphs:
+        graph = browser(f"{dashboard}#{benchmark}", wait_for="#main-graph canvas")
+        assert "operation-forward_backward; shape-(4, 8, 6, 6)" in graph.text
+        assert all(machine in graph.text for machine in MACHINES)
+        assert graph.console_errors() == []
+        drawn = graph.driver.execute_script(
+            "const c = document.querySelector('#main-graph canvas');"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;")
+        assert drawn > 1000, f"{benchmark}: only {drawn} pixels drawn"
