@@ -39,7 +39,7 @@ __all__ = [
     "calls_per_sample", "process_groups", "seconds_per_call",
 ]
 
-DEFAULT_IMPLS = ("reference.torch", "torch.BatchNorm*", "keras", "tf_keras.*")
+DEFAULT_IMPLS = ("reference.torch", "torch.BatchNorm*", "keras", "tf_keras.*", "flax.*", "onnx.*")
 GRID = os.environ.get("BN_BENCH_GRID", "full")
 DEVICE = os.environ.get("BN_BENCH_DEVICE", "cpu")
 
@@ -152,6 +152,8 @@ class BatchNormCase:
         shape = shape if channel_axis == 1 else (shape[0], *shape[2:], shape[1])
         self.case = Case(shape, channel_axis, dtype)
         reason = self.impl.missing() or self.impl.unsupported(self.case.spec(self.impl.convention))
+        if operation == "forward_backward" and self.impl.capabilities.no_gradients:
+            reason = f"{implementation}: {self.impl.capabilities.no_gradients}"
         if reason:
             raise NotImplementedError(reason)  # asv records the combination as skipped
         os.environ.update(self.impl.process_env)  # before the framework's first import in this process
@@ -174,5 +176,8 @@ def _warm_runner(implementation: str, operation: str, case: Case) -> Callable[[]
     impl = IMPLEMENTATIONS[implementation]
     layer = impl.build(case.spec(impl.convention))
     run = runner(layer, operation, case.batches()[0], case.cotangent())
-    run()
+    try:
+        run()
+    except Exception as exc:  # an operation the implementation cannot run (a registered deviation): nothing to time
+        raise NotImplementedError(f"{implementation} raises on {operation}: {type(exc).__name__}: {exc}") from exc
     return run

@@ -18,7 +18,7 @@ from reference import convert_momentum
 
 from .adapters.base import ALL_DTYPES, LayerSpec
 
-__all__ = ["Case", "DATA_KINDS", "LAYOUTS", "dtype_of", "layout_cases", "round_to"]
+__all__ = ["Case", "DATA_KINDS", "FRAMEWORK_OPTIONS", "LAYOUTS", "dtype_of", "layout_cases", "option_cases", "round_to"]
 
 # Channels-first shapes per rank; channels-last cases move the channel axis to the end.
 _SHAPES = {2: (16, 3), 3: (4, 3, 5), 4: (2, 3, 4, 5), 5: (2, 3, 2, 3, 4)}
@@ -56,6 +56,7 @@ class Case:
     trainable: bool = True
     data: str = "normal"
     steps: int = 1
+    options: tuple[tuple[str, object], ...] = ()  # framework options (LayerSpec.options), sorted by name
 
     @property
     def rank(self) -> int:
@@ -77,11 +78,13 @@ class Case:
             value = getattr(self, name)
             if value != getattr(defaults, name):
                 parts.append(f"{name}={value}")
+        parts += [f"{name}={value}" for name, value in self.options]
         return "-".join(parts)
 
     def params(self) -> dict:
-        """Flat parameters for reports and deviation matching."""
-        return {**asdict(self), "shape": list(self.shape), "rank": self.rank}
+        """Flat parameters for reports and deviation matching; each option is a parameter of its own."""
+        params = {k: v for k, v in asdict(self).items() if k != "options"}
+        return {**params, **dict(self.options), "shape": list(self.shape), "rank": self.rank}
 
     def spec(self, convention: str) -> LayerSpec:
         """The layer spec in ``convention``'s own momentum meaning."""
@@ -89,7 +92,7 @@ class Case:
         return LayerSpec(
             num_features=self.num_features, rank=self.rank, channel_axis=self.channel_axis, eps=self.eps,
             momentum=momentum, affine=self.affine, track_running_stats=self.track_running_stats,
-            trainable=self.trainable, dtype=self.dtype,
+            trainable=self.trainable, dtype=self.dtype, options=self.options,
         )
 
     def rng(self, salt: str = "") -> np.random.Generator:
@@ -144,3 +147,28 @@ def _shape(rank: int, channel_axis: int, channels: int = 3) -> tuple[int, ...]:
 def layout_cases(dtypes: tuple[str, ...] = ALL_DTYPES, **options) -> list[Case]:
     """Every rank and channel position, for each dtype."""
     return [Case(_shape(rank, axis), axis, dtype, **options) for rank, axis in LAYOUTS for dtype in dtypes]
+
+
+# Framework options that change the numerics, each at its alternatives to the framework's default (the
+# default is what every other case runs), with the dtypes where the alternative makes a difference.
+# An implementation takes the ones it declares (Capabilities.options); the others skip these cases.
+FRAMEWORK_OPTIONS: dict[str, tuple[tuple[object, ...], tuple[str, ...]]] = {
+    # Flax: the variance as E[x^2] - E[x]^2 (default) or two-pass.
+    "use_fast_variance": ((False,), ("float32", "float64")),
+    # Flax linen: statistics and running averages at least float32 (default) or in the input's dtype.
+    "force_float32_reductions": ((False,), ("float16", "bfloat16")),
+    # Flax: parameters float32 (default) or in the input's dtype (``param_dtype``); the computation's dtype
+    # inferred from input and parameters (default) or the input's (Flax's ``dtype``).
+    "param_dtype": (("input",), ("float16", "bfloat16", "float64")),
+    "compute_dtype": (("input",), ("float16", "bfloat16")),
+}
+
+
+def option_cases(**changes) -> list[Case]:
+    """Every layout with each framework option at each of its alternatives."""
+    return [
+        case.with_(options=((name, value),))
+        for name, (values, dtypes) in FRAMEWORK_OPTIONS.items()
+        for value in values
+        for case in layout_cases(dtypes, **changes)
+    ]

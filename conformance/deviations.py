@@ -2,7 +2,8 @@
 
 ``deviations.toml`` lists entries of ``[[deviation]]`` with ``implementation`` (a glob) and ``check`` (a
 glob or a list of globs),
-``when`` (case parameters that must match: a value or a list of values), ``observed`` (what the
+``when`` (case parameters that must match: a value or a list of values; a framework option of
+``cases.FRAMEWORK_OPTIONS`` that a case leaves unset has the value ``"default"``), ``observed`` (what the
 implementation does), ``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a
 PEP 440 specifier on the framework's version). A matching check is expected to fail (pytest's strict
 xfail): if it passes, the entry no longer deviates and the run fails until the entry is removed.
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
+
+from .cases import FRAMEWORK_OPTIONS
 
 __all__ = ["Deviation", "load_registry", "match"]
 
@@ -51,7 +54,8 @@ class Deviation:
             return False
         for key, wanted in self.when.items():
             options = wanted if isinstance(wanted, list) else [wanted]
-            if params.get(key) not in options:
+            # A framework option the case leaves unset is at the framework's default: "default" matches it.
+            if params.get(key, "default" if key in FRAMEWORK_OPTIONS else None) not in options:
                 return False
         # Release candidates and nightlies are ordered like any version (packaging < 24 would leave them out).
         in_range = SpecifierSet(self.versions).contains(version.split("+")[0], prereleases=True) if version else True

@@ -7,7 +7,7 @@ A SPEC is a whitespace-separated list of words, each one of:
                 included) are benchmarked; without one, the working tree. The benchmark suite itself is
                 always this checkout's, as in asv, so both sides run the same measurements.
     NAME==VER   a pinned distribution. A side with pins runs in a virtual environment of its own holding
-                this project's pins (pyproject extras torch, keras, tfkeras, bench) but these, made once
+                this project's pins (pyproject extras torch, keras, tfkeras, flax, onnx, bench) but these, made once
                 under ``.asv/gate/`` and reused; a side without runs in this interpreter.
     VAR=VALUE   an environment variable for the side's benchmarks: ``BN_BENCH_IMPL``, ``BN_BENCH_GRID``...
 
@@ -56,7 +56,7 @@ METRICS = {  # --metric: the benchmarks it compares by default, and its default 
     "wall": (r"\.time_|\.track_error_ratio", 1.2),
     "counted": (r"bench_counted\.BatchNorm\.track_cost|\.track_error_ratio", 1.02),
 }
-EXTRAS = ("torch", "keras", "tfkeras", "bench")
+EXTRAS = ("torch", "keras", "tfkeras", "flax", "onnx", "bench")
 
 
 @dataclass

@@ -15,7 +15,7 @@ pytest.importorskip("asv", reason="asv is not installed (tox -e bench runs these
 
 from perf.run import ROOT, groups, selection  # noqa: E402
 
-FRAMEWORKS = ("jax", "keras", "tensorflow", "tf_keras", "torch")
+FRAMEWORKS = ("flax", "jax", "keras", "onnx", "onnxruntime", "tensorflow", "tf_keras", "torch")
 
 
 def _env(**variables: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 
 import conformance.checks
 from conformance.adapters.base import ALL_DTYPES
-from conformance.cases import Case
+from conformance.cases import FRAMEWORK_OPTIONS, Case
 from conformance.checks.test_edge_cases import EDGE_CASES
 from conformance.deviations import Deviation, load_registry, match
 
@@ -109,6 +109,8 @@ CHECK_NAMES = {
 # edge=..., training=...)`` in test_edge_cases and test_gradients).
 PARAM_VALUES: dict[str, set | None] = {key: None for key in Case((2, 3)).params()}
 PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": {True, False}}
+# Framework options: their alternatives, or "default" for a case that leaves one unset.
+PARAM_VALUES |= {name: {*values, "default"} for name, (values, _) in FRAMEWORK_OPTIONS.items()}
 REGISTRY = load_registry()
 
 

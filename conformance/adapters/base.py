@@ -50,7 +50,10 @@ class LayerSpec:
 
     ``momentum`` is already expressed in the implementation's own convention (the suite converts it
     with :func:`reference.convert_momentum`); ``None`` is PyTorch's cumulative average.
-    ``channel_axis`` is 1 (channels first) or -1 (channels last).
+    ``channel_axis`` is 1 (channels first) or -1 (channels last). ``options`` are framework options
+    that change the numerics, as sorted ``(name, value)`` pairs (e.g. ``("use_fast_variance", False)``);
+    only implementations declaring an option in :attr:`Capabilities.options` are built with it. The
+    value ``"input"`` of a dtype option stands for the input's dtype (``dtype``).
     """
 
     num_features: int
@@ -63,6 +66,7 @@ class LayerSpec:
     trainable: bool = True
     dtype: str = "float32"
     device: str = "cpu"
+    options: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass
@@ -125,6 +129,10 @@ class Capabilities:
     channel_axes: frozenset[int] = frozenset({1, -1})
     devices: frozenset[str] = frozenset({"cpu"})
     features: frozenset[str] = FEATURES
+    # Names of the LayerSpec.options the implementation takes (each a constructor argument of its own).
+    options: frozenset[str] = frozenset()
+    # Why ``forward_backward`` cannot run (e.g. ONNX defines no gradients); empty when it can.
+    no_gradients: str = ""
 
     def unsupported(self, spec: LayerSpec) -> str | None:
         """Why ``spec`` cannot be built, or None."""
@@ -137,6 +145,7 @@ class Capabilities:
             (spec.track_running_stats or "no_running_stats" in self.features, "track_running_stats=False"),
             (spec.momentum is not None or "momentum_none" in self.features, "momentum=None"),
             (spec.trainable or "trainable_false" in self.features, "trainable=False"),
+            *((name in self.options, f"option {name}") for name, _ in spec.options),
         )
         missing = [what for ok, what in checks if not ok]
         return f"does not support {', '.join(missing)}" if missing else None

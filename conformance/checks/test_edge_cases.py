@@ -25,6 +25,8 @@ EDGE_CASES = {
     "shape_3x1": Case((3, 1)),
     "shape_2x3x1x1": Case((2, 3, 1, 1)),
     "channels_last_2x1x1x3": Case((2, 1, 1, 3), channel_axis=-1),
+    # Where a framework offers a two-pass variance beside a one-pass default (Flax), offset data with it.
+    "large_mean_offset_two_pass": Case((16, 3, 2, 2), data="offset", options=(("use_fast_variance", False),)),
 }
 PARAMS = [(name, case, training) for name, case in EDGE_CASES.items() for training in (True, False)]
 

@@ -1,10 +1,11 @@
 """Running statistics over several training steps, momenta 0 / 0.1 / 0.5 / 1 and PyTorch's cumulative
 ``momentum=None``; train -> eval -> train switching; layers without running statistics; Keras'
-``trainable=False``; ``affine=False``. Momenta are the weight of the new batch, converted per convention."""
+``trainable=False``; ``affine=False``; framework options that change the numerics
+(``cases.FRAMEWORK_OPTIONS``). Momenta are the weight of the new batch, converted per convention."""
 
 import pytest
 
-from conformance.cases import layout_cases
+from conformance.cases import layout_cases, option_cases
 
 MOMENTA = (0.0, 0.1, 0.5, 1.0, None)
 SEQUENCES = [c for m in MOMENTA for c in layout_cases(("float32", "float64"), momentum=m, steps=3)]
@@ -35,7 +36,7 @@ OPTIONS = [
     c
     for options in ({"track_running_stats": False}, {"trainable": False}, {"affine": False})
     for c in layout_cases(("float32",), steps=2, **options)
-]
+] + option_cases(steps=2)
 
 
 @pytest.mark.parametrize("case", OPTIONS, ids=[c.id for c in OPTIONS])
