@@ -182,23 +182,31 @@ def _nnx_functions() -> tuple[Callable, Callable, Callable]:
         return y, dx, dparams
 
     @nnx.jit
-    def double_backward(bn, x, dy, vx, vparams: tuple):
-        graphdef, state = nnx.split(bn)
+    def double_backward(bn, x, dy, vx, vparams: dict):
+        graphdef, params, rest = nnx.split(bn, nnx.Param, ...)
+
+        def loss(params, x):
+            # copy: the statistics, which a training call updates, become the merged module's own.
+            return jnp.sum(nnx.merge(graphdef, params, rest, copy=True)(x, use_running_average=False) * dy)
 
         def gradients(params, x):
-            def loss(params, x):
-                module = nnx.merge(graphdef, state)  # a copy inside the trace, so setting its parameters is allowed
-                if params:
-                    module.scale.value, module.bias.value = params
-                return jnp.sum(module(x, use_running_average=False) * dy)
-
             return jax.grad(loss, argnums=(0, 1))(params, x)
 
-        params = (bn.scale.value, bn.bias.value) if bn.use_scale else ()
-        _, (hparams, hx) = jax.jvp(gradients, (params, x), (vparams, vx))
-        return hx, hparams
+        # The direction as a State like ``params``: each leaf by its parameter's name (scale, bias).
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+        tangent = jax.tree_util.tree_unflatten(treedef, [vparams[_param_name(path)] for path, _ in leaves])
+        _, (hparams, hx) = jax.jvp(gradients, (params, x), (tangent, vx))
+        found = jax.tree_util.tree_flatten_with_path(hparams)[0]
+        return hx, {_param_name(path): leaf for path, leaf in found}
 
     return forward, forward_backward, double_backward
+
+
+def _param_name(path: tuple) -> str:
+    """``scale`` or ``bias`` from a pytree path into an nnx State."""
+    import jax
+
+    return next(name for name in ("scale", "bias") if name in jax.tree_util.keystr(path))
 
 
 class NnxLayer:
@@ -240,10 +248,10 @@ class NnxLayer:
 
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         bn = self.bn
-        vparams = (self.jnp.asarray(vgamma, bn.scale.value.dtype), self.jnp.asarray(vbeta, bn.bias.value.dtype)) \
-            if bn.use_scale else ()
+        vparams = {"scale": self.jnp.asarray(vgamma, bn.scale[...].dtype),
+                   "bias": self.jnp.asarray(vbeta, bn.bias[...].dtype)} if bn.use_scale else {}
         hx, hparams = _nnx_functions()[2](bn, self._input(x), self._input(dy), self._input(vx), vparams)
-        return _numpy(hx), *(map(_numpy, hparams) if hparams else (None, None))
+        return _numpy(hx), _numpy(hparams.get("scale")), _numpy(hparams.get("bias"))
 
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
         return _runner(self, operation, x, dy)

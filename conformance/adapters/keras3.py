@@ -75,7 +75,7 @@ class KerasLayer:
     def _hvp_tensorflow(self, x, dy, vx, vparams) -> list:
         import tensorflow as tf
 
-        params = self._params()
+        params = [v.value for v in self._params()]  # tf.Variables: zero gradients need a TensorFlow dtype
         with tf.GradientTape() as outer:
             outer.watch(x)
             with tf.GradientTape() as inner:
