@@ -22,6 +22,6 @@ class BatchNorm(BatchNormCase):
             mirror.forward_backward(x, self.case.cotangent(), True)
         else:
             mirror.forward(x, self.operation == "forward_training")
-        return max(c.headroom for c in mirror.comparisons)
+        return max(c.error_ratio for c in mirror.comparisons)
 
     track_error_ratio.unit = "error / tolerance"

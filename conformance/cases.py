@@ -1,8 +1,10 @@
 """Cases, declared once as data: frozen records with stable readable ids, and seeded inputs.
 
 A :class:`Case` fixes everything about one run except the implementation: shape, channel position,
-dtype, layer options, the data's character and the number of training steps. Momentum is given as the
-weight of the new batch (PyTorch's meaning) and converted into each implementation's convention.
+dtype, layer options, the data's character and the number of training steps. A case gives the running
+average's rate as ``new_batch_weight``, the weight ``w`` of the batch statistic in
+``run = (1 - w) * run + w * batch`` (what PyTorch calls momentum); :meth:`Case.spec` converts it into the
+implementation's own ``momentum`` (:attr:`LayerSpec.momentum`, e.g. ``1 - w`` for Keras, ONNX and Flax).
 Inputs are seeded from the case id (adler32, as JAX seeds from test names), so every run and every
 pytest-xdist worker sees the same numbers.
 """
@@ -50,7 +52,7 @@ class Case:
     channel_axis: int = 1
     dtype: str = "float32"
     eps: float = 1e-3
-    momentum: float | None = 0.1  # weight of the new batch; None = cumulative average
+    new_batch_weight: float | None = 0.1  # w in run = (1 - w) run + w batch; None: cumulative, w = 1 / step
     affine: bool = True
     track_running_stats: bool = True
     trainable: bool = True
@@ -74,7 +76,7 @@ class Case:
     def id(self) -> str:
         parts = ["x".join(map(str, self.shape)) or "scalar", "cfirst" if self.channel_axis == 1 else "clast", self.dtype]
         defaults = Case(self.shape)
-        for name in ("eps", "momentum", "affine", "track_running_stats", "trainable", "data", "steps"):
+        for name in ("eps", "new_batch_weight", "affine", "track_running_stats", "trainable", "data", "steps"):
             value = getattr(self, name)
             if value != getattr(defaults, name):
                 parts.append(f"{name}={value}")
@@ -87,8 +89,10 @@ class Case:
         return {**params, **dict(self.options), "shape": list(self.shape), "rank": self.rank}
 
     def spec(self, convention: str) -> LayerSpec:
-        """The layer spec in ``convention``'s own momentum meaning."""
-        momentum = self.momentum if self.momentum is None else convert_momentum(self.momentum, "torch", convention)
+        """The layer spec, with ``new_batch_weight`` expressed as ``convention``'s own momentum."""
+        # The torch convention's momentum is the new batch's weight, so it converts from there.
+        w = self.new_batch_weight
+        momentum = None if w is None else convert_momentum(w, "torch", convention)
         return LayerSpec(
             num_features=self.num_features, rank=self.rank, channel_axis=self.channel_axis, eps=self.eps,
             momentum=momentum, affine=self.affine, track_running_stats=self.track_running_stats,
@@ -123,6 +127,15 @@ class Case:
     def cotangent(self) -> np.ndarray:
         """The ``dy`` of the gradient checks."""
         return round_to(self.rng("dy").standard_normal(self.shape), self.dtype)
+
+    def direction(self) -> dict[str, np.ndarray | None]:
+        """The direction ``(vx, vgamma, vbeta)`` of the second-order checks (``None`` where there are no
+        parameters); ``vx`` is rounded to the case's dtype, the parameters' components are float64 as
+        parameters cross the protocol."""
+        rng = self.rng("direction")
+        vx = round_to(rng.standard_normal(self.shape), self.dtype)
+        params = rng.standard_normal((2, self.num_features)) if self.affine else (None, None)
+        return {"vx": vx, "vgamma": params[0], "vbeta": params[1]}
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """Non-trivial gamma, beta and running statistics (so no term vanishes by accident)."""

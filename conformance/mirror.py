@@ -16,7 +16,7 @@ from collections.abc import Callable
 from .adapters.base import Implementation, State
 from .adapters.worker import RemoteError, WorkerCrashed
 from .cases import Case
-from .tolerances import Comparison, Conditioning, compare, unit_roundoff
+from .tolerances import Comparison, Conditioning, RunningTolerance, compare
 
 __all__ = ["Mirror"]
 
@@ -55,7 +55,7 @@ class Mirror:
             if getattr(held, name) is not None and getattr(self.ref, name) is not None:
                 setattr(self.ref, name, getattr(held, name))
         self.comparisons: list[Comparison] = []
-        self._stat_bounds = {"running_mean": 0.0, "running_var": 0.0}
+        self.running_tolerance = RunningTolerance(case.dtype)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _last(self, a: np.ndarray) -> np.ndarray:
@@ -75,8 +75,8 @@ class Mirror:
         xhat = (self._last(x64) - mean) / cond.sigma
         return cond, xhat
 
-    def _record(self, quantity: str, actual, expected, bound) -> None:
-        self._add(compare(quantity, actual, expected, bound))
+    def _record(self, quantity: str, actual, expected, tolerance) -> None:
+        self._add(compare(quantity, actual, expected, tolerance))
 
     def _add(self, comparison: Comparison) -> None:
         self.comparisons.append(comparison)
@@ -86,15 +86,11 @@ class Mirror:
     def _reference_training(self, training: bool) -> bool:
         return training and self.case.trainable  # Keras: a non-trainable layer runs in inference mode
 
-    def _track_stat_bounds(self, x: np.ndarray, training: bool) -> None:
+    def _track_running_tolerance(self, x: np.ndarray, training: bool) -> None:
         if not (self._reference_training(training) and self.case.track_running_stats) or x.size == 0:
             return
         cond, _ = self._conditioning(x, True)
-        self._stat_bounds["running_mean"] = self._stat_bounds["running_mean"] + cond.running_mean(
-            self.ref.running_mean, np.sqrt(cond.var)
-        )
-        bessel = self.case.values_per_channel / max(self.case.values_per_channel - 1, 1)
-        self._stat_bounds["running_var"] = self._stat_bounds["running_var"] + bessel * cond.running_var(self.ref.running_var)
+        self.running_tolerance.add_step(cond, self.ref.running_mean, self.ref.running_var, self.case.values_per_channel)
 
     # -- steps -----------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool, may_raise: bool = False) -> None:
@@ -113,7 +109,7 @@ class Mirror:
             y = self.layer.forward(x, training)
             y_ref = self.ref.forward(np.asarray(x, np.float64), self._reference_training(training))
         cond, xhat = self._conditioning(x, training)  # inference statistics are unchanged by the call
-        self._track_stat_bounds(x, training)
+        self._track_running_tolerance(x, training)
         self._record("y", self._last(y), self._last(y_ref), cond.y(self._last(y_ref), xhat))
 
     def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> None:
@@ -121,13 +117,30 @@ class Mirror:
         y, dx, dgamma, dbeta = self.layer.forward_backward(x, dy, training)
         y_ref = self.ref.forward(np.asarray(x, np.float64), self._reference_training(training))
         dx_ref = self.ref.backward(np.asarray(dy, np.float64))
-        self._track_stat_bounds(x, training)
+        self._track_running_tolerance(x, training)
         dy_last = self._last(dy)
         self._record("y", self._last(y), self._last(y_ref), cond.y(self._last(y_ref), xhat))
         self._record("dx", self._last(dx), self._last(dx_ref), cond.dx(self._last(dx_ref), dy_last, xhat))
         if self.case.affine:
             self._record("dgamma", dgamma, self.ref.dgamma, cond.dgamma(self.ref.dgamma, dy_last, xhat))
             self._record("dbeta", dbeta, self.ref.dbeta, cond.dbeta(self.ref.dbeta, dy_last))
+
+    def double_backward(self, x: np.ndarray, dy: np.ndarray, direction: dict[str, np.ndarray | None]) -> None:
+        """Second order in training mode: the layer's Hessian-vector product of ``sum(y * dy)`` along
+        ``direction`` (``vx``, ``vgamma``, ``vbeta``) against :func:`reference.hvp_training`."""
+        cond, xhat = self._conditioning(x, True)
+        vx, vgamma = direction["vx"], direction["vgamma"]
+        hvp = self.layer.double_backward(x, dy, vx, vgamma, direction["vbeta"])
+        ref = self.ref
+        axis = self.case.channel_axis
+        expected = reference.hvp_training(np.asarray(dy, np.float64), np.asarray(x, np.float64), ref.gamma, ref.eps,
+                                          np.asarray(vx, np.float64), vgamma, axis)
+        expected = (self._last(expected[0]), *expected[1:])
+        vgamma64 = np.zeros(self.case.num_features) if vgamma is None else np.asarray(vgamma, np.float64)
+        tolerances = cond.second_order(self._last(dy), self._last(vx), vgamma64, xhat)
+        names = ("hvp_x", "hvp_gamma", "hvp_beta") if self.case.affine else ("hvp_x",)
+        for name, actual, want in zip(names, (self._last(hvp[0]), *hvp[1:]), expected):
+            self._record(name, actual, want, cond.u * np.abs(want) + tolerances[name])
 
     def compare_state(self) -> None:
         """Running statistics (and ``num_batches_tracked`` where the implementation keeps it)."""
@@ -137,8 +150,7 @@ class Mirror:
             if expected is None:
                 self._record(name, getattr(state, name), None, 0.0)
                 continue
-            bound = unit_roundoff(self.case.dtype) * np.abs(expected) + self._stat_bounds[name]
-            self._record(name, getattr(state, name), expected, bound)
+            self._record(name, getattr(state, name), expected, self.running_tolerance.tolerance(name, expected))
         if state.num_batches_tracked is not None:
             same = state.num_batches_tracked == self.ref.num_batches_tracked
             self._add(

@@ -1,7 +1,11 @@
-"""The tolerance model: every bound the suite holds an implementation to, derived in one place.
+"""The tolerance model: every tolerance the suite holds an implementation to, derived in one place.
+
+Vocabulary, end to end (this module, ``mirror.py``, the report's JSON and its tables): a comparison
+holds each element to its **tolerance**; the **error ratio** is |error| / tolerance, and a comparison
+passes when its worst error ratio is <= 1.
 
 An implementation computing in a dtype with unit roundoff ``u`` (float64 2**-53, float32 2**-24,
-float16 2**-11, bfloat16 2**-8) makes errors from three sources, which the bounds add up per element:
+float16 2**-11, bfloat16 2**-8) makes errors from three sources, which the tolerances add up per element:
 
 1. Rounding of the stored result: ``u * |result|``.
 2. Reductions over the ``n`` values of a channel (mean, variance, gradient sums): a recursive sum's
@@ -13,18 +17,32 @@ float16 2**-11, bfloat16 2**-8) makes errors from three sources, which the bound
    variance does not amplify it further, so ``(1 + kappa)`` appears once; an implementation whose
    variance is ``E[x**2] - E[x]**2`` has error ~ ``u * kappa**2`` and fails on offset data, as it should.
 
-With ``rho = SAFETY * u * sqrt(n)`` (``n = 1`` where no reduction happens, e.g. inference):
+With ``rho = SAFETY * u * sqrt(n)`` (``n = 1`` where no reduction happens, e.g. inference) and
+``P = 1 + |xhat|`` (``xhat`` and its own error ``rho (1 + kappa) P``):
 
-    y        u|y| + |gamma| rho (1 + kappa)(1 + |xhat|)
+    y        u|y| + |gamma| rho (1 + kappa) P
     dbeta    u|dbeta| + rho sum|dy|
-    dgamma   u|dgamma| + rho (1 + kappa) sum(|dy| (1 + |xhat|))
-    dx       u|dx| + |gamma| / sigma * rho (1 + kappa)(|dy| + mean|dy|)(1 + |xhat|)
-    running  per step: u|run| + rho (|mean| + std) for the mean, u|run| + rho (1 + kappa) var for the
-             variance, summed over the training steps.
+    dgamma   u|dgamma| + rho (1 + kappa) sum(|dy| P)
+    dx       u|dx| + |gamma| / sigma * rho (1 + kappa)(|dy| + mean|dy|) P
+    running  per training step: u|run| + rho (|mean| + std) for the mean, u|run| + rho (1 + kappa) var
+             for the variance (times n/(n-1), the most a Bessel correction amplifies it), summed over the
+             steps, plus u|run| for the value compared (:class:`RunningTolerance`).
 
-Every comparison records the worst ratio error / bound (``headroom``; <= 1 passes), the maximum absolute
-and relative errors, and the bound at the worst element, so a report shows how close each check came.
-NaN and infinities must sit exactly where the reference has them.
+Second order (:func:`reference.hvp_training`: the derivative of ``(dx, dgamma, dbeta)`` along
+``(vx, vgamma, vbeta)``, ``r = 1 / sigma``). The same argument applied to its formula: each term's error
+is at most ``rho (1 + kappa)`` times the term evaluated with absolute values and ``P`` for ``|xhat|``,
+doubled (``SECOND_ORDER`` = 2) because the terms nest two reductions (``mean(dy * t)`` of a ``t`` that
+holds ``mean(xhat * vx)``). With the magnitudes ``G = |dy| + mean|dy| + P mean(|dy| P)`` of
+``g = dx / (gamma r)``, ``T = r (|vx| + mean|vx| + P mean(P |vx|))`` of the tangent of ``xhat`` and
+``R = r**2 mean(P |vx|)`` of the tangent of ``r``:
+
+    hvp_x      u|hvp_x| + 2 rho (1 + kappa) (|vgamma| r G + |gamma| R G + |gamma| r (T mean(|dy| P) + P mean(|dy| T)))
+    hvp_gamma  u|hvp_gamma| + 2 rho (1 + kappa) sum(|dy| T)
+    hvp_beta   exactly 0 (nothing depends on beta)
+
+Every comparison records its worst error ratio, the maximum absolute and relative errors, and the
+tolerance at the worst element, so a report shows how close each check came. NaN and infinities must
+sit exactly where the reference has them.
 """
 
 from __future__ import annotations
@@ -33,9 +51,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["SAFETY", "UNIT_ROUNDOFF", "Comparison", "Conditioning", "compare", "unit_roundoff"]
+__all__ = ["SAFETY", "SECOND_ORDER", "UNIT_ROUNDOFF", "Comparison", "Conditioning", "RunningTolerance", "compare",
+           "unit_roundoff"]
 
 SAFETY = 4.0
+SECOND_ORDER = 2.0
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
 
 
@@ -43,12 +63,23 @@ def unit_roundoff(dtype: str) -> float:
     return UNIT_ROUNDOFF[dtype]
 
 
+def _channel_mean(a: np.ndarray) -> np.ndarray:
+    """Per-channel mean of an array with channels last (0 for an empty batch)."""
+    return a.mean(axis=tuple(range(a.ndim - 1))) if a.size else np.zeros(a.shape[-1])
+
+
+def _channel_sum(a: np.ndarray) -> np.ndarray:
+    return a.sum(axis=tuple(range(a.ndim - 1)))
+
+
 @dataclass(frozen=True)
 class Conditioning:
-    """What the bounds depend on, per channel, from the reference's view of one forward call.
+    """What the tolerances depend on, per channel, from the reference's view of one forward call.
 
     ``mean``/``var`` are the statistics the layer normalized with (batch or running); ``n`` is the
-    number of values each reduction ran over (1 when no reduction happened).
+    number of values each reduction ran over (1 when no reduction happened). Every method returns the
+    tolerance of the quantity it is named after, broadcast against arrays of shape (..., C) (channels
+    moved last by the caller).
     """
 
     dtype: str
@@ -74,28 +105,65 @@ class Conditioning:
     def kappa(self) -> np.ndarray:
         return np.abs(self.mean) / self.sigma
 
-    # Bounds, each broadcast against arrays of shape (..., C) (channels moved last by the caller).
     def y(self, y: np.ndarray, xhat: np.ndarray) -> np.ndarray:
         return self.u * np.abs(y) + np.abs(self.gamma) * self.rho * (1 + self.kappa) * (1 + np.abs(xhat))
 
     def dx(self, dx: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
-        n_axes = tuple(range(dy.ndim - 1))
-        mean_abs_dy = np.abs(dy).mean(axis=n_axes) if dy.size else 0.0
         scale = np.abs(self.gamma) / self.sigma * self.rho * (1 + self.kappa)
-        return self.u * np.abs(dx) + scale * (np.abs(dy) + mean_abs_dy) * (1 + np.abs(xhat))
+        return self.u * np.abs(dx) + scale * (np.abs(dy) + _channel_mean(np.abs(dy))) * (1 + np.abs(xhat))
 
     def dbeta(self, dbeta: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        return self.u * np.abs(dbeta) + self.rho * np.abs(dy).sum(axis=tuple(range(dy.ndim - 1)))
+        return self.u * np.abs(dbeta) + self.rho * _channel_sum(np.abs(dy))
 
     def dgamma(self, dgamma: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
-        total = (np.abs(dy) * (1 + np.abs(xhat))).sum(axis=tuple(range(dy.ndim - 1)))
-        return self.u * np.abs(dgamma) + self.rho * (1 + self.kappa) * total
+        return self.u * np.abs(dgamma) + self.rho * (1 + self.kappa) * _channel_sum(np.abs(dy) * (1 + np.abs(xhat)))
 
-    def running_mean(self, run: np.ndarray, batch_std: np.ndarray) -> np.ndarray:
+    def running_mean_step(self, run: np.ndarray, batch_std: np.ndarray) -> np.ndarray:
+        """One training step's error in the running mean ``run`` it stored (the batch mean's, and the
+        rounding of the stored value)."""
         return self.u * np.abs(run) + self.rho * (np.abs(self.mean) + batch_std)
 
-    def running_var(self, run: np.ndarray) -> np.ndarray:
+    def running_var_step(self, run: np.ndarray) -> np.ndarray:
+        """One training step's error in the running variance ``run`` it stored."""
         return self.u * np.abs(run) + self.rho * (1 + self.kappa) * self.var
+
+    def second_order(self, dy: np.ndarray, vx: np.ndarray, vgamma: np.ndarray, xhat: np.ndarray) -> dict:
+        """Tolerances of ``hvp_x`` and ``hvp_gamma`` less their ``u|result|`` term (see the module
+        docstring); ``hvp_beta`` is held to exactly zero."""
+        r, p, ady = 1 / self.sigma, 1 + np.abs(xhat), np.abs(dy)
+        g = ady + _channel_mean(ady) + p * _channel_mean(ady * p)
+        t = r * (np.abs(vx) + _channel_mean(np.abs(vx)) + p * _channel_mean(p * np.abs(vx)))
+        dr = r**2 * _channel_mean(p * np.abs(vx))
+        scale = SECOND_ORDER * self.rho * (1 + self.kappa)
+        gamma = np.abs(self.gamma)
+        coupling = t * _channel_mean(ady * p) + p * _channel_mean(ady * t)
+        hvp_x = np.abs(vgamma) * r * g + gamma * dr * g + gamma * r * coupling
+        return {"hvp_x": scale * hvp_x, "hvp_gamma": scale * _channel_sum(ady * t), "hvp_beta": 0.0}
+
+
+class RunningTolerance:
+    """The running statistics' tolerances, accumulated over training steps: each step adds the batch
+    statistics' error and the rounding of the stored values (the variance's weighted by ``n/(n-1)``, the
+    most a Bessel correction amplifies it; a momentum weight < 1 only shrinks old errors, so the plain sum
+    is an upper bound), and the final comparison adds the rounding ``u|run|`` of the value compared."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+        self.accumulated = {"running_mean": 0.0, "running_var": 0.0}
+
+    def add_step(self, cond: Conditioning, running_mean: np.ndarray, running_var: np.ndarray, count: int) -> None:
+        """Account for one training step with ``cond``'s batch statistics over ``count`` values per
+        channel, after which the reference holds ``running_mean`` and ``running_var``."""
+        # n/(n-1) bounds the Bessel correction's amplification whether or not the convention applies it.
+        correction = count / max(count - 1, 1)
+        mean_step = cond.running_mean_step(running_mean, np.sqrt(cond.var))
+        self.accumulated["running_mean"] = self.accumulated["running_mean"] + mean_step
+        var_step = correction * cond.running_var_step(running_var)
+        self.accumulated["running_var"] = self.accumulated["running_var"] + var_step
+
+    def tolerance(self, name: str, expected: np.ndarray) -> np.ndarray:
+        """Tolerance of ``running_mean`` or ``running_var`` against the reference's value ``expected``."""
+        return unit_roundoff(self.dtype) * np.abs(expected) + self.accumulated[name]
 
 
 @dataclass(frozen=True)
@@ -104,10 +172,10 @@ class Comparison:
 
     quantity: str
     passed: bool
-    headroom: float  # worst error / bound; <= 1 passes (0 when identical, inf on a NaN mismatch)
+    error_ratio: float  # worst |error| / tolerance; <= 1 passes (0 when identical, inf on a NaN mismatch)
     max_abs_error: float
     max_rel_error: float
-    bound_at_worst: float
+    tolerance: float  # the tolerance at the element with the worst error ratio
     nonfinite_mismatches: int
     note: str = ""  # observed behaviour where it is not a number (an exception, say)
 
@@ -121,12 +189,12 @@ class Comparison:
             return f"{self.quantity}: NaN/inf at {self.nonfinite_mismatches} places where the reference differs"
         return (
             f"{self.quantity}: max |error| {self.max_abs_error:.3g} (relative {self.max_rel_error:.3g}), "
-            f"error/bound {self.headroom:.3g} at bound {self.bound_at_worst:.3g}"
+            f"error/tolerance {self.error_ratio:.3g} at tolerance {self.tolerance:.3g}"
         )
 
 
-def compare(quantity: str, actual: np.ndarray | None, expected: np.ndarray | None, bound: np.ndarray) -> Comparison:
-    """Compare elementwise against ``bound``; shapes must match and non-finite values must coincide."""
+def compare(quantity: str, actual: np.ndarray | None, expected: np.ndarray | None, tolerance: np.ndarray) -> Comparison:
+    """Compare elementwise against ``tolerance``; shapes must match and non-finite values must coincide."""
     if actual is None or expected is None:
         ok = actual is None and expected is None
         has = {True: "has none", False: "has values"}
@@ -136,26 +204,26 @@ def compare(quantity: str, actual: np.ndarray | None, expected: np.ndarray | Non
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
         raise AssertionError(f"{quantity}: shape {actual.shape} differs from the reference's {expected.shape}")
-    bound = np.broadcast_to(bound, expected.shape)
+    tolerance = np.broadcast_to(tolerance, expected.shape)
     finite = np.isfinite(expected)
     same_nonfinite = (np.isnan(actual) & np.isnan(expected)) | (actual == expected)
     mismatches = int(np.count_nonzero(~finite & ~same_nonfinite) + np.count_nonzero(finite & ~np.isfinite(actual)))
     both = finite & np.isfinite(actual)
     with np.errstate(divide="ignore", invalid="ignore"):  # inf - inf and x / 0 are masked out or meant
         err = np.where(both, np.abs(actual - expected), 0.0)
-        ratio = np.where(both, err / bound, 0.0)
+        ratio = np.where(both, err / tolerance, 0.0)
         ratio = np.where(both & (err == 0), 0.0, ratio)
         rel = np.where(both & (expected != 0), err / np.abs(expected), 0.0)
     worst = int(np.argmax(ratio)) if ratio.size else 0
-    headroom = float(ratio.flat[worst]) if ratio.size else 0.0
+    error_ratio = float(ratio.flat[worst]) if ratio.size else 0.0
     if mismatches:
-        headroom = np.inf
+        error_ratio = np.inf
     return Comparison(
         quantity,
-        passed=headroom <= 1.0,
-        headroom=headroom,
+        passed=error_ratio <= 1.0,
+        error_ratio=error_ratio,
         max_abs_error=float(err.max()) if err.size else 0.0,
         max_rel_error=float(rel.max()) if rel.size else 0.0,
-        bound_at_worst=float(bound.flat[worst]) if bound.size else 0.0,
+        tolerance=float(tolerance.flat[worst]) if tolerance.size else 0.0,
         nonfinite_mismatches=mismatches,
     )

@@ -1,8 +1,12 @@
 """The specification: a float64 NumPy BatchNorm with every framework's running-statistics convention.
 
-Public API: :class:`BatchNorm` (stateful layer), the pure functions of :mod:`reference.batchnorm`, and
-the conventions (:data:`CONVENTIONS`, :class:`Convention`, :func:`get_convention`,
-:func:`convert_momentum`).
+Public API: :class:`BatchNorm` (stateful layer), the pure functions of :mod:`reference.batchnorm` (second
+order: :func:`hvp_training`), and the conventions (:data:`CONVENTIONS`, :class:`Convention`,
+:func:`get_convention`, :func:`convert_momentum`).
+
+Modules: :mod:`reference.textbook` is the specification as the papers write it (read it first);
+:mod:`reference.batchnorm` computes the same, fast, on the blocked engine of :mod:`reference.engine`,
+with arguments checked by :mod:`reference.validation`; :mod:`reference.layer` adds the running state.
 """
 
 from .batchnorm import (
@@ -12,6 +16,7 @@ from .batchnorm import (
     channel_axis_index,
     forward_inference,
     forward_training,
+    hvp_training,
     normalize,
     update_running_statistics,
 )
@@ -30,6 +35,7 @@ __all__ = [
     "forward_inference",
     "forward_training",
     "get_convention",
+    "hvp_training",
     "normalize",
     "update_running_statistics",
 ]

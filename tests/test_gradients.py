@@ -1,14 +1,15 @@
-"""Finite-difference checks of the layer's backward pass in float64.
+"""Finite-difference checks of the layer's backward pass and of the second derivative, in float64.
 
-Every case differentiates L = sum(y * dy) for a random dy with central differences over every entry
-of x, gamma and beta (the shapes are small, so the full gradient is cheap) and compares with
-``backward``'s dx, dgamma and dbeta.
+First order: every case differentiates L = sum(y * dy) for a random dy with central differences over
+every entry of x, gamma and beta (the shapes are small, so the full gradient is cheap) and compares with
+``backward``'s dx, dgamma and dbeta. Second order: central differences of that analytic backward along a
+random direction against ``hvp_training``.
 """
 
 import numpy as np
 import pytest
 
-from reference import BatchNorm
+from reference import BatchNorm, backward_training, batch_statistics, hvp_training
 
 SHAPES = [(4, 3), (3, 2, 5), (2, 3, 4, 3), (2, 2, 3, 2, 2)]
 # mode: (track_running_stats, training)
@@ -103,3 +104,39 @@ def test_backward_uses_the_gamma_of_its_forward(rng):
     layer.forward(x, training=True)
     layer.gamma = [5.0, 5.0, 5.0]
     np.testing.assert_array_equal(layer.backward(dy), expected)
+
+
+def fast_gradients(x, gamma, dy, eps, channel_axis):
+    """(dx, dgamma, dbeta) of sum(y * dy) from the fast engine's analytic backward."""
+    mean, var = batch_statistics(x, channel_axis)
+    return backward_training(dy, x, mean, var, gamma, eps, channel_axis)
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"rank{len(s)}")
+def test_hessian_vector_product_matches_finite_differences(rng, shape, channel_axis):
+    # Central differences of the analytic first-order gradients along the direction (vx, vgamma, vbeta):
+    # (grad(theta + h v) - grad(theta - h v)) / 2h. vbeta moves beta, which no gradient depends on.
+    c = shape[channel_axis]
+    x, dy, vx = rng.normal(1.0, 2.0, shape), rng.normal(size=shape), rng.normal(size=shape)
+    gamma = rng.uniform(0.5, 2.0, c) * rng.choice([-1, 1], c)
+    vgamma = rng.normal(size=c)
+    up = fast_gradients(x + STEP * vx, gamma + STEP * vgamma, dy, 1e-3, channel_axis)
+    down = fast_gradients(x - STEP * vx, gamma - STEP * vgamma, dy, 1e-3, channel_axis)
+    numerical = [(a - b) / (2 * STEP) for a, b in zip(up, down)]
+    analytical = hvp_training(dy, x, gamma, 1e-3, vx, vgamma, channel_axis)
+    for name, num, ana in zip(["hvp_x", "hvp_gamma"], numerical, analytical):
+        assert ana.shape == num.shape, name
+        err = relative_error(num, ana)
+        assert err < MAX_RELATIVE_ERROR, f"{name}: relative error {err:.2e}"
+    assert np.array_equal(analytical[2], np.zeros(c)) and np.array_equal(numerical[2], np.zeros(c))
+
+
+def test_hessian_vector_product_has_every_term(rng):
+    # Guards the test above: dropping the terms along vx (the tangents of xhat and 1/sqrt(var + eps)) or
+    # along vgamma changes hvp_x by far more than the finite-difference tolerance.
+    x, dy, vx = rng.normal(size=(6, 3)), rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    gamma, vgamma = np.ones(3), rng.normal(size=3)
+    full = hvp_training(dy, x, gamma, 1e-3, vx, vgamma, 1)[0]
+    assert relative_error(full, hvp_training(dy, x, gamma, 1e-3, vx, None, 1)[0]) > 1e-2
+    assert relative_error(full, hvp_training(dy, x, gamma, 1e-3, np.zeros_like(vx), vgamma, 1)[0]) > 1e-2

@@ -141,7 +141,7 @@ link = ""
 [[deviation]]
 implementation = "wrong.*"
 check = ["training_output", "running_statistics"]
-when = { momentum = 0.1 }
+when = { new_batch_weight = 0.1 }
 observed = "Keras momentum and a biased running variance under the torch convention"
 reason = "a known deviation"
 link = "https://example.invalid/issue/1"
@@ -163,7 +163,7 @@ def test_deviation_is_xfail_and_stale_entry_fails_the_run(run_checks, tmp_path: 
     path = tmp_path / "deviations.toml"
     path.write_text(REGISTRY_UNDER_TEST)
     run_checks(
-        "test_running_stats.py", "-k", "test_running_statistics and 16x3-cfirst-float32 and not momentum",
+        "test_running_stats.py", "-k", "test_running_statistics and 16x3-cfirst-float32 and not new_batch_weight",
         "--impl", "reference.torch", "--impl", "fake_adapters:KERAS_DECLARED_TORCH",
         plugins=[UseRegistry(path)],
         outcomes={"failed": 1, "xfailed": 1},

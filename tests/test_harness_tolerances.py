@@ -11,7 +11,7 @@ from fake_adapters import NumpyImplementation
 
 NAN, INF = np.nan, np.inf
 
-# (actual, expected, bound) -> (passed, headroom, nonfinite_mismatches)
+# (actual, expected, tolerance) -> (passed, error_ratio, nonfinite_mismatches)
 COMPARE = {
     "identical": (([1.0, -2.0], [1.0, -2.0], 1e-6), (True, 0.0, 0)),
     "identical, zero bound": (([1.0, -2.0], [1.0, -2.0], 0.0), (True, 0.0, 0)),
@@ -36,15 +36,15 @@ COMPARE = {
 def test_compare(arrays: tuple, verdict: tuple[bool, float, int]) -> None:
     actual, expected, bound = (None if a is None else np.asarray(a, np.float64) for a in arrays)
     result = compare("q", actual, expected, bound)
-    assert (result.passed, result.headroom, result.nonfinite_mismatches) == verdict
+    assert (result.passed, result.error_ratio, result.nonfinite_mismatches) == verdict
 
 
-def test_headroom_is_the_worst_ratio_and_records_its_bound() -> None:
+def test_error_ratio_is_the_worst_ratio_and_records_its_tolerance() -> None:
     # The larger absolute error has the more generous bound: the verdict follows the ratio, not the error.
     result = compare("y", np.array([2.001, 1.0001]), np.array([2.0, 1.0]), np.array([1.0, 1e-5]))
     assert not result.passed
-    assert result.headroom == pytest.approx(10.0)
-    assert result.bound_at_worst == 1e-5
+    assert result.error_ratio == pytest.approx(10.0)
+    assert result.tolerance == 1e-5
     assert result.max_abs_error == pytest.approx(1e-3)
     assert result.max_rel_error == pytest.approx(5e-4)
 
@@ -56,7 +56,7 @@ def test_shape_mismatch_raises_naming_the_quantity() -> None:
 
 DESCRIBE = {
     "numbers": (compare("y", np.array([1.5]), np.array([1.0]), 0.25),
-                "y: max |error| 0.5 (relative 0.5), error/bound 2 at bound 0.25"),
+                "y: max |error| 0.5 (relative 0.5), error/tolerance 2 at tolerance 0.25"),
     "non-finite": (compare("y", np.array([NAN, NAN]), np.array([1.0, 2.0]), 1.0),
                    "y: NaN/inf at 2 places where the reference differs"),
     "absent": (compare("running_var", None, np.ones(3), 1.0),
@@ -127,9 +127,9 @@ def test_numerical_bug_is_caught(
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
-def test_output_bound_is_within_20x_of_a_correct_implementations_error(dtype: str) -> None:
-    # Passing is not enough: a bound orders of magnitude above the rounding a correct implementation in
+def test_output_tolerance_is_within_20x_of_a_correct_implementations_error(dtype: str) -> None:
+    # Passing is not enough: a tolerance orders of magnitude above the rounding a correct implementation in
     # the same precision makes would let real bugs of that size through.
     comparisons = [c for case in layout_cases((dtype,), steps=3) for c in drive(TWO_PASS, case).comparisons]
-    worst = max(c.headroom for c in comparisons if c.quantity == "y")
+    worst = max(c.error_ratio for c in comparisons if c.quantity == "y")
     assert 0.05 <= worst <= 1.0

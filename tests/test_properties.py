@@ -8,7 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import reference.batchnorm as bn
+from reference import engine
 from reference import CONVENTIONS, BatchNorm, batch_statistics, convert_momentum
 
 
@@ -106,13 +106,13 @@ MANY_BLOCKS = [((64, 16, 2048), 1), ((4, 8, 2**16), 1), ((4096, 4, 64), -1)]
 @pytest.mark.parametrize("shape, channel_axis", MANY_BLOCKS, ids=["row-groups", "channel-runs", "channels-last"])
 def test_bitwise_identical_across_thread_counts(rng, monkeypatch, shape, channel_axis):
     c = shape[channel_axis]
-    assert len(list(bn._blocks(*bn._view3(np.empty(shape), channel_axis % len(shape)).shape))) > 3
+    assert len(list(engine.blocks(*engine.view3(np.empty(shape), channel_axis % len(shape)).shape))) > 3
     x, dy = rng.normal(2.0, 3.0, shape), rng.normal(size=shape)
     gamma, beta = rng.normal(size=c), rng.normal(size=c)
     results = []
     for threads in ("1", "2", "3"):  # the pool is cached per thread count, so the env var takes effect
         monkeypatch.setenv("REFERENCE_NUM_THREADS", threads)
-        assert bn.num_threads() == int(threads)
+        assert engine.num_threads() == int(threads)
         layer = BatchNorm(c, channel_axis=channel_axis)
         layer.gamma, layer.beta = gamma, beta
         y = layer.forward(x, training=True)

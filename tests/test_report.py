@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 STARTED = datetime(2026, 1, 2, tzinfo=timezone.utc)
 
 
-def comparison(quantity: str = "y", headroom: float = 0.01, note: str = "") -> dict:
-    return {"quantity": quantity, "passed": headroom <= 1, "headroom": headroom, "max_abs_error": headroom * 1e-6,
-            "max_rel_error": headroom * 1e-7, "bound_at_worst": 1e-6, "nonfinite_mismatches": int(headroom == float("inf")),
+def comparison(quantity: str = "y", error_ratio: float = 0.01, note: str = "") -> dict:
+    return {"quantity": quantity, "passed": error_ratio <= 1, "error_ratio": error_ratio,
+            "max_abs_error": error_ratio * 1e-6, "max_rel_error": error_ratio * 1e-7, "tolerance": 1e-6,
+            "nonfinite_mismatches": int(error_ratio == float("inf")),
             "note": note}
 
 
@@ -107,7 +108,7 @@ def test_document_follows_its_schema_and_round_trips(tmp_path):
     jsonschema.validate(json.loads(path.read_text()), json.loads(SCHEMA.read_text()))
     back = load(path)
     deviation = next(r for r in back["results"] if r["status"] == "deviation")
-    assert deviation["worst"]["headroom"] == float("inf")  # written as "inf", read back as a number
+    assert deviation["worst"]["error_ratio"] == float("inf")  # written as "inf", read back as a number
     assert deviation["params"]["data"] == "inf"  # a case named "inf" stays a name
     assert back["counts"] == {s: 1 for s in SYNTHETIC} | {"pass": 1}
 
@@ -128,7 +129,7 @@ def test_markdown_shows_every_status(tmp_path):
     assert "| fake.c | 0 / 0 / 1 | - |" in md  # the crashed implementation is a failure, not a gap
     assert "unavailable: fake.gone: gonelib is not installed" in md
     assert "https://example.org/issue/1" in md and "one-pass variance" in md
-    assert "dx: max abs error 7.5e-06 vs tolerance 1e-06 (error/tolerance 7.5)" in md
+    assert "dx: max abs error 7.5e-06 vs tolerance 1e-06 (error ratio 7.5)" in md
     assert "| fake.a | dtype bfloat16 (1) |" in md
     assert "4 of 6 checks went wrong: 1 crash, 1 error, 1 fail, 1 unexpected_pass." in md
 
@@ -176,7 +177,7 @@ def test_html_renders_in_chromium(tmp_path, browser):
     assert "Summary matrix" in page.text and "fake.gone" in page.text
     heat_cells = page.driver.execute_script(
         "return [...document.querySelectorAll('#heatmap td[style]')].map(td => getComputedStyle(td).backgroundColor)")
-    assert len(set(heat_cells)) >= 2  # cells coloured by headroom, not one flat colour
+    assert len(set(heat_cells)) >= 2  # cells coloured by error ratio, not one flat colour
     width = page.driver.execute_script("return document.getElementById('heatmap-png').naturalWidth")
     assert width > 100  # the embedded PNG decoded
     assert page.driver.execute_script("return document.querySelectorAll('#matrix tbody tr').length") == 4

@@ -24,7 +24,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
-    "ALL_DTYPES", "OPERATIONS", "Benchmarkable", "Capabilities", "Implementation", "Layer", "LayerSpec", "State",
+    "ALL_DTYPES", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation", "Layer",
+    "LayerSpec", "State",
     "as_numpy_float",
 ]
 
@@ -48,8 +49,9 @@ def as_numpy_float(x: np.ndarray) -> np.ndarray:
 class LayerSpec:
     """What to build, in framework-neutral terms.
 
-    ``momentum`` is already expressed in the implementation's own convention (the suite converts it
-    with :func:`reference.convert_momentum`); ``None`` is PyTorch's cumulative average.
+    ``momentum`` is the framework's own constructor argument, in its implementation's convention (the
+    suite converts a case's ``new_batch_weight`` with :func:`reference.convert_momentum`: the same number
+    for PyTorch, ``1 - w`` for Keras, ONNX and Flax); ``None`` is PyTorch's cumulative average.
     ``channel_axis`` is 1 (channels first) or -1 (channels last). ``options`` are framework options
     that change the numerics, as sorted ``(name, value)`` pairs (e.g. ``("use_fast_variance", False)``);
     only implementations declaring an option in :attr:`Capabilities.options` are built with it. The
@@ -100,6 +102,20 @@ class Layer(Protocol):
 
 
 @runtime_checkable
+class DoubleBackward(Protocol):
+    """Optional for a :class:`Layer` whose implementation declares :attr:`Capabilities.double_backward`."""
+
+    def double_backward(
+        self, x: np.ndarray, dy: np.ndarray, vx: np.ndarray, vgamma: np.ndarray | None, vbeta: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Second order in training mode, through the framework's own autodiff (as PyTorch's gradgradcheck
+        differentiates its modules): the gradients ``(dx, dgamma, dbeta)`` of ``sum(y * dy)``
+        differentiated along ``(vx, vgamma, vbeta)``, i.e. the Hessian-vector product ``(hvp_x, hvp_gamma,
+        hvp_beta)`` (:func:`reference.hvp_training`); None for absent parameters. Reverse over reverse
+        (``v`` as the cotangent of the gradients) gives the same, the Hessian being symmetric."""
+
+
+@runtime_checkable
 class Benchmarkable(Protocol):
     """Optional for a :class:`Layer`: run one operation on framework-native arrays, for timing.
 
@@ -133,6 +149,8 @@ class Capabilities:
     options: frozenset[str] = frozenset()
     # Why ``forward_backward`` cannot run (e.g. ONNX defines no gradients); empty when it can.
     no_gradients: str = ""
+    # The layer has ``double_backward`` (:class:`DoubleBackward`); without it second-order checks skip.
+    double_backward: bool = False
 
     def unsupported(self, spec: LayerSpec) -> str | None:
         """Why ``spec`` cannot be built, or None."""

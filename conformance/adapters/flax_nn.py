@@ -54,7 +54,7 @@ def _numpy(t) -> np.ndarray | None:
 # ---- linen: pure functions of the variables, jitted once per module configuration and input ----
 
 @functools.cache
-def _linen_functions() -> tuple[Callable, Callable]:
+def _linen_functions() -> tuple[Callable, Callable, Callable]:
     import jax
     import jax.numpy as jnp
 
@@ -76,7 +76,16 @@ def _linen_functions() -> tuple[Callable, Callable]:
         )
         return y, dx, dparams, stats
 
-    return forward, forward_backward
+    @functools.partial(jax.jit, static_argnums=(0,))
+    def double_backward(module, variables: dict, x, dy, vx, vparams: dict):
+        def gradients(params, x):
+            return jax.grad(lambda p, x: jnp.sum(forward(module, {**variables, "params": p}, x, True)[0] * dy),
+                            argnums=(0, 1))(params, x)
+
+        _, (hparams, hx) = jax.jvp(gradients, (variables.get("params", {}), x), (vparams, vx))
+        return hx, hparams
+
+    return forward, forward_backward, double_backward
 
 
 class LinenLayer:
@@ -127,6 +136,14 @@ class LinenLayer:
         self.variables = {**self.variables, "batch_stats": stats}
         return y, dx, dparams.get("scale"), dparams.get("bias")
 
+    def double_backward(self, x, dy, vx, vgamma, vbeta):
+        params = self.variables.get("params", {})
+        vparams = {name: self.jnp.asarray(v, params[name].dtype) for name, v in (("scale", vgamma), ("bias", vbeta))
+                   if name in params}
+        hx, hparams = _linen_functions()[2](self.module, self.variables, self._input(x), self._input(dy),
+                                            self._input(vx), vparams)
+        return _numpy(hx), _numpy(hparams.get("scale")), _numpy(hparams.get("bias"))
+
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
         return _runner(self, operation, x, dy)
 
@@ -145,7 +162,8 @@ def _runner(layer, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[]
 # ---- nnx: the module holds its state; nnx.jit and nnx.value_and_grad carry it through ----
 
 @functools.cache
-def _nnx_functions() -> tuple[Callable, Callable]:
+def _nnx_functions() -> tuple[Callable, Callable, Callable]:
+    import jax
     import jax.numpy as jnp
     from flax import nnx
 
@@ -163,7 +181,32 @@ def _nnx_functions() -> tuple[Callable, Callable]:
         (_, y), (dparams, dx) = grad(bn, x)
         return y, dx, dparams
 
-    return forward, forward_backward
+    @nnx.jit
+    def double_backward(bn, x, dy, vx, vparams: dict):
+        graphdef, params, rest = nnx.split(bn, nnx.Param, ...)
+
+        def loss(params, x):
+            # copy: the statistics, which a training call updates, become the merged module's own.
+            return jnp.sum(nnx.merge(graphdef, params, rest, copy=True)(x, use_running_average=False) * dy)
+
+        def gradients(params, x):
+            return jax.grad(loss, argnums=(0, 1))(params, x)
+
+        # The direction as a State like ``params``: each leaf by its parameter's name (scale, bias).
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+        tangent = jax.tree_util.tree_unflatten(treedef, [vparams[_param_name(path)] for path, _ in leaves])
+        _, (hparams, hx) = jax.jvp(gradients, (params, x), (tangent, vx))
+        found = jax.tree_util.tree_flatten_with_path(hparams)[0]
+        return hx, {_param_name(path): leaf for path, leaf in found}
+
+    return forward, forward_backward, double_backward
+
+
+def _param_name(path: tuple) -> str:
+    """``scale`` or ``bias`` from a pytree path into an nnx State."""
+    import jax
+
+    return next(name for name in ("scale", "bias") if name in jax.tree_util.keystr(path))
 
 
 class NnxLayer:
@@ -203,6 +246,13 @@ class NnxLayer:
         params = {name: getattr(dparams, name, None) for name in ("scale", "bias")} if self.bn.use_scale else {}
         return y, dx, *(None if params.get(n) is None else params[n][...] for n in ("scale", "bias"))
 
+    def double_backward(self, x, dy, vx, vgamma, vbeta):
+        bn = self.bn
+        vparams = {"scale": self.jnp.asarray(vgamma, bn.scale[...].dtype),
+                   "bias": self.jnp.asarray(vbeta, bn.bias[...].dtype)} if bn.use_scale else {}
+        hx, hparams = _nnx_functions()[2](bn, self._input(x), self._input(dy), self._input(vx), vparams)
+        return _numpy(hx), _numpy(hparams.get("scale")), _numpy(hparams.get("bias"))
+
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
         return _runner(self, operation, x, dy)
 
@@ -218,7 +268,8 @@ class FlaxImplementation(Implementation):
     def __init__(self, api: str) -> None:
         self.api = api
         self.name = f"flax.{api}"
-        self.capabilities = Capabilities(features=frozenset({"affine_false"}), options=frozenset(_OPTIONS[api]))
+        self.capabilities = Capabilities(features=frozenset({"affine_false"}), options=frozenset(_OPTIONS[api]),
+                                         double_backward=True)
 
     def environment(self) -> dict[str, str]:
         import flax

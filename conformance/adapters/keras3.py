@@ -65,6 +65,50 @@ class KerasLayer:
         y, dx, dgamma, dbeta = getattr(self, f"_grad_{self.backend}")(x, dy, training)
         return tuple(self._numpy(t) for t in (y, dx, dgamma, dbeta))
 
+    def double_backward(self, x, dy, vx, vgamma, vbeta):
+        x, dy, vx = self._tensor(x), self._tensor(dy), self._tensor(vx)
+        vparams = [self._tensor(v) for v in (vgamma, vbeta) if v is not None] if self.layer.center else []
+        hx, *hparams = getattr(self, f"_hvp_{self.backend}")(x, dy, vx, vparams)
+        return self._numpy(hx), *((self._numpy(h) for h in hparams) if hparams else (None, None))
+
+    # Second order through each backend's autodiff: the gradients' derivative along (vx, vparams).
+    def _hvp_tensorflow(self, x, dy, vx, vparams) -> list:
+        import tensorflow as tf
+
+        params = [v.value for v in self._params()]  # tf.Variables: zero gradients need a TensorFlow dtype
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = self.layer(x, training=True)
+            grads = inner.gradient(y, [x, *params], output_gradients=dy)
+        return outer.gradient(grads, [x, *params], output_gradients=[vx, *vparams],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def _hvp_jax(self, x, dy, vx, vparams) -> list:
+        import jax
+
+        layer = self.layer
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def gradients(trainable, x):
+            _, vjp = jax.vjp(lambda t, x: layer.stateless_call(t, non_trainable, x, training=True)[0], trainable, x)
+            return vjp(dy)
+
+        trainable = [v.value for v in layer.trainable_variables]
+        _, (hparams, hx) = jax.jvp(gradients, (trainable, x), (vparams, vx))
+        return [hx, *hparams]
+
+    def _hvp_torch(self, x, dy, vx, vparams) -> list:
+        import torch
+
+        x = x.detach().requires_grad_(True)
+        inputs = [x, *(v.value for v in self._params())]
+        grads = torch.autograd.grad(self.layer(x, training=True), inputs, dy, create_graph=True)
+        pairs = [(g, v) for g, v in zip(grads, [vx, *vparams]) if g.requires_grad]  # dbeta = sum(dy): no graph
+        hvp = torch.autograd.grad([g for g, _ in pairs], inputs, [v for _, v in pairs], allow_unused=True)
+        return [torch.zeros_like(t) if h is None else h for h, t in zip(hvp, inputs)]  # None: structurally zero
+
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
         x, dy = self._tensor(x), self._tensor(dy)
         # JAX dispatches asynchronously; TensorFlow's and torch's eager CPU ops return when they are done.
@@ -152,7 +196,7 @@ class KerasImplementation(Implementation):
     family = "keras"
     framework = "keras"
     convention = "keras"
-    capabilities = Capabilities(features=frozenset({"affine_false", "trainable_false"}))
+    capabilities = Capabilities(features=frozenset({"affine_false", "trainable_false"}), double_backward=True)
 
     def __init__(self, backend: str, requires: tuple[str, ...]) -> None:
         self.backend = backend

@@ -43,6 +43,12 @@ class ReferenceLayer:
         y = self.forward(x, training)
         return y, self.bn.backward(as_numpy_float(dy)), self.bn.dgamma, self.bn.dbeta
 
+    def double_backward(self, x, dy, vx, vgamma, vbeta):
+        bn = self.bn
+        dy, x, vx = as_numpy_float(dy), as_numpy_float(x), as_numpy_float(vx)
+        hvp = reference.hvp_training(dy, x, bn.gamma, bn.eps, vx, vgamma, bn.channel_axis)
+        return hvp if bn.affine else (hvp[0], None, None)
+
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
         # The reference takes NumPy itself: converting once only keeps bfloat16's cast out of the timing.
         x, dy = as_numpy_float(x), as_numpy_float(dy)
@@ -62,7 +68,8 @@ class ReferenceImplementation(Implementation):
         self.convention = convention
         conv = CONVENTIONS[convention]
         features = {"affine_false", "no_running_stats", "trainable_false"}
-        self.capabilities = Capabilities(features=frozenset(features | ({"momentum_none"} if conv.cumulative_momentum else set())))
+        features |= {"momentum_none"} if conv.cumulative_momentum else set()
+        self.capabilities = Capabilities(features=frozenset(features), double_backward=True)
 
     def environment(self) -> dict[str, str]:
         return {"version": np.__version__}

@@ -61,6 +61,21 @@ class TfKerasLayer:
         dx, *dparams = tape.gradient(loss, [x, *params])
         return tuple(self._numpy(t) for t in (y, dx, *(dparams or (None, None))))
 
+    def double_backward(self, x, dy, vx, vgamma, vbeta):
+        tf = self.tf
+        x, dy, vx = self._tensor(x), self._tensor(dy), self._tensor(vx)
+        params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
+        vparams = [self._tensor(v) for v in (vgamma, vbeta)] if params else []
+        with tf.GradientTape() as outer:  # nested tapes: the outer one differentiates the inner one's gradients
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = self.layer(x, training=True)
+            grads = inner.gradient(y, [x, *params], output_gradients=dy)
+        hx, *hparams = outer.gradient(grads, [x, *params], output_gradients=[vx, *vparams],
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return self._numpy(hx), *((self._numpy(h) for h in hparams) if hparams else (None, None))
+
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
         tf = self.tf
         x, dy = self._tensor(x), self._tensor(dy)
@@ -90,9 +105,10 @@ class TfKerasImplementation(Implementation):
         self.convention = "tf_keras_fused" if fused else "keras"
         features = frozenset({"affine_false", "trainable_false"})
         self.capabilities = (
-            Capabilities(dtypes=frozenset({"float32", "float16", "bfloat16"}), ranks=frozenset({4, 5}), features=features)
+            Capabilities(dtypes=frozenset({"float32", "float16", "bfloat16"}), ranks=frozenset({4, 5}),
+                         features=features, double_backward=True)
             if fused
-            else Capabilities(features=features)
+            else Capabilities(features=features, double_backward=True)
         )
 
     def environment(self) -> dict[str, str]:

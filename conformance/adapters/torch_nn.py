@@ -92,6 +92,21 @@ class TorchLayer:
         gamma, beta = self.params["gamma"], self.params["beta"]
         return _to_numpy(y), _to_numpy(xt.grad), *(None if p is None else _to_numpy(p.grad) for p in (gamma, beta))
 
+    def double_backward(self, x, dy, vx, vgamma, vbeta):
+        torch = self.torch
+        xt = self._input(x, requires_grad=True)
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        present = [(p, v) for p, v in zip((gamma, beta), (vgamma, vbeta)) if p is not None]
+        inputs = [xt, *(p for p, _ in present)]
+        grads = torch.autograd.grad(self._call(xt, True), inputs, self._input(dy), create_graph=True)
+        # Reverse over reverse: the direction is the cotangent of the gradients. dbeta = sum(dy) has no
+        # graph (nothing it depends on is differentiated), so it contributes nothing and is left out.
+        directions = [self._input(vx), *(self._new(v) for _, v in present)]
+        pairs = [(g, v) for g, v in zip(grads, directions) if g.requires_grad]
+        hvp = torch.autograd.grad([g for g, _ in pairs], inputs, [v for _, v in pairs], allow_unused=True)
+        hx, *hparams = (_to_numpy(torch.zeros_like(t) if h is None else h) for h, t in zip(hvp, inputs))  # None: zero
+        return hx, *(hparams or (None, None))
+
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
         torch = self.torch
         xt, dyt = self._input(x, requires_grad=operation == "forward_backward"), self._input(dy)
@@ -141,7 +156,8 @@ class TorchImplementation(Implementation):
         # F.batch_norm rejects momentum=None: the cumulative average is a feature of the modules.
         features = _ALL_FEATURES if module else _ALL_FEATURES - {"momentum_none"}
         self.capabilities = Capabilities(
-            ranks=frozenset(ranks), channel_axes=frozenset({1}), devices=frozenset({device}), features=features
+            ranks=frozenset(ranks), channel_axes=frozenset({1}), devices=frozenset({device}), features=features,
+            double_backward=True,
         )
 
     def missing(self) -> str | None:

@@ -178,6 +178,9 @@ class _RemoteLayer:
     def forward_backward(self, x, dy, training):
         return self._worker.call("forward_backward", self._id, x, dy, training)
 
+    def double_backward(self, x, dy, vx, vgamma, vbeta):
+        return self._worker.call("double_backward", self._id, x, dy, vx, vgamma, vbeta)
+
 
 class _Isolated(Implementation):
     """``impl`` with environment, defaults and build running in its worker process."""

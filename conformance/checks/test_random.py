@@ -30,7 +30,7 @@ def draw_case(draw, impl) -> Case:
     shape[axis] = draw(st.integers(1, 5))
     return Case(
         tuple(shape), axis, draw(st.sampled_from(sorted(caps.dtypes & {"float32", "float64"}))),
-        eps=draw(st.sampled_from([1e-5, 1e-3, 0.1])), momentum=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0])),
+        eps=draw(st.sampled_from([1e-5, 1e-3, 0.1])), new_batch_weight=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0])),
         steps=3,
     )
 

@@ -1,14 +1,14 @@
-"""Running statistics over several training steps, momenta 0 / 0.1 / 0.5 / 1 and PyTorch's cumulative
-``momentum=None``; train -> eval -> train switching; layers without running statistics; Keras'
+"""Running statistics over several training steps, new-batch weights 0 / 0.1 / 0.5 / 1 and PyTorch's
+cumulative average (``None``); train -> eval -> train switching; layers without running statistics; Keras'
 ``trainable=False``; ``affine=False``; framework options that change the numerics
-(``cases.FRAMEWORK_OPTIONS``). Momenta are the weight of the new batch, converted per convention."""
+(``cases.FRAMEWORK_OPTIONS``). Each case's ``new_batch_weight`` becomes each convention's momentum."""
 
 import pytest
 
 from conformance.cases import layout_cases, option_cases
 
-MOMENTA = (0.0, 0.1, 0.5, 1.0, None)
-SEQUENCES = [c for m in MOMENTA for c in layout_cases(("float32", "float64"), momentum=m, steps=3)]
+NEW_BATCH_WEIGHTS = (0.0, 0.1, 0.5, 1.0, None)
+SEQUENCES = [c for w in NEW_BATCH_WEIGHTS for c in layout_cases(("float32", "float64"), new_batch_weight=w, steps=3)]
 
 
 @pytest.mark.parametrize("case", SEQUENCES, ids=[c.id for c in SEQUENCES])

@@ -18,7 +18,7 @@ _READING = (
     "is a difference the registry (`conformance/deviations.toml`) explains, with its upstream link; a fail "
     "is anything else, and comes with the smallest case that shows it. Conventions (momentum meaning, eps, "
     "channel axis, Bessel correction) are translated before comparing, never counted as differences. "
-    "Headroom is the worst error / tolerance of a family's passing or failing checks: below 1 passes, and "
+    "The error ratio is the worst |error| / tolerance of a family's passing or failing checks: up to 1 passes, and "
     "the closer to 1, the closer the implementation came to failing (the tolerance model is in "
     "`conformance/tolerances.py`)."
 )
@@ -72,8 +72,8 @@ def _implementations(doc: dict) -> Table:
                   "fail", "skip"], rows, id="implementations")
 
 
-def _headroom(doc: dict) -> list[Block]:
-    worst = summary.worst_headroom(doc)
+def _error_ratios(doc: dict) -> list[Block]:
+    worst = summary.worst_error_ratio(doc)
     measured = {f for values in worst.values() for f in values}
     families = [f for f in summary.families(doc) if f in measured]  # not the families without comparisons
     names = summary.implementations(doc)
@@ -127,8 +127,8 @@ def _failures(doc: dict) -> list[Block]:
 def _describe(c: dict) -> str:
     if c["note"]:
         return f"{c['quantity']}: {c['note']}"
-    return (f"{c['quantity']}: max abs error {c['max_abs_error']:.3g} vs tolerance {c['bound_at_worst']:.3g} "
-            f"(error/tolerance {heatmap.label(c['headroom'])})")
+    return (f"{c['quantity']}: max abs error {c['max_abs_error']:.3g} vs tolerance {c['tolerance']:.3g} "
+            f"(error ratio {heatmap.label(c['error_ratio'])})")
 
 
 def blocks(doc: dict) -> list[Block]:
@@ -145,8 +145,8 @@ def blocks(doc: dict) -> list[Block]:
         _implementations(doc),
         Heading(2, "Summary matrix (pass / deviation / fail)"),
         matrix_table(doc),
-        Heading(2, "Headroom: worst error / tolerance"),
-        *_headroom(doc),
+        Heading(2, "Error ratio: worst |error| / tolerance"),
+        *_error_ratios(doc),
         Heading(2, "Conventions side by side"),
         Text("Rules of each implementation's declared convention, with the defaults its constructor really has "
              "(`test_defaults_match_convention`) and what it did when training on one value per channel."),

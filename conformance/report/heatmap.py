@@ -1,4 +1,4 @@
-"""The headroom heatmap: worst error/tolerance per implementation x check family, on a log scale in two
+"""The error-ratio heatmap: worst |error| / tolerance per implementation x check family, on a log scale in two
 halves: 1e-4 .. 1 runs from green (far inside the tolerance) to yellow (at it), 1 .. 10 from orange
 to red (failing by up to 10x and beyond).
 One colour function serves the PNG (matplotlib) and the HTML table, so both show the same picture."""
@@ -14,32 +14,32 @@ LOW, HIGH = 1e-4, 10.0
 _MISSING = "#eeeeee"
 
 
-def _position(headroom: float) -> float:
+def _position(error_ratio: float) -> float:
     """0..1 along the colour scale."""
-    if not math.isfinite(headroom):
+    if not math.isfinite(error_ratio):
         return 1.0
-    clipped = min(max(headroom, LOW), HIGH)
+    clipped = min(max(error_ratio, LOW), HIGH)
     if clipped <= 1:
         return 0.5 * (math.log10(clipped) - math.log10(LOW)) / -math.log10(LOW)
     return 0.5 + 0.5 * math.log10(clipped) / math.log10(HIGH)
 
 
-def colour(headroom: float | None) -> str:
+def colour(error_ratio: float | None) -> str:
     """CSS colour of a heatmap cell; grey where nothing was measured."""
-    if headroom is None:
+    if error_ratio is None:
         return _MISSING
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    return to_hex(colormaps["RdYlGn_r"](_position(headroom)))
+    return to_hex(colormaps["RdYlGn_r"](_position(error_ratio)))
 
 
-def label(headroom: float | None) -> str:
-    if headroom is None:
+def label(error_ratio: float | None) -> str:
+    if error_ratio is None:
         return "-"
-    if not math.isfinite(headroom):
+    if not math.isfinite(error_ratio):
         return "inf"
-    return "0" if headroom == 0 else f"{headroom:.2g}"
+    return "0" if error_ratio == 0 else f"{error_ratio:.2g}"
 
 
 def png(rows: list[str], columns: list[str], values: dict[str, dict[str, float]]) -> bytes:

@@ -34,7 +34,7 @@ from ..adapters.base import Implementation
 __all__ = ["FORMAT_VERSION", "SCHEMA", "STATUSES", "Result", "document", "dumps", "finish_status",
            "implementation_record", "load"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SCHEMA = Path(__file__).with_name("conformance.schema.json")
 STATUSES = ("pass", "deviation", "fail", "crash", "unexpected_pass", "error", "skip")
 BAD_STATUSES = frozenset({"fail", "crash", "unexpected_pass", "error"})
@@ -89,14 +89,14 @@ class Result:
 
     def worst(self) -> dict | None:
         """The comparison that came closest to (or went furthest past) its tolerance."""
-        return max(self.comparisons, key=lambda c: c["headroom"], default=None)
+        return max(self.comparisons, key=lambda c: c["error_ratio"], default=None)
 
     def as_dict(self) -> dict:
         data = {k: v for k, v in asdict(self).items() if k not in ("environment", "phases")}
         worst = self.worst()
         data["worst"] = None if worst is None else {
-            "quantity": worst["quantity"], "headroom": worst["headroom"], "max_abs_error": worst["max_abs_error"],
-            "max_rel_error": worst["max_rel_error"], "tolerance": worst["bound_at_worst"],
+            "quantity": worst["quantity"], "error_ratio": worst["error_ratio"], "max_abs_error": worst["max_abs_error"],
+            "max_rel_error": worst["max_rel_error"], "tolerance": worst["tolerance"],
         }
         return data
 
@@ -183,7 +183,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-_NUMBERS = frozenset({"headroom", "max_abs_error", "max_rel_error", "bound_at_worst", "tolerance"})
+_NUMBERS = frozenset({"error_ratio", "max_abs_error", "max_rel_error", "tolerance"})
 
 
 def _numbers(value: Any) -> Any:

@@ -1,5 +1,5 @@
 """What the report says, computed from the JSON document alone (so a saved report re-renders the same):
-the status matrix, worst headroom, conventions side by side, deviations, smallest failures and the
+the status matrix, worst error ratios, conventions side by side, deviations, smallest failures and the
 porting cheat-sheet."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections import Counter, defaultdict
 
 from .results import BAD_STATUSES
 
-__all__ = ["conventions_table", "deviations", "families", "failures", "matrix", "porting", "skips", "worst_headroom"]
+__all__ = ["conventions_table", "deviations", "families", "failures", "matrix", "porting", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
-_ORDER = ("conventions", "forward", "running_stats", "gradients", "edge_cases", "random")
+_ORDER = ("conventions", "forward", "running_stats", "gradients", "second_order", "edge_cases", "random")
 
 # The edge cases (1, 3), (1, 3, 1, 1) and (1, 3, 1, 1, 1): every implementation supports one of them.
 _ONE_VALUE = ("one_value_per_channel", "one_value_per_channel_4d", "one_value_per_channel_5d")
@@ -38,14 +38,14 @@ def matrix(doc: dict) -> dict[str, dict[str, Counter]]:
     return out
 
 
-def worst_headroom(doc: dict) -> dict[str, dict[str, float]]:
+def worst_error_ratio(doc: dict) -> dict[str, dict[str, float]]:
     """implementation -> check family -> worst error/tolerance over the checks that are held to the
     tolerance (passes and failures; registered deviations are expected to exceed it)."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for r in doc["results"]:
         if r["status"] in ("pass", "fail") and r["worst"] is not None:
             family = out[r["implementation"]]
-            family[r["check_family"]] = max(family.get(r["check_family"], 0.0), r["worst"]["headroom"])
+            family[r["check_family"]] = max(family.get(r["check_family"], 0.0), r["worst"]["error_ratio"])
     return out
 
 

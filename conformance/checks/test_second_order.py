@@ -1,0 +1,22 @@
+"""Second-order gradients in training mode: the Hessian-vector product of sum(y * dy) in (x, gamma,
+beta) along a seeded direction (``Case.direction``), through each framework's own autodiff (double
+backward, as PyTorch's gradgradcheck checks its modules), against :func:`reference.hvp_training`, on every
+rank and channel position in float64 and float32, and without affine parameters. Implementations without
+gradients, or that declare no ``double_backward`` (``Capabilities.double_backward``), skip with the reason."""
+
+import pytest
+
+from conformance.cases import layout_cases
+
+CASES = layout_cases(("float64", "float32")) + layout_cases(("float32",), affine=False)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hessian_vector_product(impl, conformance, case):
+    if reason := impl.capabilities.no_gradients:
+        pytest.skip(f"{impl.name}: {reason}")
+    if not impl.capabilities.double_backward:
+        pytest.skip(f"{impl.name} declares no double_backward")
+    mirror = conformance(case)
+    mirror.double_backward(case.batches()[0], case.cotangent(), case.direction())
+    mirror.verify()
