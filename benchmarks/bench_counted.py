@@ -48,7 +48,7 @@ def _measure(impl: Implementation, directory: Path) -> None:
         combinations = list({c[0]: c for c in reversed(combinations)}.values())  # each implementation's first
     counts = measure_combinations(combinations, REPEATS, env=dict(impl.process_env))
     for name in group:
-        measured = [[list(c[1:]), [{m: getattr(x, m) for m in METRICS} for x in v]]
+        measured = [[list(c[1:]), v and [{m: getattr(x, m) for m in METRICS} for x in v]]
                     for c, v in counts.items() if c[0] == name]
         (directory / f"{name}.json").write_text(json.dumps(measured))
 
@@ -81,6 +81,8 @@ class BatchNorm(BatchNormCase):
         found = [v for c, v in json.loads(path.read_text()) if c == key]
         if not found:
             raise NotImplementedError("the ci grid measures one combination per implementation")
+        if not found[0]:
+            raise NotImplementedError(f"{self.impl.name} cannot run {self.operation} here (the timings say why)")
         measured = found[0]
         self.counts = {m: sorted(x[m] for x in measured)[len(measured) // 2] for m in METRICS}
 
