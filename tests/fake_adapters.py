@@ -89,6 +89,21 @@ KERAS_DECLARED_KERAS = ReferenceAs("honest.keras", "keras")
 
 # ---- loading -------------------------------------------------------------------------------------
 
+class _NoCrossTermLayer(ReferenceLayer):
+    """A double backward that leaves out the direction's gamma part (``vgamma``): the mixed x-gamma terms of
+    the Hessian, a term an autodiff rule for a fused kernel can drop."""
+
+    def double_backward(self, x, dy, vx, vgamma, vbeta):
+        return super().double_backward(x, dy, vx, None if vgamma is None else np.zeros_like(vgamma), vbeta)
+
+
+class _NoCrossTerm(ReferenceAs):
+    def build(self, spec: LayerSpec) -> _NoCrossTermLayer:
+        return _NoCrossTermLayer(spec, self.runs)
+
+
+NO_CROSS_TERM = _NoCrossTerm("wrong.no_cross_term")
+
 MISSING_MODULE = "bn_conformance_meta_no_such_module"
 NEEDS_MISSING_MODULE = ReferenceAs("needs.missing", isolated=True, requires=("numpy", MISSING_MODULE))
 NOT_IMPLEMENTATIONS = [HEALTHY, "reference.torch"]  # a name where an instance belongs

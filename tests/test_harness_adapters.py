@@ -97,3 +97,15 @@ def test_wrong_convention_fails_naming_the_statistics(run_checks) -> None:
     )
     # Conventions never change the training output, so only the statistics may be blamed.
     assert "   y: " not in result.stdout.str()
+
+
+def test_second_order_check_fails_a_missing_hessian_term(run_checks) -> None:
+    """A double backward without the x-gamma cross terms fails every case with gamma and only those."""
+    from conformance.checks.test_second_order import CASES
+
+    with_gamma = sum(case.affine for case in CASES)
+    run_checks(
+        "test_second_order.py", "--impl", "fake_adapters:NO_CROSS_TERM",
+        outcomes={"failed": with_gamma, "passed": len(CASES) - with_gamma},
+        lines=["E * wrong.no_cross_term disagrees with the reference (torch convention)*"],
+    )
