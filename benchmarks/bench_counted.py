@@ -21,13 +21,14 @@ from perf import callgrind
 from perf.counted import measure_combinations
 
 from .common import CHANNEL_AXES, DTYPES, GRID, IMPLEMENTATIONS, BatchNormCase
+from .common import SHAPES as TIMED_SHAPES
 
 # The ci grid only checks that everything runs: one measurement of one combination per implementation
 # (callgrind makes a framework's first call, tracing and compiling included, minutes long).
 REPEATS = {"full": 3, "ci": 1}[GRID]
 # Smaller than the timing grid: callgrind runs an operation about 50 times slower. The caches start cold
 # in every measurement, so a tensor need not exceed the simulated last-level cache to count its traffic.
-SHAPES = {"full": [(256, 256), (20, 64, 28, 28), (2, 16, 8, 28, 28)], "ci": [(64, 16), (4, 8, 6, 6)]}[GRID]
+SHAPES = {"full": [(256, 256), (20, 64, 28, 28), (2, 16, 8, 28, 28)], "ci": TIMED_SHAPES}[GRID]
 METRICS = ("instructions", "l1_misses", "ll_misses", "cost")
 
 
