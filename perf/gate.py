@@ -57,6 +57,9 @@ METRICS = {  # --metric: the benchmarks it compares by default, and its default 
     "counted": (r"bench_counted\.BatchNorm\.track_cost|\.track_error_ratio", 1.02),
 }
 EXTRAS = ("torch", "keras", "tfkeras", "flax", "onnx", "bench")
+# What a revision contributes to its side: the reference and the adapters. Its benchmarks/ and perf/ stay
+# behind, so that both sides run this checkout's measurements.
+MEASURED = ("reference", "conformance")
 
 
 @dataclass
@@ -122,7 +125,8 @@ def _prepare(side: Side, workdir: Path) -> Prepared:
             tmp = source.with_suffix(".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            archive = subprocess.run(["git", "archive", commit], cwd=ROOT, check=True, capture_output=True).stdout
+            archive = subprocess.run(["git", "archive", commit, *MEASURED], cwd=ROOT, check=True,
+                                     capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
             tmp.rename(source)
     python = _venv(side.pins, workdir) if side.pins else "same"
