@@ -50,7 +50,10 @@ from .results import load, samples
 from .run import ROOT
 from .verdict import STATUSES, Verdict, decide
 
-__all__ = ["METRICS", "Side", "collect", "compare", "main", "parse_side", "requirements", "status", "table"]
+__all__ = [
+    "MEASURED", "METRICS", "Side", "collect", "compare", "main", "parse_side", "prepare", "requirements", "status",
+    "table",
+]
 
 METRICS = {  # --metric: the benchmarks it compares by default, and its default factor
     "wall": (r"\.time_|\.track_error_ratio", 1.2),
@@ -115,7 +118,7 @@ class Prepared:
     env: dict[str, str]
 
 
-def _prepare(side: Side, workdir: Path) -> Prepared:
+def prepare(side: Side, workdir: Path) -> Prepared:
     commit = perf_run.commit_of(side.revision or "HEAD")
     source = ROOT
     if side.revision:
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bench, factor = args.bench or METRICS[args.metric][0], args.factor or METRICS[args.metric][1]
 
-    sides = [_prepare(parse_side(name, spec), args.workdir)
+    sides = [prepare(parse_side(name, spec), args.workdir)
              for name, spec in (("baseline", args.baseline), ("candidate", args.candidate))]
     measured: dict[str, Samples] = {"baseline": {}, "candidate": {}}
     for _ in range(args.rounds):

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("asv", reason="asv is not installed (tox -e bench runs these tests)")
 
 from perf import callgrind  # noqa: E402
-from perf.gate import parse_side, requirements  # noqa: E402
+from perf.gate import MEASURED, parse_side, prepare, requirements  # noqa: E402
 from perf.run import ROOT  # noqa: E402
 
 if callgrind.unavailable() and os.environ.get("BN_REQUIRE_VALGRIND"):
@@ -54,6 +54,14 @@ def test_pins_replace_the_projects_own() -> None:
     reqs = requirements(["tensorflow_cpu==2.20.0", "tf-keras==2.20.1", "rich==14.0.0"])
     assert "tensorflow-cpu==2.21.0" not in reqs and "tf-keras==2.21.0" not in reqs
     assert {"tensorflow_cpu==2.20.0", "tf-keras==2.20.1", "rich==14.0.0", "torch==2.13.0"} <= set(reqs)
+
+
+def test_a_revision_contributes_its_reference_and_adapters_only(tmp_path: Path) -> None:
+    """Both sides run this checkout's benchmarks: a revision's own benchmarks/ and perf/ must not shadow them."""
+    prepared = prepare(parse_side("baseline", "HEAD"), tmp_path)
+    source = tmp_path / "src" / prepared.commit
+    assert sorted(p.name for p in source.iterdir()) == sorted(MEASURED)
+    assert prepared.env["ASV_PYTHONPATH"].split(os.pathsep)[0] == str(source)
 
 
 @needs_valgrind
