@@ -90,12 +90,11 @@ def _hook() -> ctypes.CDLL:
     digest = hashlib.sha256(HOOK_SOURCE.encode()).hexdigest()[:12]
     library = Path(tempfile.gettempdir()) / f"bn-callgrind-hook-{digest}.so"
     if not library.exists():
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=library.parent) as tmp:  # same file system: the rename is atomic
             source, built = Path(tmp) / "hook.c", Path(tmp) / "hook.so"
             source.write_text(HOOK_SOURCE)
             subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", built, source], check=True)
-            shutil.move(built, library.with_suffix(f".{os.getpid()}"))
-            os.replace(library.with_suffix(f".{os.getpid()}"), library)  # atomic for concurrent builders
+            os.replace(built, library)  # concurrent builders each put a whole library in place
     return ctypes.CDLL(str(library))
 
 

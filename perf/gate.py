@@ -134,7 +134,7 @@ def prepare(side: Side, workdir: Path) -> Prepared:
             tmp.rename(source)
     python = _venv(side.pins, workdir) if side.pins else "same"
     sidedir = workdir / side.name
-    shutil.rmtree(sidedir, ignore_errors=True)  # samples accumulate over the rounds of this run only
+    shutil.rmtree(sidedir, ignore_errors=True)  # no results of an earlier gate run may be read as this one's
     config = perf_run.write_config(sidedir)
     # The side's source comes first on the path, before this project's installed copy, if any (asv
     # drops PYTHONPATH and puts ASV_PYTHONPATH in its place).

@@ -44,7 +44,7 @@ def samples(result: Results, key: str) -> dict[tuple, list[float]]:
     """``key``'s raw samples by parameter combination where asv recorded them (``--record-samples``; timing
     benchmarks only), else its value as the one sample; skipped and failed combinations left out."""
     measured = values(result, key)
-    if key not in result.get_all_result_keys():
+    if not measured:
         return {}
     raw = _by_combination(result, key, result.get_result_samples(key, result.get_result_params(key)))
     return {combo: list(raw.get(combo) or [value]) for combo, value in measured.items()}
