@@ -60,6 +60,13 @@ class Case:
     steps: int = 1
     options: tuple[tuple[str, object], ...] = ()  # framework options (LayerSpec.options), sorted by name
 
+    def __post_init__(self) -> None:
+        """A misspelt data kind or dtype would otherwise silently give normal data or fail only in a framework."""
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"Case data {self.data!r} is not one of {DATA_KINDS}")
+        if self.dtype not in ALL_DTYPES:
+            raise ValueError(f"Case dtype {self.dtype!r} is not one of {ALL_DTYPES}")
+
     @property
     def rank(self) -> int:
         return len(self.shape)

@@ -7,36 +7,40 @@ layer rounds them), so conventions are translated, never excused. Every comparis
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 import reference
 
-from collections.abc import Callable
-
-from .adapters.base import Implementation, State
-from .adapters.worker import RemoteError, WorkerCrashed
+from .adapters.base import PER_CHANNEL, Implementation, ImplementationCrashed, State
 from .cases import Case
 from .tolerances import Comparison, Conditioning, RunningTolerance, compare
 
 __all__ = ["Mirror"]
 
-_STATE_FIELDS = ("gamma", "beta", "running_mean", "running_var")
-
 
 def _outcome(call: Callable[[], np.ndarray]) -> np.ndarray | Exception:
     try:
         return call()
-    except WorkerCrashed:
+    except ImplementationCrashed:
         raise
     except Exception as exc:  # the outcome under test
         return exc
 
 
+def _raised(outcome: np.ndarray | Exception) -> str:
+    """The exception's type name ("" for a result); one re-raised from another process names its original
+    type (``type_name``, as ``conformance.isolation`` sets it)."""
+    if not isinstance(outcome, Exception):
+        return ""
+    return getattr(outcome, "type_name", type(outcome).__name__)
+
+
 def _describe(outcome: np.ndarray | Exception) -> str:
-    if isinstance(outcome, RemoteError):
-        return f"raised {outcome.type_name}: {outcome.message.splitlines()[0][:200]}"
     if isinstance(outcome, Exception):
-        return f"raised {type(outcome).__name__}: {str(outcome).splitlines()[0][:200]}"
+        message = getattr(outcome, "message", str(outcome))
+        return f"raised {_raised(outcome)}: {message.splitlines()[0][:200] if message else ''}"
     return f"returned an array of shape {np.shape(outcome)}"
 
 
@@ -51,7 +55,7 @@ class Mirror:
             case.num_features, convention=impl.convention, momentum=spec.momentum, eps=spec.eps,
             affine=case.affine, track_running_stats=case.track_running_stats, channel_axis=case.channel_axis,
         )
-        for name in _STATE_FIELDS:
+        for name in PER_CHANNEL:
             if getattr(held, name) is not None and getattr(self.ref, name) is not None:
                 setattr(self.ref, name, getattr(held, name))
         self.comparisons: list[Comparison] = []
@@ -102,7 +106,8 @@ class Mirror:
             if isinstance(observed, BaseException) or isinstance(expected, BaseException):
                 agree = isinstance(observed, BaseException) and isinstance(expected, BaseException)
                 note = f"implementation {_describe(observed)}; reference {_describe(expected)}"
-                self._add(Comparison("outcome", agree, 0.0 if agree else np.inf, 0.0, 0.0, 0.0, 0, note))
+                self._add(Comparison("outcome", agree, 0.0 if agree else np.inf, 0.0, 0.0, 0.0, 0, note,
+                                     raised=_raised(observed), reference_raised=_raised(expected)))
                 return
             y, y_ref = observed, expected
         else:

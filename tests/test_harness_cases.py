@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.mark import ParameterSet
 
 import case_digest
 import conformance.checks
@@ -39,6 +40,7 @@ def grid_cases() -> list[Case]:
     found = {}
     for _, mark in GRIDS:
         for value in mark.args[1]:
+            value = value.values if isinstance(value, ParameterSet) else value
             for item in value if isinstance(value, tuple) else (value,):
                 if isinstance(item, Case):
                     found.setdefault(item, None)

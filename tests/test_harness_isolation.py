@@ -11,7 +11,7 @@ import pytest
 import fake_adapters
 from conformance.adapters import load
 from conformance.adapters.base import Implementation, State
-from conformance.adapters.worker import RemoteError, WorkerCrashed, isolate, shutdown
+from conformance.isolation import RemoteError, WorkerCrashed, isolate, shutdown
 from conformance.cases import Case
 
 pytest_plugins = ["pytester"]

@@ -95,7 +95,7 @@ class TfKerasLayer:
 
 
 class TfKerasImplementation(Implementation):
-    family = "tfkeras"
+    family = "tf_keras"
     framework = "tf_keras"
     requires = ("tensorflow", "tf_keras")
 

@@ -148,6 +148,7 @@ class TorchImplementation(Implementation):
 
     def __init__(self, module: str | None, memory_format: str | None = None, device: str = "cpu") -> None:
         self.module, self.memory_format, self.device = module, memory_format, device
+        self.benchmarked = module is not None  # F.batch_norm runs the modules' kernels
         name = f"torch.{module or 'functional'}" + (".channels_last" if memory_format else "")
         self.name = name + ("" if device == "cpu" else f"[{device}]")
         ranks = _MODULE_RANKS.get(module or "", {2, 3, 4, 5})

@@ -1,9 +1,14 @@
 """Each implementation's own constructor defaults are those of the convention it declares: the
 conventions table in the README and report is backed by what the frameworks really do."""
 
+import pytest
+
 from reference import get_convention
 
+pytestmark = pytest.mark.conformance
 
+
+@pytest.mark.conformance(roles=("porting",))
 def test_defaults_match_convention(impl, conformance, request):
     conformance.expect_deviation({})
     conv = get_convention(impl.convention)

@@ -7,6 +7,7 @@ from collections import Counter
 
 from . import heatmap, summary
 from .blocks import Block, Figure, Heading, Items, Table, Text
+from ..tolerances import describe_nonfinite
 from .results import BAD_STATUSES
 
 __all__ = ["HEATMAP_PNG", "blocks", "matrix_table", "verdict"]
@@ -73,18 +74,21 @@ def _implementations(doc: dict) -> Table:
 
 
 def _error_ratios(doc: dict) -> list[Block]:
+    """One row per implementation and dtype (float64 headroom says nothing about bfloat16's)."""
     worst = summary.worst_error_ratio(doc)
     measured = {f for values in worst.values() for f in values}
     families = [f for f in summary.families(doc) if f in measured]  # not the families without comparisons
-    names = summary.implementations(doc)
+    keys = [(name, dtype) for name in summary.implementations(doc) for dtype in summary.dtypes(doc)
+            if (name, dtype) in worst]
+    labels = [f"{name} {dtype}" for name, dtype in keys]
     rows, styles = [], []
-    for name in names:
-        values = [worst.get(name, {}).get(f) for f in families]
-        rows.append([name, *(heatmap.label(v) for v in values)])
-        styles.append(["", *(f"background:{heatmap.colour(v)}" for v in values)])
-    png = heatmap.png(names, families, worst)
+    for (name, dtype), row_label in zip(keys, labels):
+        cells = [worst[name, dtype].get(f) for f in families]
+        rows.append([name, dtype, *(heatmap.cell_label(c) for c in cells)])
+        styles.append(["", "", *(f"background:{heatmap.colour(c and c['error_ratio'])}" for c in cells)])
+    png = heatmap.png(labels, families, {row_label: worst[key] for key, row_label in zip(keys, labels)})
     return [
-        Table(["implementation", *families], rows, id="heatmap", styles=styles),
+        Table(["implementation", "dtype", *families], rows, id="heatmap", styles=styles),
         Figure(png, "heatmap of worst error / tolerance", "heatmap-png", HEATMAP_PNG),
     ]
 
@@ -99,11 +103,13 @@ def _deviations(doc: dict) -> list[Block]:
     if not entries:
         return [Text("No registered deviation matched.")]
     rows = [
-        [", ".join(e["implementations"]), e["check"] if isinstance(e["check"], str) else ", ".join(e["check"]), json.dumps(e["when"], sort_keys=True) if e["when"] else "any",
-         e["observed"], e["reason"], e["link"] or "(none found)", str(e["checks"])]
+        [", ".join(e["implementations"]), e["check"] if isinstance(e["check"], str) else ", ".join(e["check"]),
+         json.dumps(e["when"], sort_keys=True) if e["when"] else "any",
+         e["observed"], e["reason"], e["link"] or "(none found)", e["registry"], str(e["checks"])]
         for e in entries
     ]
-    return [Table(["implementations", "check", "when", "observed", "why", "upstream", "checks"], rows, id="deviations")]
+    return [Table(["implementations", "check", "when", "observed", "why", "upstream", "registry", "checks"], rows,
+                  id="deviations")]
 
 
 def _case(params: dict) -> str:
@@ -119,14 +125,19 @@ def _failures(doc: dict) -> list[Block]:
     rows = []
     for f in found:
         what = "; ".join(_describe(c) for c in f["failing_comparisons"]) or f["reason"].splitlines()[0][:300]
-        rows.append([f["implementation"], f["check"], f["status"], str(f["count"]), _case(f["params"]), what, f["test"]])
-    return [Table(["implementation", "check", "status", "checks", "smallest case", "what went wrong", "test"], rows,
-                  id="failures")]
+        when = ", ".join(f"{k}={v}" for k, v in sorted(f["when"].items())) or "-"
+        rows.append([f["implementation"], f["check"], f["status"], when, str(f["count"]), _case(f["params"]), what,
+                     f["test"]])
+    return [Table(["implementation", "check", "status", "in all of them", "checks", "smallest case", "what went wrong",
+                   "test"], rows, id="failures")]
 
 
 def _describe(c: dict) -> str:
     if c["note"]:
         return f"{c['quantity']}: {c['note']}"
+    if c["nonfinite_mismatches"]:
+        return describe_nonfinite(c["quantity"], c["nonfinite_mismatches"], c["actual_nonfinite"],
+                                  c["expected_nonfinite"])
     return (f"{c['quantity']}: max abs error {c['max_abs_error']:.3g} vs tolerance {c['tolerance']:.3g} "
             f"(error ratio {heatmap.label(c['error_ratio'])})")
 
@@ -153,7 +164,7 @@ def blocks(doc: dict) -> list[Block]:
         _table(summary.conventions_table(doc), "conventions"),
         Heading(2, "Porting cheat-sheet"),
         Text("Carrying a trained BatchNorm (gamma, beta, running mean and variance) from one convention to "
-             "another. A line is verified when the checks it rests on (" + ", ".join(summary.PORTING_CHECKS) +
+             "another. A line is verified when the checks it rests on (" + ", ".join(summary.porting_checks(doc)) +
              ") passed for implementations of both conventions; the last column names their families."),
         _table(summary.porting(doc), "porting", drop=("verified",)),
         Heading(2, "Deviations"),

@@ -2,8 +2,9 @@
 shows progress per implementation while the suite runs, and writes the report when the session ends.
 
 It runs in the pytest process that sees every test report (the xdist controller under ``-n``), so it
-reads only what reports carry: outcome, ``user_properties`` (implementation, environment, params,
-comparisons, deviation, defaults, attached by the suite's fixtures) and the failure text.
+reads only what reports carry: outcome, and the facts ``conformance.plugin`` attaches as
+``user_properties`` (implementation, environment, params, comparisons, deviation, defaults, unsupported,
+roles, crashed); the failure text is kept as the reason, never parsed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class ReportPlugin:
         self.config = config
         self.directory = Path(config.getoption("--report"))
         self.impls = impls
-        # Longest names first, so "torch.BatchNorm2d_channels_last" never counts as "torch.BatchNorm2d".
+        # Progress only (the xdist controller sees collected test ids, not items): longest names first, so
+        # "torch.BatchNorm2d_channels_last" never counts as "torch.BatchNorm2d". Results name theirs as a fact.
         self._names = sorted((i.name for i in impls), key=len, reverse=True)
         self.results: dict[str, Result] = {}
         self.totals: dict[str, int] = {}
@@ -83,9 +85,7 @@ class ReportPlugin:
         result.update(report)
         if report.when == "teardown":
             finish_status(result)
-            if result.implementation is None:
-                result.implementation = self._implementation_of(report.nodeid)
-            if result.implementation is not None:
+            if result.implementation is not None:  # a check, not some other test of the session
                 self._progress(result)
 
     @pytest.hookimpl(trylast=True)
