@@ -81,7 +81,8 @@ class Case:
 
     @property
     def id(self) -> str:
-        parts = ["x".join(map(str, self.shape)) or "scalar", "cfirst" if self.channel_axis == 1 else "clast", self.dtype]
+        layout = "cfirst" if self.channel_axis == 1 else "clast"
+        parts = ["x".join(map(str, self.shape)) or "scalar", layout, self.dtype]
         defaults = Case(self.shape)
         for name in ("eps", "new_batch_weight", "affine", "track_running_stats", "trainable", "data", "steps"):
             value = getattr(self, name)

@@ -54,7 +54,8 @@ class Deviation:
 
     def matches(self, implementation: str, check: str, params: dict, version: str | None) -> bool:
         checks = self.check if isinstance(self.check, list) else [self.check]
-        if not (fnmatch.fnmatchcase(implementation, self.implementation) and any(fnmatch.fnmatchcase(check, c) for c in checks)):
+        if not (fnmatch.fnmatchcase(implementation, self.implementation)
+                and any(fnmatch.fnmatchcase(check, c) for c in checks)):
             return False
         for key, wanted in self.when.items():
             options = wanted if isinstance(wanted, list) else [wanted]
@@ -92,6 +93,8 @@ def load_registry(path: Path = REGISTRY) -> list[Deviation]:
     return out
 
 
-def match(registry: list[Deviation], implementation: str, check: str, params: dict, version: str | None) -> Deviation | None:
+def match(
+    registry: list[Deviation], implementation: str, check: str, params: dict, version: str | None
+) -> Deviation | None:
     """The first entry covering this check, or None."""
     return next((d for d in registry if d.matches(implementation, check, params, version)), None)

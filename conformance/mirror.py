@@ -45,7 +45,9 @@ def _describe(outcome: np.ndarray | Exception) -> str:
 
 
 class Mirror:
-    def __init__(self, impl: Implementation, case: Case, on_compare: Callable[[Comparison], None] | None = None) -> None:
+    def __init__(
+        self, impl: Implementation, case: Case, on_compare: Callable[[Comparison], None] | None = None
+    ) -> None:
         self.impl, self.case, self.on_compare = impl, case, on_compare
         spec = case.spec(impl.convention)
         self.layer = impl.build(spec)

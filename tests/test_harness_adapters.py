@@ -3,9 +3,9 @@ name clashes; a missing framework is a skip naming it; and a declared convention
 trusted: an implementation following another framework's rules fails, naming the statistic."""
 
 import pytest
+from fake_adapters import MISSING_MODULE
 
 from conformance.adapters import builtin, load, select
-from fake_adapters import MISSING_MODULE
 
 pytest_plugins = ["pytester"]
 

@@ -11,10 +11,10 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import case_digest
 import pytest
 from _pytest.mark import ParameterSet
 
-import case_digest
 import conformance.checks
 from conformance.cases import Case
 from conformance.checks.test_edge_cases import EDGE_CASES

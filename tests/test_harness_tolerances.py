@@ -3,11 +3,11 @@ numerical bugs yet loose enough for a correct implementation in every supported 
 
 import numpy as np
 import pytest
+from fake_adapters import NumpyImplementation
 
 from conformance.cases import layout_cases
 from conformance.mirror import Mirror
 from conformance.tolerances import Comparison, compare
-from fake_adapters import NumpyImplementation
 
 NAN, INF = np.nan, np.inf
 

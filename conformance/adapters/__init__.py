@@ -76,7 +76,7 @@ def select(specs: list[str]) -> list[Implementation]:
         if ":" in spec:
             found = load(spec)
         else:
-            found = [i for i in available if (fnmatch.fnmatchcase(i.name, spec) or i.family == spec)
+            found = [i for i in available if (spec in (i.name, i.family) or fnmatch.fnmatchcase(i.name, spec))
                      and (i.device in present or i.device in spec)]
             if not found:
                 known = ", ".join(sorted({i.family for i in available} | {i.name for i in available}))

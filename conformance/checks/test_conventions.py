@@ -14,6 +14,7 @@ def test_defaults_match_convention(impl, conformance, request):
     conv = get_convention(impl.convention)
     defaults = impl.defaults()
     request.node.user_properties.append(("defaults", defaults))  # the report's conventions table
-    assert defaults == {"momentum": conv.default_momentum, "eps": conv.default_eps, "channel_axis": conv.channel_axis}, (
+    expected = {"momentum": conv.default_momentum, "eps": conv.default_eps, "channel_axis": conv.channel_axis}
+    assert defaults == expected, (
         f"{impl.name} defaults {defaults} differ from the {conv.name!r} convention"
     )

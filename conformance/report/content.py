@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from ..tolerances import describe_nonfinite
 from . import heatmap, summary
 from .blocks import Block, Figure, Heading, Items, Table, Text
-from ..tolerances import describe_nonfinite
 from .results import BAD_STATUSES
 
 __all__ = ["HEATMAP_PNG", "blocks", "matrix_table", "verdict"]

@@ -125,18 +125,26 @@ def _symptom(r: dict) -> tuple:
 
 def failures(doc: dict) -> list[dict]:
     """Every distinct failure: the failed checks grouped by implementation, check, status, dtype and what
-    went wrong (:func:`_symptom`), each group with its count, the parameters (beyond the layout) that
-    all its checks share (``when``), and its smallest case (fewest elements)."""
+    went wrong (:func:`_symptom`), each group with its count, its smallest case (fewest elements) and, as
+    ``when``, the values its checks share of the parameters that differ among that implementation's
+    failures of that check (the layout aside): what sets the group apart."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in doc["results"]:
         if r["status"] in BAD_STATUSES:
-            groups[r["implementation"], r["check"], r["status"], str(r["params"].get("dtype", "")), _symptom(r)].append(r)
+            dtype = str(r["params"].get("dtype", ""))
+            groups[r["implementation"], r["check"], r["status"], dtype, _symptom(r)].append(r)
+    values: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for (implementation, check, *_), members in groups.items():
+        for m in members:
+            for k, v in m["params"].items():
+                values[implementation, check][k].add(repr(v))
     out = []
     for key in sorted(groups):
         members = groups[key]
         smallest = min(members, key=lambda r: (_size(r["params"]), r["test"]))
+        differ = {k for k, seen in values[key[:2]].items() if len(seen) > 1} - _LAYOUT
         shared = {k: v for k, v in smallest["params"].items()
-                  if k not in _LAYOUT and all(m["params"].get(k) == v for m in members)}
+                  if k in differ and all(m["params"].get(k) == v for m in members)}
         out.append({**smallest, "failing_comparisons": [c for c in smallest["comparisons"] if not c["passed"]],
                     "count": len(members), "when": shared})
     return out

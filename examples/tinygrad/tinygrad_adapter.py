@@ -35,7 +35,8 @@ class TinygradLayer:
         from tinygrad import dtypes
 
         values = as_numpy_float(np.asarray(values))  # bfloat16 arrives as float32, which holds it exactly
-        return self.Tensor(values, dtype=dtypes.float64 if values.dtype == np.float64 else dtypes.float32).cast(self.dtype)
+        given = dtypes.float64 if values.dtype == np.float64 else dtypes.float32
+        return self.Tensor(values, dtype=given).cast(self.dtype)
 
     @staticmethod
     def _numpy(t) -> np.ndarray | None:
