@@ -96,7 +96,8 @@ def test_seeded_data_is_identical_across_processes() -> None:
     assert len(set(here.values())) == len(here)  # and distinct cases got distinct data
 
 
-@pytest.mark.parametrize("change, message", [({"data": "nans"}, "data 'nans'"), ({"dtype": "float8"}, "dtype 'float8'")])
+@pytest.mark.parametrize("change, message", [({"data": "nans"}, "data 'nans'"),
+                                             ({"dtype": "float8"}, "dtype 'float8'")])
 def test_a_misspelt_case_is_rejected(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Case((4, 3), **change)
