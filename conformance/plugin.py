@@ -120,8 +120,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    """The implementation and report roles as facts on every report of the test, from its first phase."""
+    """The check, its family (module), implementation and report roles as facts on every report of the
+    test, from its first phase."""
     if _is_check(item):
+        item.user_properties.append(("check", item.originalname.removeprefix("test_")))
+        item.user_properties.append(("check_family", item.module.__name__.rpartition(".")[2].removeprefix("test_")))
         item.user_properties.append(("implementation", item.callspec.params["impl"].name))
         roles = sorted({role for mark in item.iter_markers(MARKER) for role in mark.kwargs.get("roles", ())})
         item.user_properties.append(("roles", roles))

@@ -42,8 +42,12 @@ def result(impl: str, test: str, call=None, setup=None, params=None, comparisons
            facts=()) -> Result:
     """A Result fed the phases pytest would report; ``call``/``setup`` are (outcome, longrepr, xfail);
     ``facts`` are further user properties (unsupported, roles, crashed)."""
-    props = [("implementation", impl), ("environment", {"version": "1.0"}), ("params", params or {"shape": [4, 3],
-             "dtype": "float32"}), *(("comparison", c) for c in comparisons), *facts]
+    path, _, name = test.partition("::")  # as the plugin names them at collection
+    check = [("check", name.partition("[")[0].removeprefix("test_")),
+             ("check_family", Path(path).stem.removeprefix("test_"))]
+    props = [*check, ("implementation", impl), ("environment", {"version": "1.0"}),
+             ("params", params or {"shape": [4, 3], "dtype": "float32"}), *(("comparison", c) for c in comparisons),
+             *facts]
     if deviation:
         props.append(("deviation", deviation))
     r = Result.start(test)

@@ -51,15 +51,17 @@ class TfKerasLayer:
         return self._numpy(self.layer(self._tensor(x), training=training))
 
     def forward_backward(self, x, dy, training):
+        return tuple(self._numpy(t) for t in self._forward_backward(self._tensor(x), self._tensor(dy), training))
+
+    def _forward_backward(self, x, dy, training: bool) -> tuple:
+        """The one backward, on tensors (the protocol's and the benchmarks' runner's): dy is the gradient of y."""
         tf = self.tf
-        x, dy = self._tensor(x), self._tensor(dy)
         params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = self.layer(x, training=training)
-            loss = tf.reduce_sum(y * dy)  # its gradient w.r.t. y is exactly dy, in any dtype
-        dx, *dparams = tape.gradient(loss, [x, *params])
-        return tuple(self._numpy(t) for t in (y, dx, *(dparams or (None, None))))
+        dx, *dparams = tape.gradient(y, [x, *params], output_gradients=dy)
+        return y, dx, *(dparams or (None, None))
 
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         tf = self.tf
@@ -77,21 +79,11 @@ class TfKerasLayer:
         return self._numpy(hx), *((self._numpy(h) for h in hparams) if hparams else (None, None))
 
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
-        tf = self.tf
         x, dy = self._tensor(x), self._tensor(dy)
-        if operation != "forward_backward":
-            training = operation == "forward_training"
-            return lambda: self.layer(x, training=training)  # eager CPU ops return when they are done
-        params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
-
-        def forward_backward() -> tuple:
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = self.layer(x, training=True)
-            dx, *dparams = tape.gradient(y, [x, *params], output_gradients=dy)  # dy is the gradient of y itself
-            return y, dx, *(dparams or (None, None))
-
-        return forward_backward
+        if operation == "forward_backward":
+            return lambda: self._forward_backward(x, dy, True)
+        training = operation == "forward_training"
+        return lambda: self.layer(x, training=training)  # eager CPU ops return when they are done
 
 
 class TfKerasImplementation(Implementation):

@@ -55,8 +55,8 @@ class Result:
     """One test of one implementation."""
 
     test: str
-    check_family: str
-    check: str
+    check_family: str = ""
+    check: str = ""
     implementation: str | None = None
     params: dict = field(default_factory=dict)
     status: str = "error"
@@ -73,9 +73,7 @@ class Result:
 
     @classmethod
     def start(cls, nodeid: str) -> Result:
-        path, _, name = nodeid.partition("::")
-        module = Path(path).stem.removeprefix("test_")
-        return cls(test=nodeid, check_family=module, check=name.partition("[")[0].removeprefix("test_"))
+        return cls(test=nodeid)
 
     def update(self, report: Any) -> None:
         """Take one phase's report (setup, call, teardown); properties are cumulative, keep the last."""
@@ -86,8 +84,8 @@ class Result:
         for name, value in report.user_properties:
             if name == "comparison":
                 comparisons.append(value)
-            elif name in ("implementation", "environment", "params", "deviation", "defaults", "unsupported", "roles",
-                          "crashed"):
+            elif name in ("check", "check_family", "implementation", "environment", "params", "deviation", "defaults",
+                          "unsupported", "roles", "crashed"):
                 setattr(self, name, value)
         self.comparisons = comparisons
 
