@@ -5,7 +5,7 @@
 
 import numpy as np
 
-from conformance.adapters.base import Capabilities, Implementation, LayerSpec, State
+from conformance.adapters.base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State
 
 
 class SeedBatchNorm:
@@ -40,7 +40,7 @@ class SeedLayer:
         self.bn = SeedBatchNorm(spec.num_features, spec.momentum, spec.eps)
 
     def set_state(self, state: State) -> None:
-        for name in ("gamma", "beta", "running_mean", "running_var"):
+        for name in PER_CHANNEL:
             if getattr(state, name) is not None:
                 setattr(self.bn, name, np.array(getattr(state, name)))
 

@@ -13,10 +13,10 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+from .base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State, as_numpy_float
 
-_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
-_STATE_NAMES = ("gamma", "beta", "running_mean", "running_var")
+# State's per-channel fields -> the layer's variables.
+_VARIABLES = dict(zip(PER_CHANNEL, ("gamma", "beta", "moving_mean", "moving_variance"), strict=True))
 
 
 class KerasLayer:
@@ -36,7 +36,7 @@ class KerasLayer:
         self.layer.trainable = spec.trainable
 
     def _variables(self) -> dict[str, object]:
-        return {state: getattr(self.layer, var) for state, var in zip(_STATE_NAMES, _VARIABLES)}
+        return {state: getattr(self.layer, var) for state, var in _VARIABLES.items()}
 
     def _tensor(self, x: np.ndarray):
         ops = self.keras.ops

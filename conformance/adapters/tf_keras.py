@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+from .base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State, as_numpy_float
 
-_VARIABLES = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+# State's per-channel fields -> the layer's variables.
+_VARIABLES = dict(zip(PER_CHANNEL, ("gamma", "beta", "moving_mean", "moving_variance"), strict=True))
 
 
 class TfKerasLayer:
