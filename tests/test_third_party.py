@@ -8,15 +8,17 @@ installs it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
-from conformance.report.results import load
+from conformance.report.results import SCHEMA, load
 
 ROOT = Path(__file__).resolve().parents[1]
 # Enough of the suite to pass, deviate (one value per channel, empty batches) and skip (channels last).
@@ -59,6 +61,7 @@ def test_tinygrad_example_from_outside(installed: Path, tmp_path: Path) -> None:
                   "--impl", "tinygrad_adapter:IMPLEMENTATIONS", "--deviations", "deviations.toml",
                   "--report", "out", "-k", SELECTION)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    jsonschema.validate(json.loads((tmp_path / "out" / "conformance.json").read_text()), json.loads(SCHEMA.read_text()))
     doc = load(tmp_path / "out" / "conformance.json")
     assert doc["counts"]["fail"] == doc["counts"]["error"] == doc["counts"]["unexpected_pass"] == 0
     assert doc["counts"]["pass"] > 0 and doc["counts"]["skip"] > 0
