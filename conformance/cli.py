@@ -21,7 +21,10 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, os.getcwd())
     args = sys.argv[1:] if argv is None else argv
-    return int(pytest.main(["-p", "conformance.plugin", "--pyargs", "conformance.checks", *args]))
+    # This module's own import comes before pytest's: the package cannot be assertion-rewritten, which only
+    # concerns its __init__ (the checks are imported, and rewritten, by pytest).
+    quiet = "ignore:Module already imported so cannot be rewritten; conformance:pytest.PytestAssertRewriteWarning"
+    return int(pytest.main(["-W", quiet, "-p", "conformance.plugin", "--pyargs", "conformance.checks", *args]))
 
 
 if __name__ == "__main__":

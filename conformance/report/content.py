@@ -16,7 +16,8 @@ HEATMAP_PNG = "heatmap.png"
 
 _READING = (
     "How to read it: each cell of the summary matrix counts checks as pass / deviation / fail. A deviation "
-    "is a difference the registry (`conformance/deviations.toml`) explains, with its upstream link; a fail "
+    "is a difference a registry (`conformance/deviations.toml`, or a `--deviations` file: the Deviations "
+    "table names which) explains, with its upstream link; a fail "
     "is anything else, and comes with the smallest case that shows it. Conventions (momentum meaning, eps, "
     "channel axis, Bessel correction) are translated before comparing, never counted as differences. "
     "The error ratio is the worst |error| / tolerance of a family's passing or failing checks: up to 1 passes, and "
