@@ -22,6 +22,7 @@ crashed. ``--report DIR`` turns them into the conformance report (``conformance/
 from __future__ import annotations
 
 import os
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +37,14 @@ from .isolation import isolate, shutdown
 from .mirror import Mirror
 from .tolerances import Comparison
 
-__all__ = ["IMPLEMENTATIONS", "MARKER", "REGISTRIES", "Conformance"]
+__all__ = ["IMPLEMENTATIONS", "MARKER", "NOT_GENERATED", "REGISTRIES", "Conformance"]
 
 IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
 REGISTRIES = pytest.StashKey[list[Deviation]]()
+# implementation -> check family -> {"checks": number not generated, "unsupported": {capability: checks}}.
+NOT_GENERATED = pytest.StashKey[dict[str, dict[str, dict]]]()
 MARKER = "conformance"
+_WORKER_OUTPUT = "bn_not_generated"  # how an xdist worker hands NOT_GENERATED to the controller
 
 # "deterministic" (the default) makes CI and every developer see the same Hypothesis examples; "dev"
 # explores new ones: ``pytest --hypothesis-profile dev``.
@@ -128,6 +132,45 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.user_properties.append(("implementation", item.callspec.params["impl"].name))
         roles = sorted({role for mark in item.iter_markers(MARKER) for role in mark.kwargs.get("roles", ())})
         item.user_properties.append(("roles", roles))
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m: what they deselect is not counted
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Checks of a case the implementation cannot build are not generated at all (as PyTorch's
+    ``dtypesIfCUDA`` does): deselected, and counted per capability for the report's Skipped section."""
+    checks: dict[str, Counter] = defaultdict(Counter)
+    lacking: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    kept, dropped = [], []
+    for item in items:
+        params = item.callspec.params if _is_check(item) else {}
+        if isinstance(case := params.get("case"), Case):
+            impl = params["impl"]
+            if missing := impl.unsupported(case.spec(impl.convention)):
+                family = item.module.__name__.rpartition(".")[2].removeprefix("test_")
+                checks[impl.name][family] += 1
+                lacking[impl.name][family].update(missing)
+                dropped.append(item)
+                continue
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+    config.stash[NOT_GENERATED] = {
+        name: {family: {"checks": n, "unsupported": dict(lacking[name][family])} for family, n in families.items()}
+        for name, families in checks.items()
+    }
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: the controller writes the report
+        session.config.workeroutput[_WORKER_OUTPUT] = session.config.stash.get(NOT_GENERATED, {})
+
+
+def not_generated(config: pytest.Config, node: object = None) -> dict[str, dict[str, dict]]:
+    """:data:`NOT_GENERATED` of this process, or of the xdist worker ``node`` (every worker collects alike)."""
+    if node is not None:
+        return node.workeroutput.get(_WORKER_OUTPUT, {})
+    return config.stash.get(NOT_GENERATED, {})
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance.report.results import load
+
 pytest_plugins = ["pytester"]
 
 
@@ -40,16 +42,28 @@ def test_random_check_records_the_deciding_example_only(run_checks) -> None:
         "y", "dx", "dgamma", "dbeta", "y", "y", "running_mean", "running_var", "num_batches_tracked"]
 
 
-def test_facts_on_every_check(run_checks) -> None:
+def test_facts_on_every_check(run_checks, tmp_path: Path) -> None:
     seen = Properties()
-    run_checks("test_forward.py", "-k", "test_training_output and (2x3x4x5-cfirst-float32 or 2x4x5x3-clast-float32)",
-               "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "--impl", "reference.torch", plugins=[seen],
-               outcomes={"passed": 2, "skipped": 2})
+    result = run_checks("test_forward.py", "-k", "test_training_output and (2x3x4x5-cfirst-float32 or 2x4x5x3-clast-"
+                        "float32)", "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "--impl", "reference.torch",
+                        "--report", str(tmp_path), plugins=[seen])
+    result.assert_outcomes(passed=2)  # and no skip: deselected by -k, or never generated
     for test, properties in seen.by_test.items():
         assert values(properties, "implementation") == [test.split("[")[1].split("-")[0]]
         assert values(properties, "roles") == [["porting"]]  # test_training_output declares it
-    skipped = [p for t, p in seen.by_test.items() if "seed.numpy" in t]
-    assert [values(p, "unsupported") for p in skipped] == [[["rank 4 input"]], [["rank 4 input"]]]
+    # The seed layer is 2D only: its rank-4 checks are never generated, and the report counts them.
+    assert not any("seed.numpy" in t for t in seen.by_test)
+    doc = load(tmp_path / "conformance.json")
+    assert doc["not_generated"] == {"seed.numpy": {"forward": {"checks": 2, "unsupported": {"rank 4 input": 2}}}}
+    assert "| seed.numpy | rank 4 input (2) |" in (tmp_path / "conformance.md").read_text()
+
+
+def test_a_skip_for_a_missing_capability_names_it(run_checks) -> None:
+    seen = Properties()
+    run_checks("test_second_order.py", "-k", "16x3-cfirst-float64", "--impl", "examples.seed_adapter:IMPLEMENTATIONS",
+               plugins=[seen], outcomes={"skipped": 1})
+    (properties,) = seen.by_test.values()
+    assert values(properties, "unsupported") == [["double_backward"]]
 
 
 def test_crash_is_a_flag(run_checks) -> None:

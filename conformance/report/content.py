@@ -152,6 +152,8 @@ def blocks(doc: dict) -> list[Block]:
         Text(f"{doc['created']}, {doc['duration_s']:.0f} s; {env['platform']}, {env['cpu_count']} CPUs, Python "
              f"{env['python']}, NumPy {env['numpy']}. {verdict(doc)}"),
         Items([f"{status}: {n}" for status, n in counts.items()]),
+        *([Text(f"Besides, {generated} checks were not generated: cases the implementation cannot build (counted "
+                "as skips in the tables below).")] if (generated := summary.not_generated_total(doc)) else []),
         Text(_READING),
         Heading(2, "Implementations"),
         _implementations(doc),

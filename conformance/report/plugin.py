@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ..adapters.base import Implementation
+from ..plugin import not_generated
 from .content import verdict
 from .results import Result, finish_status, implementation_record
 from .write import write_report
@@ -36,6 +37,7 @@ class ReportPlugin:
         self.done: dict[str, int] = {}
         self.started = datetime.now(timezone.utc)
         self.clock = time.perf_counter()
+        self.not_generated: dict | None = None  # from the first xdist worker that finishes, else this process
 
     # -- progress --------------------------------------------------------------------------------
     def _implementation_of(self, nodeid: str) -> str | None:
@@ -57,6 +59,11 @@ class ReportPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
         self._count(ids)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        if self.not_generated is None and hasattr(node, "workeroutput"):
+            self.not_generated = not_generated(self.config, node)
 
     def _say(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -98,6 +105,7 @@ class ReportPlugin:
         doc, paths = write_report(
             self.directory, implementations, results, started=self.started,
             duration_s=time.perf_counter() - self.clock, command=list(self.config.invocation_params.args),
+            not_generated=self.not_generated if self.not_generated is not None else not_generated(self.config),
         )
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:

@@ -149,8 +149,10 @@ def implementation_record(impl: Implementation, environment: dict | None) -> dic
 
 
 def document(implementations: list[dict], results: list[Result], started: datetime, duration_s: float,
-             command: list[str]) -> dict:
-    """The whole report as plain data (see ``conformance.schema.json``)."""
+             command: list[str], not_generated: dict | None = None) -> dict:
+    """The whole report as plain data (see ``conformance.schema.json``). ``not_generated``: implementation ->
+    check family -> ``{"checks": n, "unsupported": {capability: n}}``, the checks never generated because
+    the implementation cannot build their case (``conformance.plugin.NOT_GENERATED``)."""
     counts = {status: 0 for status in STATUSES}
     for r in results:
         counts[r.status] += 1
@@ -174,6 +176,7 @@ def document(implementations: list[dict], results: list[Result], started: dateti
         "implementations": implementations,
         "counts": counts,
         "results": [r.as_dict() for r in results],
+        "not_generated": not_generated or {},
     }
 
 

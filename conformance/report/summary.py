@@ -9,8 +9,8 @@ from collections import Counter, defaultdict
 
 from .results import BAD_STATUSES
 
-__all__ = ["conventions_table", "deviations", "dtypes", "families", "failures", "matrix", "porting", "porting_checks",
-           "skips", "worst_error_ratio"]
+__all__ = ["conventions_table", "deviations", "dtypes", "families", "failures", "matrix", "not_generated_total",
+           "porting", "porting_checks", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
 _ORDER = ("conventions", "forward", "running_stats", "gradients", "second_order", "edge_cases", "random")
@@ -20,7 +20,7 @@ _LAYOUT = frozenset({"shape", "rank", "channel_axis"})
 
 
 def families(doc: dict) -> list[str]:
-    present = {r["check_family"] for r in doc["results"]}
+    present = {r["check_family"] for r in doc["results"]} | {f for fams in doc["not_generated"].values() for f in fams}
     return [f for f in _ORDER if f in present] + sorted(present - set(_ORDER))
 
 
@@ -29,10 +29,13 @@ def implementations(doc: dict) -> list[str]:
 
 
 def matrix(doc: dict) -> dict[str, dict[str, Counter]]:
-    """implementation -> check family -> status counts."""
+    """implementation -> check family -> status counts; checks never generated count as skips."""
     out: dict[str, dict[str, Counter]] = {name: defaultdict(Counter) for name in implementations(doc)}
     for r in doc["results"]:
         out.setdefault(r["implementation"], defaultdict(Counter))[r["check_family"]][r["status"]] += 1
+    for name, families in doc["not_generated"].items():
+        for family, counts in families.items():
+            out.setdefault(name, defaultdict(Counter))[family]["skip"] += counts["checks"]
     return out
 
 
@@ -151,13 +154,21 @@ def failures(doc: dict) -> list[dict]:
 
 
 def skips(doc: dict) -> dict[str, Counter]:
-    """implementation -> what it was skipped for -> number of checks. A skip for unsupported capabilities
-    counts once for each of them; any other skip counts under its reason."""
+    """implementation -> what it was skipped for -> number of checks, those never generated included. A
+    check without a capability counts once for each capability it lacks; any other skip counts under its
+    reason."""
     out: dict[str, Counter] = defaultdict(Counter)
     for r in doc["results"]:
         if r["status"] == "skip":
             out[r["implementation"]].update(r["unsupported"] or [r["reason"]])
+    for name, families in doc["not_generated"].items():
+        for family in families.values():
+            out[name].update(family["unsupported"])
     return out
+
+
+def not_generated_total(doc: dict) -> int:
+    return sum(family["checks"] for families in doc["not_generated"].values() for family in families.values())
 
 
 def porting_checks(doc: dict) -> list[str]:
