@@ -64,7 +64,7 @@ def test_tinygrad_example_from_outside(installed: Path, tmp_path: Path) -> None:
     jsonschema.validate(json.loads((tmp_path / "out" / "conformance.json").read_text()), json.loads(SCHEMA.read_text()))
     doc = load(tmp_path / "out" / "conformance.json")
     assert doc["counts"]["fail"] == doc["counts"]["error"] == doc["counts"]["unexpected_pass"] == 0
-    assert doc["counts"]["pass"] > 0 and doc["counts"]["skip"] > 0
+    assert doc["counts"]["pass"] > 0
     deviations = [r for r in doc["results"] if r["status"] == "deviation"]
     assert {r["params"]["edge"] for r in deviations} >= {"one_value_per_channel", "zero_size_batch"}
     assert {r["deviation"]["registry"] for r in deviations} == {"deviations.toml"}
