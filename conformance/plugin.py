@@ -117,6 +117,11 @@ def _is_check(node: pytest.Item | pytest.Function) -> bool:
     return node.get_closest_marker(MARKER) is not None
 
 
+def _family(item: pytest.Item) -> str:
+    """The check's family: its module's name (``conformance.checks.test_forward`` -> ``forward``)."""
+    return item.module.__name__.rpartition(".")[2].removeprefix("test_")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if _is_check(metafunc.definition):
         impls = metafunc.config.stash[IMPLEMENTATIONS]
@@ -128,7 +133,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     test, from its first phase."""
     if _is_check(item):
         item.user_properties.append(("check", item.originalname.removeprefix("test_")))
-        item.user_properties.append(("check_family", item.module.__name__.rpartition(".")[2].removeprefix("test_")))
+        item.user_properties.append(("check_family", _family(item)))
         item.user_properties.append(("implementation", item.callspec.params["impl"].name))
         roles = sorted({role for mark in item.iter_markers(MARKER) for role in mark.kwargs.get("roles", ())})
         item.user_properties.append(("roles", roles))
@@ -146,9 +151,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if isinstance(case := params.get("case"), Case):
             impl = params["impl"]
             if missing := impl.unsupported(case.spec(impl.convention)):
-                family = item.module.__name__.rpartition(".")[2].removeprefix("test_")
-                checks[impl.name][family] += 1
-                lacking[impl.name][family].update(missing)
+                checks[impl.name][_family(item)] += 1
+                lacking[impl.name][_family(item)].update(missing)
                 dropped.append(item)
                 continue
         kept.append(item)
