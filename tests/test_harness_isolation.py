@@ -7,13 +7,13 @@ import weakref
 from collections.abc import Iterator
 
 import numpy as np
+import fake_adapters
 import pytest
 
-import fake_adapters
 from conformance.adapters import load
 from conformance.adapters.base import Implementation, State
-from conformance.adapters.worker import RemoteError, WorkerCrashed, isolate, shutdown
 from conformance.cases import Case
+from conformance.isolation import RemoteError, WorkerCrashed, isolate, shutdown
 
 pytest_plugins = ["pytester"]
 
