@@ -6,8 +6,8 @@ import gc
 import weakref
 from collections.abc import Iterator
 
-import numpy as np
 import fake_adapters
+import numpy as np
 import pytest
 
 from conformance.adapters import load

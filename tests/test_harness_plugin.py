@@ -36,10 +36,10 @@ def test_random_check_records_the_deciding_example_only(run_checks) -> None:
     params = values(properties, "params")
     assert len(params) == 1  # the example that decided the outcome, not one per example tried
     comparisons = values(properties, "comparison")
-    # That example's steps: forward+backward (y, dx, dgamma, dbeta), two forwards (y), then the running
-    # mean, variance and num_batches_tracked.
+    # That example's steps: forward+backward (y, dx, dgamma, dbeta), two forwards (y), then the state:
+    # gamma, beta, running mean, variance and num_batches_tracked.
     assert [c["quantity"] for c in comparisons] == [
-        "y", "dx", "dgamma", "dbeta", "y", "y", "running_mean", "running_var", "num_batches_tracked"]
+        "y", "dx", "dgamma", "dbeta", "y", "y", "gamma", "beta", "running_mean", "running_var", "num_batches_tracked"]
 
 
 def test_facts_on_every_check(run_checks, tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ __all__ = ["conventions_table", "deviations", "dtypes", "families", "failures", 
            "porting", "porting_checks", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
-_ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases", "contract",
-          "large", "random")
+_ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases",
+          "contract", "large", "random")
 
 # The parameters that say where a case sits, not what it tests: a failure's group never splits on them.
 _LAYOUT = frozenset({"shape", "rank", "channel_axis"})
