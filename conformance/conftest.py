@@ -32,9 +32,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(repeatable; default: $BN_CONFORMANCE_IMPL or every built-in one)",
     )
     parser.addoption(
+        "--shard", metavar="I/N", default=None, type=_shard,
+        help="run the I-th of N shards of the collected checks (1 <= I <= N), for a run spread over machines; "
+        "merge their reports with: python -m conformance.report merge",
+    )
+    parser.addoption(
         "--report", metavar="DIR", default=None,
         help="write the conformance report (conformance.json, .md, .html, heatmap.png) into DIR",
     )
+
+
+def _shard(text: str) -> tuple[int, int]:
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+        raise pytest.UsageError(f"--shard takes I/N with 1 <= I <= N, got {text!r}")
+    return int(i), int(n)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--shard I/N``: every N-th check of the collected ones, by sorted test id, so that every machine
+    (and every xdist worker) picks the same ones and the N shards cover the run exactly once."""
+    if (shard := config.getoption("--shard")) is None:
+        return
+    i, n = shard
+    order = {nodeid: k for k, nodeid in enumerate(sorted(item.nodeid for item in items))}
+    keep = [item for item in items if order[item.nodeid] % n == i - 1]
+    config.hook.pytest_deselected(items=[item for item in items if order[item.nodeid] % n != i - 1])
+    items[:] = keep
 
 
 def _chosen(config: pytest.Config) -> list:
@@ -61,7 +85,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "impl" in metafunc.fixturenames:
-        impls = metafunc.config._bn_impls
+        # Distributed implementations run the checks that take a world (``synchronized``), and only those.
+        wants_world = "synchronized" in metafunc.fixturenames
+        impls = [i for i in metafunc.config._bn_impls if (i.capabilities.world is not None) == wants_world]
         metafunc.parametrize("impl", impls, ids=[i.name for i in impls], scope="session")
 
 

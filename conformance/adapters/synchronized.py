@@ -1,0 +1,121 @@
+"""Synchronized BatchNorm on distributed engines, at world sizes 2 and 4 (``conformance/world/``).
+
+Each implementation is one layer on one engine at one world size, named ``<layer>.<engine>-ws<N>``
+(``keras.tensorflow.mirrored-ws4``). It runs only the checks of ``checks/test_synchronized.py``
+(:attr:`Capabilities.world`): driving the whole single-device grid through a world would cost minutes per
+implementation and test nothing those checks do not. Worker processes (``adapters/worker.py``), by
+``process_env``: one JAX process with four forced host devices for every Flax world; one TensorFlow
+process per world size (TensorFlow's collectives allow one device set per process); one PyTorch
+coordinator whose worlds are rank processes over gloo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from .base import Capabilities, Implementation, LayerSpec, World
+
+WORLD_SIZES = (2, 4)
+_JAX_ENV = {"JAX_ENABLE_X64": "1", "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(WORLD_SIZES)}"}
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """A layer as a distributed implementation wraps it."""
+
+    name: str  # the name prefix: layer and engine, e.g. ``flax.linen.pmap``
+    framework: str
+    convention: str
+    requires: tuple[str, ...]
+    engine: str
+    transport: str
+    parameter_gradients: str
+    channel_axes: frozenset[int] = frozenset({1, -1})
+    ranks: frozenset[int] = frozenset({2, 3, 4, 5})
+
+
+_LAYERS = {
+    **{f"flax.{api}.{mapping}": _Layer(
+        f"flax.{api}.{mapping}", "flax", "flax", ("flax", "jax"), f"jax.{mapping}", "XLA host devices (in-process)",
+        "sum" if mapping == "shard_map" else "local") for api in ("linen", "nnx") for mapping in ("shard_map", "pmap")},
+    **{name: _Layer(name, framework, "keras", (framework, "tensorflow"), "tf.distribute.MirroredStrategy",
+                    "TF collective ops over logical CPU devices (in-process)", "local")
+       for name, framework in (("keras.tensorflow.mirrored", "keras"), ("tf_keras.mirrored", "tf_keras"),
+                               ("tf_keras.SyncBatchNormalization.mirrored", "tf_keras"))},
+    "torch.fairscale.gloo": _Layer(
+        "torch.fairscale.gloo", "fairscale", "torch", ("torch", "fairscale"), "torch.distributed",
+        "gloo over TCP on 127.0.0.1 (one process per rank)", "local", channel_axes=frozenset({1})),
+}
+
+
+class SynchronizedImplementation(Implementation):
+    family = "synchronized"
+
+    def __init__(self, layer: _Layer, world_size: int) -> None:
+        self.layer, self.world_size = layer, world_size
+        self.name = f"{layer.name}-ws{world_size}"
+        self.framework, self.convention, self.requires = layer.framework, layer.convention, layer.requires
+        world = World(layer.engine, layer.transport, world_size, layer.parameter_gradients)
+        features = frozenset({"affine_false"})
+        self.capabilities = Capabilities(dtypes=frozenset({"float32"}), ranks=layer.ranks,
+                                         channel_axes=layer.channel_axes, features=features, world=world)
+        if layer.framework == "flax":
+            env = _JAX_ENV
+        elif layer.framework in ("keras", "tf_keras"):
+            env = {"KERAS_BACKEND": "tensorflow", "BN_WORLD_SIZE": str(world_size)}
+        else:
+            env = {}
+        self.process_env = MappingProxyType(env)
+
+    def environment(self) -> dict[str, str]:
+        import importlib.metadata as metadata
+
+        layer = self.layer
+        backend = {"flax": "jax", "fairscale": "torch"}.get(layer.framework, "tensorflow")
+        return {"version": metadata.version(layer.framework), "backend": backend,
+                "backend_version": metadata.version(backend if backend != "tensorflow" else _tensorflow_dist()),
+                "engine": layer.engine, "world_size": str(self.world_size), "transport": layer.transport,
+                "parameter_gradients": layer.parameter_gradients}
+
+    def defaults(self) -> dict[str, float | int]:
+        from . import select
+
+        single = {"flax": f"flax.{self.layer.name.split('.')[1]}", "keras": "keras.tensorflow",
+                  "tf_keras": "tf_keras.nonfused", "fairscale": "torch.BatchNorm2d"}[self.layer.framework]
+        return select([single])[0].defaults()
+
+    def build(self, spec: LayerSpec):
+        kind = self.layer.name
+        if self.layer.framework == "flax":
+            from ..world.jax_world import JaxWorldLayer
+
+            _, api, mapping = kind.split(".")
+            return JaxWorldLayer(api, mapping, self.world_size, spec)
+        if self.layer.framework == "fairscale":
+            from ..world.torch_world import TorchWorldLayer
+
+            return TorchWorldLayer(self.world_size, spec)
+        from ..world.tf_world import TfWorldLayer
+
+        if os.environ.get("BN_WORLD_SIZE") != str(self.world_size):
+            raise RuntimeError(f"{self.name} runs in a process with BN_WORLD_SIZE={self.world_size}")
+        tf_kind = {"keras.tensorflow.mirrored": "keras", "tf_keras.mirrored": "tf_keras"}.get(kind, "tf_keras_sync")
+        return TfWorldLayer(tf_kind, self.world_size, spec)
+
+
+def _tensorflow_dist() -> str:
+    """The installed TensorFlow distribution (``tensorflow-cpu`` or ``tensorflow``)."""
+    import importlib.metadata as metadata
+
+    for name in ("tensorflow-cpu", "tensorflow"):
+        try:
+            metadata.version(name)
+            return name
+        except metadata.PackageNotFoundError:
+            continue
+    return "tensorflow"
+
+
+IMPLEMENTATIONS = [SynchronizedImplementation(layer, n) for layer in _LAYERS.values() for n in WORLD_SIZES]
