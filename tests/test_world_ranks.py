@@ -1,0 +1,53 @@
+"""The rank processes behind the distributed implementations (``conformance/world/ranks.py``): calls reach
+every rank; a rank that raises, dies or hangs fails the call naming it, with its traceback; no rank
+process outlives its world."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conformance.world.ranks import RankFailed, World
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def world():
+    running = World("tests.world_toy_rank:ToyRank", 3, {"seed": 1}, timeout_s=20)
+    yield running
+    pids = running.pids
+    running.stop()
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_every_rank_answers_with_its_own_arguments(world):
+    assert world.call("echo", [("a",), ("b",), ("c",)]) == [(0, 3, "a"), (1, 3, "b"), (2, 3, "c")]
+
+
+def test_a_rank_that_raises_fails_the_call_with_its_traceback_and_stops_the_world(world):
+    world.call("echo", [(0,)] * 3)
+    pids = world.pids
+    with pytest.raises(RankFailed, match=r"rank 1 raised ValueError: rank 1 was asked to fail") as failure:
+        world.call("fail", [(1,)] * 3)
+    assert "--- in rank 1 ---" in str(failure.value) and "Traceback" in str(failure.value)
+    assert not any(_alive(pid) for pid in pids)
+    assert world.call("echo", [(0,)] * 3)[2] == (2, 3, 0)  # the next call starts a fresh world
+
+
+def test_a_rank_that_dies_fails_the_call(world):
+    with pytest.raises(RankFailed, match="rank 2 died"):
+        world.call("die", [(2,)] * 3)
+
+
+def test_a_rank_that_hangs_fails_the_call_after_the_timeout(world):
+    world.timeout_s = 2
+    with pytest.raises(RankFailed, match=r"rank\(s\) \[0\] gave no answer within 2 s"):
+        world.call("hang", [(0,)] * 3)
