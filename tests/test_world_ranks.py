@@ -32,19 +32,24 @@ def test_every_rank_answers_with_its_own_arguments(world):
     assert world.call("echo", [("a",), ("b",), ("c",)]) == [(0, 3, "a"), (1, 3, "b"), (2, 3, "c")]
 
 
-def test_a_rank_that_raises_fails_the_call_with_its_traceback_and_stops_the_world(world):
+def test_a_rank_that_raises_fails_the_call_with_its_traceback_and_the_world_stays_up(world):
     world.call("echo", [(0,)] * 3)
     pids = world.pids
     with pytest.raises(RankFailed, match=r"rank 1 raised ValueError: rank 1 was asked to fail") as failure:
         world.call("fail", [(1,)] * 3)
     assert "--- in rank 1 ---" in str(failure.value) and "Traceback" in str(failure.value)
-    assert not any(_alive(pid) for pid in pids)
-    assert world.call("echo", [(0,)] * 3)[2] == (2, 3, 0)  # the next call starts a fresh world
+    assert world.call("echo", [(0,)] * 3)[2] == (2, 3, 0) and world.pids == pids  # every rank had answered
 
 
-def test_a_rank_that_dies_fails_the_call(world):
+def test_a_world_restarted_after_a_death_gets_a_fresh_config(world):
+    starts = iter(range(100))
+    world.config = lambda: {"start": next(starts)}
+    assert world.call("config", [()] * 3) == [{"start": 0}] * 3
+    pids = world.pids
     with pytest.raises(RankFailed, match="rank 2 died"):
         world.call("die", [(2,)] * 3)
+    assert not any(_alive(pid) for pid in pids)  # the rest of the world was stopped with it
+    assert world.call("config", [()] * 3) == [{"start": 1}] * 3
 
 
 def test_a_rank_that_hangs_fails_the_call_after_the_timeout(world):

@@ -8,10 +8,13 @@ import time
 
 class ToyRank:
     def __init__(self, rank: int, world_size: int, config: dict) -> None:
-        self.rank, self.world_size, self.config = rank, world_size, config
+        self.rank, self.world_size, self.config_given = rank, world_size, config
 
     def echo(self, value: object) -> tuple:
         return self.rank, self.world_size, value
+
+    def config(self) -> dict:
+        return self.config_given
 
     def fail(self, failing_rank: int) -> None:
         if self.rank == failing_rank:

@@ -44,6 +44,9 @@ _LAYERS = {
                     "TF collective ops over logical CPU devices (in-process)", "local")
        for name, framework in (("keras.tensorflow.mirrored", "keras"), ("tf_keras.mirrored", "tf_keras"),
                                ("tf_keras.SyncBatchNormalization.mirrored", "tf_keras"))},
+    **{name: _Layer(name, framework, "keras", (framework, "tensorflow"), "tf.distribute.MultiWorkerMirroredStrategy",
+                    "gRPC and TF collective ops on 127.0.0.1 (one process per worker)", "local")
+       for name, framework in (("keras.tensorflow.multiworker", "keras"), ("tf_keras.multiworker", "tf_keras"))},
     "torch.fairscale.gloo": _Layer(
         "torch.fairscale.gloo", "fairscale", "torch", ("torch", "fairscale"), "torch.distributed",
         "gloo over TCP on 127.0.0.1 (one process per rank)", "local", channel_axes=frozenset({1})),
@@ -93,16 +96,21 @@ class SynchronizedImplementation(Implementation):
 
             _, api, mapping = kind.split(".")
             return JaxWorldLayer(api, mapping, self.world_size, spec)
+        from ..world.ranks import RankWorldLayer
+
         if self.layer.framework == "fairscale":
-            from ..world.torch_world import TorchWorldLayer
+            from ..world.torch_world import world
 
-            return TorchWorldLayer(self.world_size, spec)
-        from ..world.tf_world import TfWorldLayer
+            return RankWorldLayer(world(self.world_size), spec)
+        from ..world import tf_world
 
+        tf_kind = {"keras": "keras", "tf_keras": "tf_keras"}[kind.split(".")[0]]
+        tf_kind = "tf_keras_sync" if "SyncBatchNormalization" in kind else tf_kind
+        if "multiworker" in kind:
+            return RankWorldLayer(tf_world.multiworker(self.world_size), tf_kind, spec)
         if os.environ.get("BN_WORLD_SIZE") != str(self.world_size):
             raise RuntimeError(f"{self.name} runs in a process with BN_WORLD_SIZE={self.world_size}")
-        tf_kind = {"keras.tensorflow.mirrored": "keras", "tf_keras.mirrored": "tf_keras"}.get(kind, "tf_keras_sync")
-        return TfWorldLayer(tf_kind, self.world_size, spec)
+        return tf_world.TfWorldLayer(tf_kind, self.world_size, spec)
 
 
 def _tensorflow_dist() -> str:

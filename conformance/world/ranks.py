@@ -4,7 +4,8 @@
 rank object with ``factory(rank, world_size, config)`` (``module:function``) and then serving calls: a
 call sends every rank its own arguments and waits for every answer. A rank that raises, dies or does not
 answer within the timeout fails the call with :class:`RankFailed`, naming the rank and carrying its
-traceback, and the whole world is stopped (a half-finished collective cannot be resumed); the next call
+traceback. A rank that dies or hangs stops the whole world (a half-finished collective cannot be
+resumed) and the next call
 starts a fresh one. Ranks exit when their pipe closes, so no rank outlives the process that started it.
 """
 
@@ -12,16 +13,22 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import itertools
 import os
 import socket
 import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-__all__ = ["RankFailed", "World"]
+import numpy as np
+
+from ..adapters.base import State
+from . import WorldStep
+
+__all__ = ["RankFailed", "RankWorldLayer", "World"]
 
 
 class RankFailed(RuntimeError):
@@ -29,7 +36,10 @@ class RankFailed(RuntimeError):
 
 
 class World:
-    def __init__(self, factory: str, world_size: int, config: dict, timeout_s: float = 300.0) -> None:
+    def __init__(self, factory: str, world_size: int, config: dict | Callable[[], dict],
+                 timeout_s: float = 300.0) -> None:
+        """``config`` goes to every rank's factory; a callable makes a fresh one for every start (a new
+        rendezvous, so that a restarted world never meets its predecessor's addresses)."""
         self.factory, self.world_size, self.config, self.timeout_s = factory, world_size, config, timeout_s
         self.processes: list[subprocess.Popen] = []
         self.conns: list[Connection] = []
@@ -40,6 +50,7 @@ class World:
         return [p.pid for p in self.processes]
 
     def _start(self) -> None:
+        config = self.config() if callable(self.config) else self.config
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         for rank in range(self.world_size):
             ours, theirs = socket.socketpair()
@@ -49,7 +60,7 @@ class World:
             ))
             theirs.close()
             self.conns.append(Connection(ours.detach()))
-            self.conns[-1].send(self.config)
+            self.conns[-1].send(config)
 
     def call(self, op: str, per_rank_args: Sequence[tuple]) -> list[Any]:
         """``op`` on every rank, rank ``r`` with ``per_rank_args[r]``; every rank's result, in rank order."""
@@ -68,6 +79,7 @@ class World:
 
     def _answers(self, op: str) -> list[Any]:
         answers: dict[int, Any] = {}
+        errors: dict[int, str] = {}
         pending = dict(enumerate(self.conns))
         while pending:
             ready = wait(list(pending.values()), timeout=self.timeout_s)
@@ -80,10 +92,11 @@ class World:
                 except EOFError:
                     self.stop()
                     raise RankFailed(f"{op}: rank {rank} died (exit codes {self._exit_codes()})") from None
-                if status == "error":
-                    self.stop()
-                    raise RankFailed(f"{op}: rank {rank} raised {payload}")
-                answers[rank] = payload
+                (errors if status == "error" else answers)[rank] = payload
+        if errors:  # every rank answered, so none waits in a collective: the world stays up
+            rank = min(errors)
+            raise RankFailed(f"{op}: rank {rank} raised {errors[rank]}" + (
+                f"\n(ranks {sorted(errors)} raised)" if len(errors) > 1 else ""))
         return [answers[r] for r in range(self.world_size)]
 
     def _exit_codes(self) -> list[int | None]:
@@ -100,6 +113,54 @@ class World:
                 process.kill()
                 process.wait()
         self.processes, self.conns = [], []
+
+
+class RankWorldLayer:
+    """A :class:`~conformance.world.WorldLayer` whose ranks are the processes of ``world``. Every rank
+    object serves ``build(layer_id, *build_args)``, ``drop``, ``set_state``, ``get_state`` (its own
+    :class:`State`), ``forward(layer_id, x, training)`` and ``forward_backward(layer_id, x, dy, training)``,
+    the last two returning its output and the number of cross-rank reductions it issued."""
+
+    _ids = itertools.count()
+
+    def __init__(self, world: World, *build_args: Any) -> None:
+        self.world, self.id = world, next(self._ids)
+        self._all("build", *build_args)
+
+    def __del__(self) -> None:
+        if self.world.processes:
+            self._all("drop")
+
+    def _all(self, op: str, *args: Any) -> list:
+        return self.world.call(op, [(self.id, *args)] * self.world.world_size)
+
+    def set_state(self, state: State) -> None:
+        self._all("set_state", state)
+
+    def get_state(self) -> list[State]:
+        return self._all("get_state")
+
+    def forward(self, shards: list[np.ndarray], training: bool) -> WorldStep:
+        answers = self.world.call("forward", [(self.id, x, training) for x in shards])
+        return WorldStep([y for y, _ in answers], sum(n for _, n in answers))
+
+    def forward_backward(self, shards: list[np.ndarray], cotangents: list[np.ndarray], training: bool) -> WorldStep:
+        answers = self.world.call("forward_backward",
+                                  [(self.id, x, dy, training) for x, dy in zip(shards, cotangents)])
+        return WorldStep([out for out, _ in answers], sum(n for _, n in answers))
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now, for engines that must be told their ports up front
+    (TensorFlow's ``TF_CONFIG``, JAX's coordinator): bound together, so they differ, then released."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _serve(conn: Connection, factory: str, rank: int, world_size: int) -> None:

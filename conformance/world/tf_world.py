@@ -24,20 +24,25 @@ _COUNT = {"all_reduce": 0}
 
 @functools.cache
 def tensorflow():
-    """TensorFlow with ``LOGICAL_DEVICES`` logical CPUs, and replica-context all-reduces counted."""
+    """TensorFlow with ``LOGICAL_DEVICES`` logical CPUs (before anything initializes it)."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * LOGICAL_DEVICES)
+    return tf
+
+
+@functools.cache
+def counted(tf) -> None:
+    """Count every replica context's ``all_reduce`` call (in :data:`_COUNT`)."""
     original = tf.distribute.ReplicaContext.all_reduce
 
     @functools.wraps(original)
-    def counted(self, *args, **kwargs):
+    def counting(self, *args, **kwargs):
         _COUNT["all_reduce"] += 1
         return original(self, *args, **kwargs)
 
-    tf.distribute.ReplicaContext.all_reduce = counted
-    return tf
+    tf.distribute.ReplicaContext.all_reduce = counting
 
 
 @functools.cache
@@ -50,7 +55,6 @@ def strategy(world_size: int):
 
 
 def _make_layer(kind: str, spec: LayerSpec):
-    tensorflow()
     args = dict(axis=spec.channel_axis, momentum=spec.momentum, epsilon=spec.eps, center=spec.affine,
                 scale=spec.affine)
     if kind == "keras":
@@ -71,10 +75,11 @@ class TfWorldLayer:
     """``kind`` (``keras``, ``tf_keras``, ``tf_keras_sync``: ``SyncBatchNormalization``) on ``world_size``
     mirrored logical CPUs."""
 
-    def __init__(self, kind: str, world_size: int, spec: LayerSpec) -> None:
-        tf = tensorflow()
+    def __init__(self, kind: str, world_size: int, spec: LayerSpec, distribution=None) -> None:
+        import tensorflow as tf
+
         self.tf, self.spec = tf, spec
-        self.strategy = strategy(world_size)
+        self.strategy = distribution or strategy(world_size)
         with self.strategy.scope():
             self.layer = _make_layer(kind, spec)
             shape = [1] * spec.rank
@@ -83,6 +88,8 @@ class TfWorldLayer:
 
     def _variable(self, field: str):
         var = getattr(self.layer, _FIELDS[field], None)
+        if var is None:
+            return None
         keras3 = type(var).__module__.startswith("keras.")  # a Keras 3 Variable wraps the tf.Variable
         return var.value if keras3 else var
 
@@ -93,12 +100,13 @@ class TfWorldLayer:
                 var.assign(np.asarray(value, var.dtype.as_numpy_dtype))
 
     def get_state(self) -> list[State]:
+        local = len(self.strategy.extended.worker_devices)  # this process's replicas
         copies = {}
         for field in _FIELDS:
             var = self._variable(field)
-            copies[field] = [None] * self.strategy.num_replicas_in_sync if var is None else [
+            copies[field] = [None] * local if var is None else [
                 np.asarray(v.numpy(), np.float64) for v in self.strategy.experimental_local_results(var)]
-        return [State(**{f: v[r] for f, v in copies.items()}) for r in range(self.strategy.num_replicas_in_sync)]
+        return [State(**{f: v[r] for f, v in copies.items()}) for r in range(local)]
 
     def _distribute(self, shards: list[np.ndarray]):
         dtype = self.spec.dtype
@@ -106,6 +114,7 @@ class TfWorldLayer:
             lambda context: self.tf.constant(shards[context.replica_id_in_sync_group], dtype))
 
     def _run(self, fn, *args) -> WorldStep:
+        counted(self.tf)
         before = _COUNT["all_reduce"]
         result = self.strategy.run(fn, args=args)
         per_rank = self.strategy.experimental_local_results(result)
@@ -132,3 +141,57 @@ class TfWorldLayer:
         step_result = self._run(step, self._distribute(shards), self._distribute(cotangents))
         step_result.outputs = [tuple(r) for r in step_result.outputs]
         return step_result
+
+
+class MultiWorkerRank:
+    """One worker of a ``tf.distribute.MultiWorkerMirroredStrategy`` (``conformance.world.ranks``): its
+    ``TF_CONFIG`` names every worker's address on 127.0.0.1, ports chosen free by the coordinator. The
+    strategy is created first thing, as TensorFlow requires in eager mode."""
+
+    def __init__(self, rank: int, world_size: int, config: dict) -> None:
+        import json
+        import os
+
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": config["workers"]},
+                                              "task": {"type": "worker", "index": rank}})
+        import tensorflow as tf
+
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        self.rank, self.world_size, self.layers = rank, world_size, {}
+
+    def build(self, layer_id: int, kind: str, spec: LayerSpec) -> None:
+        self.layers[layer_id] = TfWorldLayer(kind, self.world_size, spec, self.strategy)
+
+    def drop(self, layer_id: int) -> None:
+        self.layers.pop(layer_id, None)
+
+    def set_state(self, layer_id: int, state: State) -> None:
+        self.layers[layer_id].set_state(state)
+
+    def get_state(self, layer_id: int) -> State:
+        return self.layers[layer_id].get_state()[0]  # this worker's own copy
+
+    def _mine(self, x: np.ndarray) -> list:
+        """A list of shards in which only this worker's (the one its replica takes) is given."""
+        shards = [None] * self.world_size
+        shards[self.rank] = x
+        return shards
+
+    def forward(self, layer_id: int, x: np.ndarray, training: bool) -> tuple:
+        step = self.layers[layer_id].forward(self._mine(x), training)
+        return step.outputs[0], step.collectives
+
+    def forward_backward(self, layer_id: int, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
+        step = self.layers[layer_id].forward_backward(self._mine(x), self._mine(dy), training)
+        return step.outputs[0], step.collectives
+
+
+@functools.cache
+def multiworker(world_size: int):
+    """The coordinator's world of ``world_size`` MultiWorkerMirroredStrategy workers."""
+    from .ranks import World, free_ports
+
+    def config() -> dict:  # fresh ports for every start
+        return {"workers": [f"127.0.0.1:{port}" for port in free_ports(world_size)]}
+
+    return World(f"{__name__}:MultiWorkerRank", world_size, config)

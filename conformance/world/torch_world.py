@@ -10,13 +10,11 @@ the ``torch.distributed.all_reduce`` calls its step makes.
 from __future__ import annotations
 
 import functools
-import itertools
 from datetime import timedelta
 
 import numpy as np
 
 from ..adapters.base import LayerSpec, State
-from . import WorldStep
 from .ranks import World
 
 _TIMEOUT = timedelta(seconds=60)  # a collective waiting for a dead peer gives up after this
@@ -91,42 +89,22 @@ class TorchRank:
         return (numpy(y), numpy(xt.grad), *grads), self.collectives - before
 
 
+class _Rendezvous:
+    """A fresh rendezvous store for every start of a world, on a port the system picks; it is kept until
+    the next start (the ranks connect to it while they initialize)."""
+
+    def __init__(self, world_size: int) -> None:
+        self.world_size, self.store = world_size, None
+
+    def __call__(self) -> dict:
+        import torch.distributed as dist
+
+        self.store = dist.TCPStore("127.0.0.1", 0, self.world_size, is_master=True, wait_for_workers=False,
+                                   timeout=_TIMEOUT)
+        return {"host": "127.0.0.1", "port": self.store.port}
+
+
 @functools.cache
 def world(world_size: int) -> World:
-    """The coordinator's world of ``world_size`` ranks, with the rendezvous store it serves."""
-    import torch.distributed as dist
-
-    store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False, timeout=_TIMEOUT)
-    running = World(f"{__name__}:TorchRank", world_size, {"host": "127.0.0.1", "port": store.port})
-    running.store = store  # kept alive with the world
-    return running
-
-
-class TorchWorldLayer:
-    _ids = itertools.count()
-
-    def __init__(self, world_size: int, spec: LayerSpec) -> None:
-        self.world, self.id = world(world_size), next(self._ids)
-        self._all("build", spec)
-
-    def __del__(self) -> None:
-        if self.world.processes:
-            self._all("drop")
-
-    def _all(self, op: str, *args) -> list:
-        return self.world.call(op, [(self.id, *args)] * self.world.world_size)
-
-    def set_state(self, state: State) -> None:
-        self._all("set_state", state)
-
-    def get_state(self) -> list[State]:
-        return self._all("get_state")
-
-    def forward(self, shards: list[np.ndarray], training: bool) -> WorldStep:
-        answers = self.world.call("forward", [(self.id, x, training) for x in shards])
-        return WorldStep([y for y, _ in answers], sum(n for _, n in answers))
-
-    def forward_backward(self, shards: list[np.ndarray], cotangents: list[np.ndarray], training: bool) -> WorldStep:
-        answers = self.world.call("forward_backward",
-                                  [(self.id, x, dy, training) for x, dy in zip(shards, cotangents)])
-        return WorldStep([out for out, _ in answers], sum(n for _, n in answers))
+    """The coordinator's world of ``world_size`` ranks."""
+    return World(f"{__name__}:TorchRank", world_size, _Rendezvous(world_size))
