@@ -4,9 +4,10 @@ Each implementation is one layer on one engine at one world size, named ``<layer
 (``keras.tensorflow.mirrored-ws4``). It runs only the checks of ``checks/test_synchronized.py``
 (:attr:`Capabilities.world`): driving the whole single-device grid through a world would cost minutes per
 implementation and test nothing those checks do not. Worker processes (``adapters/worker.py``), by
-``process_env``: one JAX process with four forced host devices for every Flax world; one TensorFlow
-process per world size (TensorFlow's collectives allow one device set per process); one PyTorch
-coordinator whose worlds are rank processes over gloo.
+``process_env``: one JAX process with four forced host devices for every in-process Flax world, and coordinator of the
+``jax.distributed`` worlds; one TensorFlow process per world size (TensorFlow's collectives allow one
+device set per process), coordinator of the MultiWorkerMirroredStrategy worlds; one PyTorch coordinator.
+Worlds of processes (``jax.distributed``, MultiWorkerMirroredStrategy, gloo) are ``world/ranks.py``'s.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ _LAYERS = {
     **{f"flax.{api}.{mapping}": _Layer(
         f"flax.{api}.{mapping}", "flax", "flax", ("flax", "jax"), f"jax.{mapping}", "XLA host devices (in-process)",
         "sum" if mapping == "shard_map" else "local") for api in ("linen", "nnx") for mapping in ("shard_map", "pmap")},
+    **{f"flax.{api}.shard_map.jax_distributed": _Layer(
+        f"flax.{api}.shard_map.jax_distributed", "flax", "flax", ("flax", "jax"), "jax.distributed + jax.shard_map",
+        "gloo over TCP on 127.0.0.1 (one process per rank)", "sum") for api in ("linen", "nnx")},
     **{name: _Layer(name, framework, "keras", (framework, "tensorflow"), "tf.distribute.MirroredStrategy",
                     "TF collective ops over logical CPU devices (in-process)", "local")
        for name, framework in (("keras.tensorflow.mirrored", "keras"), ("tf_keras.mirrored", "tf_keras"),
@@ -91,12 +95,15 @@ class SynchronizedImplementation(Implementation):
 
     def build(self, spec: LayerSpec):
         kind = self.layer.name
-        if self.layer.framework == "flax":
-            from ..world.jax_world import JaxWorldLayer
-
-            _, api, mapping = kind.split(".")
-            return JaxWorldLayer(api, mapping, self.world_size, spec)
         from ..world.ranks import RankWorldLayer
+
+        if self.layer.framework == "flax":
+            from ..world import jax_world
+
+            _, api, mapping, *processes = kind.split(".")
+            if processes:
+                return RankWorldLayer(jax_world.distributed_world(self.world_size), api, spec, every_shard=True)
+            return jax_world.JaxWorldLayer(api, mapping, self.world_size, spec)
 
         if self.layer.framework == "fairscale":
             from ..world.torch_world import world

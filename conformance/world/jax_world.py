@@ -95,6 +95,8 @@ class JaxWorldLayer:
         self.devices = jax.devices()[:world_size]
         if len(self.devices) < world_size:
             raise RuntimeError(f"{world_size} ranks need {world_size} devices, JAX has {len(jax.devices())}")
+        # The ranks whose devices this process holds: all of them, except across processes (jax.distributed).
+        self.local_ranks = [r for r, d in enumerate(self.devices) if d.process_index == jax.process_index()]
         self.apply, params, stats = _pure_apply(api, spec)
         self.params, self.stats = self._replicate(params), self._replicate(stats)
         self._steps: dict[tuple, Callable] = {}
@@ -118,7 +120,7 @@ class JaxWorldLayer:
         if self.mapping == "pmap":
             return [_numpy(array[r]) for r in range(len(self.devices))]
         blocks = {shard.device: shard.data for shard in array.addressable_shards}
-        return [_numpy(blocks[device]) for device in self.devices]
+        return [_numpy(blocks[self.devices[r]]) for r in self.local_ranks]
 
     def _leaf(self, tree, name: str):
         import jax
@@ -145,13 +147,14 @@ class JaxWorldLayer:
         for tree, names in ((self.params, self.names[0]), (self.stats, self.names[1])):
             for field, name in names.items():
                 leaf = self._leaf(tree, name)
-                fields[field] = [None] * len(self.devices) if leaf is None else self._per_rank(leaf)
-        return [State(**{f: v[r] for f, v in fields.items()}) for r in range(len(self.devices))]
+                fields[field] = [None] * len(self.local_ranks) if leaf is None else self._per_rank(leaf)
+        return [State(**{f: v[k] for f, v in fields.items()}) for k in range(len(self.local_ranks))]
 
     # -- steps -----------------------------------------------------------------------------------
     def _blocks(self, shards: list[np.ndarray]):
         """The shards padded to equal blocks and stacked (pmap) or concatenated (shard_map), with the mask
         of real samples, or None when the shards are equal."""
+        import jax
         import jax.numpy as jnp
 
         size = max(len(s) for s in shards)
@@ -159,10 +162,14 @@ class JaxWorldLayer:
         equal = all(len(s) == size for s in shards)
         masks = [(np.arange(size) < len(s)).reshape(size, *[1] * (s.ndim - 1)) for s in shards]
         join = np.stack if self.mapping == "pmap" else np.concatenate
-        return jnp.asarray(join(padded), self.spec.dtype), None if equal else jnp.asarray(join(masks))
+        if self.mapping == "pmap":
+            return jnp.asarray(join(padded), self.spec.dtype), None if equal else jnp.asarray(join(masks))
+        # Placed by the sharding: across processes, each takes its own devices' blocks of the same array.
+        place = functools.partial(jax.device_put, device=self._sharding(replicated=False))
+        return place(join(padded).astype(self.spec.dtype)), None if equal else place(join(masks))
 
     def _unblock(self, array, sizes: list[int]) -> list[np.ndarray]:
-        return [block[:n] for block, n in zip(self._per_rank(array), sizes)]
+        return [block[:sizes[r]] for block, r in zip(self._per_rank(array), self.local_ranks)]
 
     def forward(self, shards: list[np.ndarray], training: bool) -> WorldStep:
         x, mask = self._blocks(shards)
@@ -177,7 +184,7 @@ class JaxWorldLayer:
         y, dx, dparams, self.stats = step(*args)
         sizes = [len(s) for s in shards]
         per_param = [self._leaf(dparams, n) for n in ("scale", "bias")]
-        grads = [[None] * len(sizes) if g is None else self._per_rank(g) for g in per_param]
+        grads = [[None] * len(self.local_ranks) if g is None else self._per_rank(g) for g in per_param]
         outputs = list(zip(self._unblock(y, sizes), self._unblock(dx, sizes), *grads))
         return WorldStep(outputs, self._collectives(step, args))
 
@@ -232,3 +239,49 @@ class JaxWorldLayer:
 
 def _forward_of(apply: Callable, training: bool, params, x, stats, mask):
     return apply(params, stats, x, mask, training)
+
+
+class JaxDistributedRank:
+    """One process of a ``jax.distributed`` world (``conformance.world.ranks``), one CPU device each,
+    collectives over gloo. Every process runs the same ``shard_map`` program on the same global arrays and
+    holds its own device's block; it is given every shard (each takes its own from the global array)."""
+
+    def __init__(self, rank: int, world_size: int, config: dict) -> None:
+        import os
+
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"  # not the coordinator's four
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(config["coordinator"], num_processes=world_size, process_id=rank,
+                                   initialization_timeout=120)
+        self.world_size, self.layers = world_size, {}
+
+    def build(self, layer_id: int, api: str, spec: LayerSpec) -> None:
+        self.layers[layer_id] = JaxWorldLayer(api, "shard_map", self.world_size, spec)
+
+    def drop(self, layer_id: int) -> None:
+        self.layers.pop(layer_id, None)
+
+    def set_state(self, layer_id: int, state: State) -> None:
+        self.layers[layer_id].set_state(state)
+
+    def get_state(self, layer_id: int) -> State:
+        return self.layers[layer_id].get_state()[0]  # this process's own copy
+
+    def forward(self, layer_id: int, shards: list[np.ndarray], training: bool) -> tuple:
+        step = self.layers[layer_id].forward(shards, training)
+        return step.outputs[0], step.collectives
+
+    def forward_backward(self, layer_id: int, shards: list, cotangents: list, training: bool) -> tuple:
+        step = self.layers[layer_id].forward_backward(shards, cotangents, training)
+        return step.outputs[0], step.collectives
+
+
+@functools.cache
+def distributed_world(world_size: int):
+    """The coordinator's world of ``world_size`` ``jax.distributed`` processes."""
+    from .ranks import World, free_ports
+
+    return World(f"{__name__}:JaxDistributedRank", world_size,
+                 lambda: {"coordinator": f"127.0.0.1:{free_ports(1)[0]}"})

@@ -123,9 +123,14 @@ class RankWorldLayer:
 
     _ids = itertools.count()
 
-    def __init__(self, world: World, *build_args: Any) -> None:
-        self.world, self.id = world, next(self._ids)
+    def __init__(self, world: World, *build_args: Any, every_shard: bool = False) -> None:
+        """``every_shard``: each rank is given every shard, not only its own (SPMD engines that build the
+        global array in every process, like ``jax.distributed``)."""
+        self.world, self.id, self.every_shard = world, next(self._ids), every_shard
         self._all("build", *build_args)
+
+    def _shards(self, shards: list) -> list:
+        return [shards] * len(shards) if self.every_shard else shards
 
     def __del__(self) -> None:
         if self.world.processes:
@@ -141,12 +146,13 @@ class RankWorldLayer:
         return self._all("get_state")
 
     def forward(self, shards: list[np.ndarray], training: bool) -> WorldStep:
-        answers = self.world.call("forward", [(self.id, x, training) for x in shards])
+        answers = self.world.call("forward", [(self.id, x, training) for x in self._shards(shards)])
         return WorldStep([y for y, _ in answers], sum(n for _, n in answers))
 
     def forward_backward(self, shards: list[np.ndarray], cotangents: list[np.ndarray], training: bool) -> WorldStep:
         answers = self.world.call("forward_backward",
-                                  [(self.id, x, dy, training) for x, dy in zip(shards, cotangents)])
+                                  [(self.id, x, dy, training)
+                                   for x, dy in zip(self._shards(shards), self._shards(cotangents))])
         return WorldStep([out for out, _ in answers], sum(n for _, n in answers))
 
 
