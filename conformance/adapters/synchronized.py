@@ -19,7 +19,7 @@ from types import MappingProxyType
 from .base import Capabilities, Implementation, LayerSpec, World
 
 WORLD_SIZES = (2, 4)
-_JAX_ENV = {"JAX_ENABLE_X64": "1", "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(WORLD_SIZES)}"}
+_JAX_ENV = {"JAX_ENABLE_X64": "1", "KERAS_BACKEND": "jax", "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(WORLD_SIZES)}"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ _LAYERS = {
     **{f"flax.{api}.shard_map.jax_distributed": _Layer(
         f"flax.{api}.shard_map.jax_distributed", "flax", "flax", ("flax", "jax"), "jax.distributed + jax.shard_map",
         "gloo over TCP on 127.0.0.1 (one process per rank)", "sum") for api in ("linen", "nnx")},
+    "keras.jax.data_parallel": _Layer(
+        "keras.jax.data_parallel", "keras", "keras", ("keras", "jax"), "keras.distribution.DataParallel (jax.jit SPMD)",
+        "XLA host devices (in-process)", "sum"),
     **{name: _Layer(name, framework, "keras", (framework, "tensorflow"), "tf.distribute.MirroredStrategy",
                     "TF collective ops over logical CPU devices (in-process)", "local")
        for name, framework in (("keras.tensorflow.mirrored", "keras"), ("tf_keras.mirrored", "tf_keras"),
@@ -68,7 +71,7 @@ class SynchronizedImplementation(Implementation):
         features = frozenset({"affine_false"})
         self.capabilities = Capabilities(dtypes=frozenset({"float32"}), ranks=layer.ranks,
                                          channel_axes=layer.channel_axes, features=features, world=world)
-        if layer.framework == "flax":
+        if "jax" in layer.engine:
             env = _JAX_ENV
         elif layer.framework in ("keras", "tf_keras"):
             env = {"KERAS_BACKEND": "tensorflow", "BN_WORLD_SIZE": str(world_size)}
@@ -80,7 +83,7 @@ class SynchronizedImplementation(Implementation):
         import importlib.metadata as metadata
 
         layer = self.layer
-        backend = {"flax": "jax", "fairscale": "torch"}.get(layer.framework, "tensorflow")
+        backend = "jax" if "jax" in layer.engine else {"fairscale": "torch"}.get(layer.framework, "tensorflow")
         return {"version": metadata.version(layer.framework), "backend": backend,
                 "backend_version": metadata.version(backend if backend != "tensorflow" else _tensorflow_dist()),
                 "engine": layer.engine, "world_size": str(self.world_size), "transport": layer.transport,
@@ -89,7 +92,8 @@ class SynchronizedImplementation(Implementation):
     def defaults(self) -> dict[str, float | int]:
         from . import select
 
-        single = {"flax": f"flax.{self.layer.name.split('.')[1]}", "keras": "keras.tensorflow",
+        keras = "keras.jax" if "jax" in self.layer.engine else "keras.tensorflow"
+        single = {"flax": f"flax.{self.layer.name.split('.')[1]}", "keras": keras,
                   "tf_keras": "tf_keras.nonfused", "fairscale": "torch.BatchNorm2d"}[self.layer.framework]
         return select([single])[0].defaults()
 
@@ -109,6 +113,10 @@ class SynchronizedImplementation(Implementation):
             from ..world.torch_world import world
 
             return RankWorldLayer(world(self.world_size), spec)
+        if kind == "keras.jax.data_parallel":
+            from ..world.keras_jax_world import KerasDataParallelLayer
+
+            return KerasDataParallelLayer(self.world_size, spec)
         from ..world import tf_world
 
         tf_kind = {"keras": "keras", "tf_keras": "tf_keras"}[kind.split(".")[0]]
