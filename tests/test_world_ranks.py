@@ -5,6 +5,7 @@ process outlives its world."""
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -56,3 +57,24 @@ def test_a_rank_that_hangs_fails_the_call_after_the_timeout(world):
     world.timeout_s = 2
     with pytest.raises(RankFailed, match=r"rank\(s\) \[0\] gave no answer within 2 s"):
         world.call("hang", [(0,)] * 3)
+
+
+def test_a_gloo_world_leaves_no_process_and_no_port_behind():
+    pytest.importorskip("torch")
+    pytest.importorskip("fairscale")
+    import numpy as np
+
+    from conformance.adapters.base import LayerSpec
+    from conformance.world.torch_world import _Rendezvous
+
+    rendezvous = _Rendezvous(2)
+    running = World("conformance.world.torch_world:TorchRank", 2, rendezvous, timeout_s=300)
+    spec = LayerSpec(num_features=3, rank=2, channel_axis=1, eps=1e-5, momentum=0.1)
+    running.call("build", [(0, spec)] * 2)
+    outputs = running.call("forward", [(0, np.ones((2, 3), np.float32), True)] * 2)
+    assert [collectives for _, collectives in outputs] == [2, 2]  # fairscale's two all-reduces, on each rank
+    pids, port = running.pids, rendezvous.store.port
+    running.stop()
+    assert not any(_alive(pid) for pid in pids)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there any more

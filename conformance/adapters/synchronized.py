@@ -19,7 +19,8 @@ from types import MappingProxyType
 from .base import Capabilities, Implementation, LayerSpec, World
 
 WORLD_SIZES = (2, 4)
-_JAX_ENV = {"JAX_ENABLE_X64": "1", "KERAS_BACKEND": "jax", "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(WORLD_SIZES)}"}
+_JAX_ENV = {"JAX_ENABLE_X64": "1", "KERAS_BACKEND": "jax",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(WORLD_SIZES)}"}
 
 
 @dataclass(frozen=True)

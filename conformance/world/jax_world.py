@@ -113,7 +113,8 @@ class JaxWorldLayer:
     def _sharding(self, replicated: bool):
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-        return NamedSharding(Mesh(np.array(self.devices), (_AXIS,)), PartitionSpec() if replicated else PartitionSpec(_AXIS))
+        spec = PartitionSpec() if replicated else PartitionSpec(_AXIS)
+        return NamedSharding(Mesh(np.array(self.devices), (_AXIS,)), spec)
 
     def _per_rank(self, array) -> list[np.ndarray]:
         """Each device's own copy (or block) of ``array``, in rank order."""

@@ -39,7 +39,8 @@ class World:
     def __init__(self, factory: str, world_size: int, config: dict | Callable[[], dict],
                  timeout_s: float = 300.0) -> None:
         """``config`` goes to every rank's factory; a callable makes a fresh one for every start (a new
-        rendezvous, so that a restarted world never meets its predecessor's addresses)."""
+        rendezvous, so that a restarted world never meets its predecessor's addresses), and its ``close()``,
+        if it has one, is called when the world stops."""
         self.factory, self.world_size, self.config, self.timeout_s = factory, world_size, config, timeout_s
         self.processes: list[subprocess.Popen] = []
         self.conns: list[Connection] = []
@@ -113,6 +114,8 @@ class World:
                 process.kill()
                 process.wait()
         self.processes, self.conns = [], []
+        if callable(close := getattr(self.config, "close", None)):  # a rendezvous the coordinator serves
+            close()
 
 
 class RankWorldLayer:

@@ -90,8 +90,8 @@ class TorchRank:
 
 
 class _Rendezvous:
-    """A fresh rendezvous store for every start of a world, on a port the system picks; it is kept until
-    the next start (the ranks connect to it while they initialize)."""
+    """A fresh rendezvous store for every start of a world, on a port the system picks, served until the
+    world stops."""
 
     def __init__(self, world_size: int) -> None:
         self.world_size, self.store = world_size, None
@@ -102,6 +102,9 @@ class _Rendezvous:
         self.store = dist.TCPStore("127.0.0.1", 0, self.world_size, is_master=True, wait_for_workers=False,
                                    timeout=_TIMEOUT)
         return {"host": "127.0.0.1", "port": self.store.port}
+
+    def close(self) -> None:
+        self.store = None  # the last reference: the store's server stops and its port closes
 
 
 @functools.cache
