@@ -17,6 +17,7 @@ import numpy as np
 
 from ..adapters.base import LayerSpec, State
 from . import WorldStep
+from .ranks import LayerRank
 
 _AXIS = "ranks"
 _COLLECTIVES = ("psum", "pmean", "pmax", "pmin", "all_gather", "all_to_all", "ppermute", "reduce_scatter")
@@ -242,7 +243,7 @@ def _forward_of(apply: Callable, training: bool, params, x, stats, mask):
     return apply(params, stats, x, mask, training)
 
 
-class JaxDistributedRank:
+class JaxDistributedRank(LayerRank):
     """One process of a ``jax.distributed`` world (``conformance.world.ranks``), one CPU device each,
     collectives over gloo. Every process runs the same ``shard_map`` program on the same global arrays and
     holds its own device's block; it is given every shard (each takes its own from the global array)."""
@@ -250,33 +251,17 @@ class JaxDistributedRank:
     def __init__(self, rank: int, world_size: int, config: dict) -> None:
         import os
 
+        super().__init__()
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"  # not the coordinator's four
         import jax
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(config["coordinator"], num_processes=world_size, process_id=rank,
                                    initialization_timeout=120)
-        self.world_size, self.layers = world_size, {}
+        self.world_size = world_size
 
-    def build(self, layer_id: int, api: str, spec: LayerSpec) -> None:
-        self.layers[layer_id] = JaxWorldLayer(api, "shard_map", self.world_size, spec)
-
-    def drop(self, layer_id: int) -> None:
-        self.layers.pop(layer_id, None)
-
-    def set_state(self, layer_id: int, state: State) -> None:
-        self.layers[layer_id].set_state(state)
-
-    def get_state(self, layer_id: int) -> State:
-        return self.layers[layer_id].get_state()[0]  # this process's own copy
-
-    def forward(self, layer_id: int, shards: list[np.ndarray], training: bool) -> tuple:
-        step = self.layers[layer_id].forward(shards, training)
-        return step.outputs[0], step.collectives
-
-    def forward_backward(self, layer_id: int, shards: list, cotangents: list, training: bool) -> tuple:
-        step = self.layers[layer_id].forward_backward(shards, cotangents, training)
-        return step.outputs[0], step.collectives
+    def make(self, api: str, spec: LayerSpec) -> JaxWorldLayer:
+        return JaxWorldLayer(api, "shard_map", self.world_size, spec)
 
 
 @functools.cache

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 from ..adapters.base import State
 from . import WorldStep
 
-__all__ = ["RankFailed", "RankWorldLayer", "World"]
+__all__ = ["LayerRank", "RankFailed", "RankWorldLayer", "World", "free_ports"]
 
 
 class RankFailed(RuntimeError):
@@ -157,6 +158,42 @@ class RankWorldLayer:
                                   [(self.id, x, dy, training)
                                    for x, dy in zip(self._shards(shards), self._shards(cotangents))])
         return WorldStep([out for out, _ in answers], sum(n for _, n in answers))
+
+
+class LayerRank(ABC):
+    """A rank process of an engine whose layer is itself a :class:`~conformance.world.WorldLayer` (one
+    whose local part is this rank): it serves :class:`RankWorldLayer` by keeping one such layer per id.
+    Subclasses say how to build it (``make``) and how the shard(s) a call brings become its shard list."""
+
+    def __init__(self) -> None:
+        self.layers: dict[int, Any] = {}
+
+    @abstractmethod
+    def make(self, *build_args: Any) -> Any:
+        """A new world layer (of which this process holds a part) from :class:`RankWorldLayer`'s arguments."""
+
+    def shards(self, given: Any) -> list:
+        return given
+
+    def build(self, layer_id: int, *build_args: Any) -> None:
+        self.layers[layer_id] = self.make(*build_args)
+
+    def drop(self, layer_id: int) -> None:
+        self.layers.pop(layer_id, None)
+
+    def set_state(self, layer_id: int, state: State) -> None:
+        self.layers[layer_id].set_state(state)
+
+    def get_state(self, layer_id: int) -> State:
+        return self.layers[layer_id].get_state()[0]  # this process's own copy
+
+    def forward(self, layer_id: int, x: Any, training: bool) -> tuple:
+        step = self.layers[layer_id].forward(self.shards(x), training)
+        return step.outputs[0], step.collectives
+
+    def forward_backward(self, layer_id: int, x: Any, dy: Any, training: bool) -> tuple:
+        step = self.layers[layer_id].forward_backward(self.shards(x), self.shards(dy), training)
+        return step.outputs[0], step.collectives
 
 
 def free_ports(count: int) -> list[int]:

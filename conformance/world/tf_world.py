@@ -17,6 +17,7 @@ import numpy as np
 
 from ..adapters.base import LayerSpec, State
 from . import WorldStep
+from .ranks import LayerRank
 
 LOGICAL_DEVICES = 4
 _COUNT = {"all_reduce": 0}
@@ -143,7 +144,7 @@ class TfWorldLayer:
         return step_result
 
 
-class MultiWorkerRank:
+class MultiWorkerRank(LayerRank):
     """One worker of a ``tf.distribute.MultiWorkerMirroredStrategy`` (``conformance.world.ranks``): its
     ``TF_CONFIG`` names every worker's address on 127.0.0.1, ports chosen free by the coordinator. The
     strategy is created first thing, as TensorFlow requires in eager mode."""
@@ -152,38 +153,22 @@ class MultiWorkerRank:
         import json
         import os
 
+        super().__init__()
         os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": config["workers"]},
                                               "task": {"type": "worker", "index": rank}})
         import tensorflow as tf
 
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        self.rank, self.world_size, self.layers = rank, world_size, {}
+        self.rank, self.world_size = rank, world_size
 
-    def build(self, layer_id: int, kind: str, spec: LayerSpec) -> None:
-        self.layers[layer_id] = TfWorldLayer(kind, self.world_size, spec, self.strategy)
+    def make(self, kind: str, spec: LayerSpec) -> TfWorldLayer:
+        return TfWorldLayer(kind, self.world_size, spec, self.strategy)
 
-    def drop(self, layer_id: int) -> None:
-        self.layers.pop(layer_id, None)
-
-    def set_state(self, layer_id: int, state: State) -> None:
-        self.layers[layer_id].set_state(state)
-
-    def get_state(self, layer_id: int) -> State:
-        return self.layers[layer_id].get_state()[0]  # this worker's own copy
-
-    def _mine(self, x: np.ndarray) -> list:
+    def shards(self, given: np.ndarray) -> list:
         """A list of shards in which only this worker's (the one its replica takes) is given."""
         shards = [None] * self.world_size
-        shards[self.rank] = x
+        shards[self.rank] = given
         return shards
-
-    def forward(self, layer_id: int, x: np.ndarray, training: bool) -> tuple:
-        step = self.layers[layer_id].forward(self._mine(x), training)
-        return step.outputs[0], step.collectives
-
-    def forward_backward(self, layer_id: int, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
-        step = self.layers[layer_id].forward_backward(self._mine(x), self._mine(dy), training)
-        return step.outputs[0], step.collectives
 
 
 @functools.cache
