@@ -121,6 +121,15 @@ class WorldMirror:
                        split_batch(cond.y(self._last(y), xhat), self.sizes))
         self._collectives(step.collectives, expect_some=False)
 
+    def fit(self, batches: list[np.ndarray]) -> None:
+        """One ``model.fit`` step per global batch (the framework shards it): every rank's running
+        statistics follow the global batches'."""
+        collectives = self.layer.fit(batches)
+        for x in batches:
+            cond, _, mean, var = self._conditioning(np.asarray(x, np.float64))
+            self._update_running(cond, mean, var)
+        self._collectives(collectives, expect_some=True)
+
     def compare_state(self) -> None:
         """Every rank's running statistics against the global batch's."""
         states = self.layer.get_state()

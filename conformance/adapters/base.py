@@ -150,6 +150,8 @@ class World:
     transport: str
     world_size: int
     parameter_gradients: str
+    # Also trained through the framework's own training loop (``model.fit``): the layer has ``fit``.
+    model_fit: bool = False
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ class _Layer:
     engine: str
     transport: str
     parameter_gradients: str
+    model_fit: bool = False
     channel_axes: frozenset[int] = frozenset({1, -1})
     ranks: frozenset[int] = frozenset({2, 3, 4, 5})
 
@@ -49,7 +50,7 @@ _LAYERS = {
         "keras.jax.data_parallel", "keras", "keras", ("keras", "jax"), "keras.distribution.DataParallel (jax.jit SPMD)",
         "XLA host devices (in-process)", "sum"),
     **{name: _Layer(name, framework, "keras", (framework, "tensorflow"), "tf.distribute.MirroredStrategy",
-                    "TF collective ops over logical CPU devices (in-process)", "local")
+                    "TF collective ops over logical CPU devices (in-process)", "local", model_fit=True)
        for name, framework in (("keras.tensorflow.mirrored", "keras"), ("tf_keras.mirrored", "tf_keras"),
                                ("tf_keras.SyncBatchNormalization.mirrored", "tf_keras"))},
     **{name: _Layer(name, framework, "keras", (framework, "tensorflow"), "tf.distribute.MultiWorkerMirroredStrategy",
@@ -68,7 +69,7 @@ class SynchronizedImplementation(Implementation):
         self.layer, self.world_size = layer, world_size
         self.name = f"{layer.name}-ws{world_size}"
         self.framework, self.convention, self.requires = layer.framework, layer.convention, layer.requires
-        world = World(layer.engine, layer.transport, world_size, layer.parameter_gradients)
+        world = World(layer.engine, layer.transport, world_size, layer.parameter_gradients, layer.model_fit)
         features = frozenset({"affine_false"})
         self.capabilities = Capabilities(dtypes=frozenset({"float32"}), ranks=layer.ranks,
                                          channel_axes=layer.channel_axes, features=features, world=world)

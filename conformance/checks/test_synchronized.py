@@ -4,7 +4,8 @@ Each distributed implementation (``adapters/synchronized.py``) shards a global b
 (:data:`SHARDINGS`, sizes per world size): equal shards, unequal ones, a rank holding a single sample,
 and one sample on every rank. Training: every rank's output and running statistics after each of three
 steps equal the single-device results on the concatenated batch (:mod:`reference.sharding`), and the
-step communicated. Gradients: every rank's dx is its slice of the global dx, and dgamma/dbeta are what
+step communicated; also through the framework's own training loop (``model.fit``, where the
+implementation declares it), whose running statistics must be the global batches'. Gradients: every rank's dx is its slice of the global dx, and dgamma/dbeta are what
 the engine promises (its shard's share, or the global sum). Inference: every rank normalizes its own
 shard with the running statistics, and no cross-rank reduction happens.
 """
@@ -77,4 +78,19 @@ def test_synchronized_inference(synchronized, rank, sharding, position):
     mirror = synchronized(rank, sharding, position)
     mirror.infer(mirror.case.batches()[0])
     mirror.compare_state()  # inference never updates the statistics
+    mirror.verify()
+
+
+FIT = [(r, "equal", "default") for r in (2, 4)] + [(4, "unequal", "default")]
+
+
+@pytest.mark.parametrize("rank, sharding, position", FIT, ids=_ids(FIT))
+def test_synchronized_model_fit(impl, synchronized, rank, sharding, position):
+    """``model.fit`` splits each global batch over the replicas itself (tf.data): here the sharding only
+    sets the global batch size (the sum of its sizes: 6 to 12 samples)."""
+    if not impl.capabilities.world.model_fit:
+        pytest.skip(f"{impl.name}: no framework training loop is driven (World.model_fit)")
+    mirror = synchronized(rank, sharding, position, steps=3)
+    mirror.fit(mirror.case.batches())
+    mirror.compare_state()
     mirror.verify()

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..adapters.base import State
 
-__all__ = ["WorldLayer", "WorldStep"]
+__all__ = ["FittedWorldLayer", "WorldLayer", "WorldStep"]
 
 
 @dataclass
@@ -50,3 +50,12 @@ class WorldLayer(Protocol):
         """One step and the gradients of ``sum(y * dy)`` summed over all ranks; outputs: each rank's
         ``(y, dx, dgamma, dbeta)``, the parameter gradients as the rank holds them (its shard's share, or
         already reduced over the world: :attr:`~conformance.adapters.base.World.parameter_gradients`)."""
+
+
+class FittedWorldLayer(WorldLayer, Protocol):
+    """A world layer that also trains through its framework's own loop
+    (:attr:`~conformance.adapters.base.World.model_fit`)."""
+
+    def fit(self, batches: list[np.ndarray]) -> int:
+        """One ``model.fit`` step per global batch, the framework splitting each over the ranks, with the
+        parameters left as they are (learning rate 0); the cross-rank reductions issued."""

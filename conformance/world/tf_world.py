@@ -79,7 +79,7 @@ class TfWorldLayer:
     def __init__(self, kind: str, world_size: int, spec: LayerSpec, distribution=None) -> None:
         import tensorflow as tf
 
-        self.tf, self.spec = tf, spec
+        self.tf, self.spec, self.kind = tf, spec, kind
         self.strategy = distribution or strategy(world_size)
         with self.strategy.scope():
             self.layer = _make_layer(kind, spec)
@@ -142,6 +142,21 @@ class TfWorldLayer:
         step_result = self._run(step, self._distribute(shards), self._distribute(cotangents))
         step_result.outputs = [tuple(r) for r in step_result.outputs]
         return step_result
+
+
+    def fit(self, batches: list[np.ndarray]) -> int:
+        """``model.fit`` of a model holding only this layer, one step per global batch, on a loss whose
+        gradient leaves the parameters alone (SGD at learning rate 0): the training loop users run, which
+        distributes each batch over the replicas itself."""
+        counted(self.tf)
+        before = _COUNT["all_reduce"]
+        framework = __import__("keras" if self.kind == "keras" else "tf_keras")
+        with self.strategy.scope():
+            model = framework.Sequential([framework.Input(batches[0].shape[1:], dtype=self.spec.dtype), self.layer])
+            model.compile(optimizer=framework.optimizers.SGD(learning_rate=0.0), loss="mse")
+        for x in batches:
+            model.fit(x, np.zeros_like(x), batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+        return _COUNT["all_reduce"] - before
 
 
 class MultiWorkerRank(LayerRank):
