@@ -67,7 +67,7 @@ def test_a_gloo_world_leaves_no_process_and_no_port_behind():
     from conformance.adapters.base import LayerSpec
     from conformance.world.torch_world import _Rendezvous
 
-    rendezvous = _Rendezvous(2)
+    rendezvous = _Rendezvous(2, "gloo")
     running = World("conformance.world.torch_world:TorchRank", 2, rendezvous, timeout_s=300)
     spec = LayerSpec(num_features=3, rank=2, channel_axis=1, eps=1e-5, momentum=0.1)
     running.call("build", [(0, spec)] * 2)

@@ -56,6 +56,9 @@ _LAYERS = {
     **{name: _Layer(name, framework, "keras", (framework, "tensorflow"), "tf.distribute.MultiWorkerMirroredStrategy",
                     "gRPC and TF collective ops on 127.0.0.1 (one process per worker)", "local")
        for name, framework in (("keras.tensorflow.multiworker", "keras"), ("tf_keras.multiworker", "tf_keras"))},
+    "torch.SyncBatchNorm.nccl": _Layer(
+        "torch.SyncBatchNorm.nccl", "torch", "torch", ("torch",), "torch.distributed",
+        "NCCL, one process and one CUDA device per rank", "local", channel_axes=frozenset({1})),
     "torch.fairscale.gloo": _Layer(
         "torch.fairscale.gloo", "fairscale", "torch", ("torch", "fairscale"), "torch.distributed",
         "gloo over TCP on 127.0.0.1 (one process per rank)", "local", channel_axes=frozenset({1})),
@@ -81,11 +84,23 @@ class SynchronizedImplementation(Implementation):
             env = {}
         self.process_env = MappingProxyType(env)
 
+    def missing(self) -> str | None:
+        if reason := super().missing():
+            return reason
+        if self.layer.transport.startswith("NCCL"):
+            from ..world.torch_world import cuda_devices
+
+            if (found := cuda_devices()) < self.world_size:
+                return (f"{self.name}: needs {self.world_size} CUDA devices, found {found} (nn.SyncBatchNorm has no "
+                        "CPU kernel; torch.fairscale.gloo is the CPU check)")
+        return None
+
     def environment(self) -> dict[str, str]:
         import importlib.metadata as metadata
 
         layer = self.layer
-        backend = "jax" if "jax" in layer.engine else {"fairscale": "torch"}.get(layer.framework, "tensorflow")
+        backend = "jax" if "jax" in layer.engine else {"fairscale": "torch", "torch": "torch"}.get(
+            layer.framework, "tensorflow")
         return {"version": metadata.version(layer.framework), "backend": backend,
                 "backend_version": metadata.version(backend if backend != "tensorflow" else _tensorflow_dist()),
                 "engine": layer.engine, "world_size": str(self.world_size), "transport": layer.transport,
@@ -96,7 +111,8 @@ class SynchronizedImplementation(Implementation):
 
         keras = "keras.jax" if "jax" in self.layer.engine else "keras.tensorflow"
         single = {"flax": f"flax.{self.layer.name.split('.')[1]}", "keras": keras,
-                  "tf_keras": "tf_keras.nonfused", "fairscale": "torch.BatchNorm2d"}[self.layer.framework]
+                  "tf_keras": "tf_keras.nonfused", "fairscale": "torch.BatchNorm2d",
+                  "torch": "torch.BatchNorm2d"}[self.layer.framework]
         return select([single])[0].defaults()
 
     def build(self, spec: LayerSpec):
@@ -111,10 +127,11 @@ class SynchronizedImplementation(Implementation):
                 return RankWorldLayer(jax_world.distributed_world(self.world_size), api, spec, every_shard=True)
             return jax_world.JaxWorldLayer(api, mapping, self.world_size, spec)
 
-        if self.layer.framework == "fairscale":
+        if self.layer.framework in ("fairscale", "torch"):
             from ..world.torch_world import world
 
-            return RankWorldLayer(world(self.world_size), spec)
+            return RankWorldLayer(world(self.world_size, "gloo" if self.layer.framework == "fairscale" else "nccl"),
+                                  spec)
         if kind == "keras.jax.data_parallel":
             from ..world.keras_jax_world import KerasDataParallelLayer
 
