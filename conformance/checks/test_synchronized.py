@@ -5,9 +5,10 @@ Each distributed implementation (``adapters/synchronized.py``) shards a global b
 and one sample on every rank. Training: every rank's output and running statistics after each of three
 steps equal the single-device results on the concatenated batch (:mod:`reference.sharding`), and the
 step communicated; also through the framework's own training loop (``model.fit``, where the
-implementation declares it), whose running statistics must be the global batches'. Gradients: every rank's dx is its slice of the global dx, and dgamma/dbeta are what
-the engine promises (its shard's share, or the global sum). Inference: every rank normalizes its own
-shard with the running statistics, and no cross-rank reduction happens.
+implementation declares it), whose running statistics must be the global batches'. Gradients: every
+rank's dx is its slice of the global dx, and dgamma/dbeta are what the engine promises (its shard's share,
+or the global sum). Inference: every rank normalizes its own shard with the running statistics, and no
+cross-rank reduction happens.
 """
 
 from __future__ import annotations
