@@ -70,6 +70,7 @@ def _selected() -> dict[str, Implementation]:
         impl.name: impl
         for impl in chosen
         if DEVICE in impl.capabilities.devices and Implementation.missing(impl) is None
+        and impl.capabilities.world is None  # a distributed layer takes one shard per rank: not benchmarked
     }
 
 

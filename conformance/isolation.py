@@ -191,6 +191,12 @@ class _RemoteLayer:
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         return self._worker.call("double_backward", self._id, x, dy, vx, vgamma, vbeta)
 
+    def fit(self, batches):  # a distributed layer trained through its framework's loop (conformance/world/)
+        return self._worker.call("fit", self._id, batches)
+
+    def fit(self, batches):  # a distributed layer trained through its framework's loop (conformance/world/)
+        return self._worker.call("fit", self._id, batches)
+
 
 class _Isolated(Implementation):
     """``impl`` with environment, defaults and build running in its worker process."""

@@ -68,9 +68,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "used besides the project's (repeatable)",
     )
     group.addoption(
+        "--shard", metavar="I/N", default=None, type=_shard,
+        help="run the I-th of N shards of the collected checks (1 <= I <= N), for a run spread over machines; "
+        "merge their reports with: python -m conformance.report merge",
+    )
+    group.addoption(
         "--report", metavar="DIR", default=None,
         help="write the conformance report (conformance.json, .md, .html, heatmap.png) into DIR",
     )
+
+
+def _shard(text: str) -> tuple[int, int]:
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+        raise pytest.UsageError(f"--shard takes I/N with 1 <= I <= N, got {text!r}")
+    return int(i), int(n)
 
 
 def _chosen(config: pytest.Config) -> list[Implementation]:
@@ -124,7 +136,9 @@ def _family(item: pytest.Item) -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if _is_check(metafunc.definition):
-        impls = metafunc.config.stash[IMPLEMENTATIONS]
+        # Distributed implementations run the checks that take a world (``synchronized``), and only those.
+        wants_world = "synchronized" in metafunc.fixturenames
+        impls = [i for i in metafunc.config.stash[IMPLEMENTATIONS] if (i.capabilities.world is not None) == wants_world]
         metafunc.parametrize("impl", impls, ids=[i.name for i in impls], scope="session")
 
 
@@ -156,6 +170,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 dropped.append(item)
                 continue
         kept.append(item)
+    if (shard := config.getoption("--shard")) is not None:
+        # Every N-th check by sorted test id: every machine (and xdist worker) picks the same ones, and the
+        # N shards cover the run exactly once.
+        i, n = shard
+        order = {nodeid: k for k, nodeid in enumerate(sorted(item.nodeid for item in kept))}
+        dropped += [item for item in kept if order[item.nodeid] % n != i - 1]
+        kept = [item for item in kept if order[item.nodeid] % n == i - 1]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -11,9 +11,11 @@ import pytest
 
 import conformance.checks
 from conformance.adapters.base import ALL_DTYPES
+from conformance.adapters.synchronized import WORLD_SIZES
 from conformance.cases import FRAMEWORK_OPTIONS, Case
 from conformance.checks.test_contract import BAD_INPUTS
 from conformance.checks.test_edge_cases import EDGE_CASES
+from conformance.checks.test_synchronized import SHARDINGS
 from conformance.deviations import Deviation, load_registry, match
 
 pytest_plugins = ["pytester"]
@@ -113,6 +115,8 @@ PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": 
                  "bad_input": {*BAD_INPUTS, "mismatched_dy"}}
 # Framework options: their alternatives, or "default" for a case that leaves one unset.
 PARAM_VALUES |= {name: {*values, "default"} for name, (values, _) in FRAMEWORK_OPTIONS.items()}
+# The synchronized checks' (test_synchronized): how the global batch is sharded over the ranks.
+PARAM_VALUES |= {"sharding": set(SHARDINGS), "shard_sizes": None, "world_size": set(WORLD_SIZES)}
 REGISTRY = load_registry()
 
 

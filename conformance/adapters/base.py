@@ -28,7 +28,7 @@ import numpy as np
 
 __all__ = [
     "ALL_DTYPES", "OPERATIONS", "PER_CHANNEL", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation",
-    "ImplementationCrashed", "Layer", "LayerSpec", "State", "as_numpy_float", "framework_input",
+    "ImplementationCrashed", "Layer", "LayerSpec", "State", "World", "as_numpy_float", "framework_input",
 ]
 
 # The dtype vocabulary of cases, capabilities and tolerances (``cases.dtype_of`` maps each to NumPy).
@@ -166,6 +166,24 @@ class Benchmarkable(Protocol):
 
 
 @dataclass(frozen=True)
+class World:
+    """A data-parallel world a distributed implementation runs on (``conformance/world/``).
+
+    ``engine`` is the framework's distribution API (``jax.shard_map``, ``tf.distribute.MirroredStrategy``),
+    ``transport`` what carries its collectives, ``world_size`` the number of ranks. ``parameter_gradients``
+    says what each rank's dgamma/dbeta hold after a backward: ``"local"``, its own shard's share (the
+    framework sums them across replicas when it applies them), or ``"sum"``, already the global sum.
+    """
+
+    engine: str
+    transport: str
+    world_size: int
+    parameter_gradients: str
+    # Also trained through the framework's own training loop (``model.fit``): the layer has ``fit``.
+    model_fit: bool = False
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What an implementation supports; anything else is skipped with a reason naming it."""
 
@@ -180,6 +198,8 @@ class Capabilities:
     no_gradients: str = ""
     # The layer has ``double_backward`` (:class:`DoubleBackward`); without it second-order checks skip.
     double_backward: bool = False
+    # Runs on a world of ranks (synchronized BatchNorm): only the checks of ``checks/test_synchronized.py``.
+    world: World | None = None
 
     def unsupported(self, spec: LayerSpec) -> list[str]:
         """What of ``spec`` is not supported (``dtype float16``, ``affine=False``, ...); empty when none."""

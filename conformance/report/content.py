@@ -69,9 +69,16 @@ def _implementations(doc: dict) -> Table:
         p, d, f = _counts(total)
         version = (impl["version"] or "") if impl["available"] else f"unavailable: {impl['missing']}"
         rows.append([impl["name"], impl["framework"], version, impl["backend"] or "", ", ".join(impl["devices"]),
-                     impl["convention"], str(p), str(d), str(f), str(total["skip"])])
-    return Table(["implementation", "framework", "version", "backend", "devices", "convention", "pass", "deviation",
-                  "fail", "skip"], rows, id="implementations")
+                     _world(impl["environment"]), impl["convention"], str(p), str(d), str(f), str(total["skip"])])
+    return Table(["implementation", "framework", "version", "backend", "devices", "world", "convention", "pass",
+                  "deviation", "fail", "skip"], rows, id="implementations")
+
+
+def _world(environment: dict) -> str:
+    """A distributed implementation's engine, world size and transport (``adapters/synchronized.py``)."""
+    if "world_size" not in environment:
+        return ""
+    return f"{environment['engine']}, {environment['world_size']} ranks, {environment['transport']}"
 
 
 def _error_ratios(doc: dict) -> list[Block]:

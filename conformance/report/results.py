@@ -168,6 +168,7 @@ def document(implementations: list[dict], results: list[Result], started: dateti
             "cpu_count": os.cpu_count(),
             "python": sys.version.split()[0],
             "numpy": np.__version__,
+            "project_version": _project_version(),
             "pythonhashseed": os.environ.get("PYTHONHASHSEED", ""),
             "seed": "inputs seeded by adler32 of the case id; Hypothesis derandomized (profile 'deterministic')",
         },
@@ -178,6 +179,16 @@ def document(implementations: list[dict], results: list[Result], started: dateti
         "results": [r.as_dict() for r in results],
         "not_generated": not_generated or {},
     }
+
+
+def _project_version() -> str:
+    """This project's version, so that shards of different versions are never merged."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("batchnorm-conformance")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _finite(value: Any) -> Any:
