@@ -194,9 +194,6 @@ class _RemoteLayer:
     def fit(self, batches):  # a distributed layer trained through its framework's loop (conformance/world/)
         return self._worker.call("fit", self._id, batches)
 
-    def fit(self, batches):  # a distributed layer trained through its framework's loop (conformance/world/)
-        return self._worker.call("fit", self._id, batches)
-
 
 class _Isolated(Implementation):
     """``impl`` with environment, defaults and build running in its worker process."""
