@@ -24,12 +24,16 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
-    "ALL_DTYPES", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation", "Layer",
-    "LayerSpec", "State",
+    "ALL_DTYPES", "COMPILED_DTYPES", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation",
+    "Layer", "LayerSpec", "State",
     "as_numpy_float",
 ]
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
+# What compiled implementations (torch.compile, XLA, jax.jit: ``adapters/*_compiled.py``) run: each
+# combination of layer, mode, dtype and shape is a compilation of about a second on two CPU cores, so the
+# whole grid would take several minutes per implementation; float32 is what compiled models train in.
+COMPILED_DTYPES = frozenset({"float32"})
 
 # What the benchmarks time: a training-mode forward, an inference-mode forward, and a training-mode
 # forward followed by the backward (dx, dgamma, dbeta).

@@ -163,12 +163,20 @@ class KerasLayer:
         return y, grads[0], *(grads[1:] or (None, None))
 
     def _grad_jax(self, x, dy, training):
+        layer = self.layer
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+        y, dx, dparams, new_non_trainable = self._jax_gradients(trainable, non_trainable, x, dy, training)
+        for var, value in zip(layer.non_trainable_variables, new_non_trainable):
+            var.assign(value)  # stateless_call returns the updated statistics instead of assigning them
+        return y, dx, *(dparams if self.layer.center and layer.trainable else (None, None))
+
+    def _jax_gradients(self, trainable, non_trainable, x, dy, training: bool) -> tuple:
+        """A pure function of the variables' values: ``(y, dx, dparams, new non-trainable values)``."""
         import jax
         import jax.numpy as jnp
 
         layer = self.layer
-        trainable = [v.value for v in layer.trainable_variables]
-        non_trainable = [v.value for v in layer.non_trainable_variables]
 
         def loss(trainable, x):
             y, new_non_trainable = layer.stateless_call(trainable, non_trainable, x, training=training)
@@ -177,9 +185,7 @@ class KerasLayer:
         (_, (y, new_non_trainable)), (dparams, dx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
             trainable, x
         )
-        for var, value in zip(layer.non_trainable_variables, new_non_trainable):
-            var.assign(value)  # stateless_call returns the updated statistics instead of assigning them
-        return y, dx, *(dparams if self.layer.center and layer.trainable else (None, None))
+        return y, dx, dparams, new_non_trainable
 
     def _grad_torch(self, x, dy, training):
         import torch
