@@ -57,3 +57,13 @@ def test_three_conventions_give_every_ordered_pair_and_a_matrix():
     failed = doc([*results[1:], ported("fake.a", "fake.b", "float32", "failed")], impls)
     (exception,) = summary.porting_exceptions(failed)
     assert exception["measured"].endswith("error ratio 40") and exception["status"] == "fail"
+
+
+def test_cnn_section_groups_quantities():
+    comparisons = [comparison("bn1.running_var", 0.25), comparison("bn2.dgamma", 0.5), comparison("logits", 0.125)]
+    r = result("fake.a", "conformance/checks/test_cnn.py::test_cnn_one_step[torch]", call=("passed",),
+               params={"framework": "torch", "dtype": "float32"}, comparisons=comparisons)
+    (row,) = summary.cnn(doc([r]))
+    assert row == {"framework": "torch", "status": "pass", "BN statistics": "0.25", "BN gradients": "0.5",
+                   "logits": "0.125"}
+    assert "The seeds' CNN end to end" in to_markdown(blocks(doc([r])))

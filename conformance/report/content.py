@@ -158,6 +158,17 @@ def _porting(doc: dict) -> list[Block]:
     ]
 
 
+def _cnn(doc: dict) -> list[Block]:
+    rows = summary.cnn(doc)
+    if not rows:
+        return []
+    return [Heading(2, "The seeds' CNN end to end"),
+            Text("Conv-BN-ReLU-MaxPool twice and a Linear layer (`examples/port_cnn.py`), weights made in PyTorch's "
+                 "layout and ported, one SGD step in training mode, then inference: worst error ratio against "
+                 "PyTorch in float64 (<= 1 passes; tolerances derived in the example's docstring)."),
+            _table(rows, "cnn")]
+
+
 def blocks(doc: dict) -> list[Block]:
     env = doc["environment"]
     counts = doc["counts"]
@@ -179,6 +190,7 @@ def blocks(doc: dict) -> list[Block]:
              "(`test_defaults_match_convention`) and what it did when training on one value per channel."),
         _table(summary.conventions_table(doc), "conventions"),
         *_porting(doc),
+        *_cnn(doc),
         Heading(2, "Deviations"),
         *_deviations(doc),
         Heading(2, "Failures"),

@@ -11,7 +11,7 @@ from ..adapters.base import ALL_DTYPES
 from .results import BAD_STATUSES
 
 __all__ = ["conventions_table", "deviations", "families", "failures", "matrix", "porting", "porting_dtypes",
-           "porting_exceptions", "porting_matrix", "porting_results", "skips", "worst_error_ratio"]
+           "porting_exceptions", "porting_matrix", "porting_results", "skips", "worst_error_ratio", "cnn"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
 _ORDER = ("conventions", "forward", "running_stats", "gradients", "second_order", "edge_cases", "random")
@@ -229,4 +229,21 @@ def porting_exceptions(doc: dict) -> list[dict]:
         link = r["deviation"]["link"] if r["deviation"] else ""
         rows.append({"source": r["params"]["source"], "target": r["params"]["target"], "dtype": r["params"]["dtype"],
                      "status": r["status"], "measured": error, "reason": reason, "upstream": link})
+    return rows
+
+
+def cnn(doc: dict) -> list[dict]:
+    """The seeds' CNN end to end (``checks/test_cnn.py``): per framework, its status and the error ratio of
+    each compared quantity group (BN statistics, BN gradients, logits) against PyTorch float64."""
+    rows = []
+    for r in doc["results"]:
+        if r["check"] != "cnn_one_step" or r["status"] == "skip":
+            continue
+        groups: dict[str, float] = {}
+        for c in r["comparisons"]:
+            q = c["quantity"]
+            group = "logits" if q == "logits" else "BN gradients" if ".d" in q else "BN statistics"
+            groups[group] = max(groups.get(group, 0.0), c["error_ratio"])
+        cells = {g: f"{groups[g]:.3g}" if g in groups else "-" for g in ("BN statistics", "BN gradients", "logits")}
+        rows.append({"framework": r["params"].get("framework", r["implementation"]), "status": r["status"], **cells})
     return rows
