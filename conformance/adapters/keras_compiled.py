@@ -9,7 +9,8 @@ state is never stale). JAX: the pure ``stateless_call`` and its gradient are jit
 values as arguments, and the new statistics are assigned afterwards; second order is not declared there
 (the eager adapter's ``jax.jvp`` reads the variables as constants, which a jitted trace would freeze),
 nor for tf-keras (its eager adapter's nested tapes are not wrapped). Dtypes: float32 only
-(``base.COMPILED_DTYPES``: compilation per shape and dtype is what costs).
+and ranks 2 and 4 (``base.COMPILED_DTYPES``, ``COMPILED_RANKS``: compilation per shape and dtype is
+what costs).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .base import COMPILED_DTYPES, LayerSpec
+from .base import COMPILED_DTYPES, COMPILED_RANKS, LayerSpec
 from .keras3 import KerasImplementation, KerasLayer
 from .tf_keras import TfKerasImplementation, TfKerasLayer
 
@@ -106,7 +107,8 @@ class CompiledKerasImplementation(KerasImplementation):
     def __init__(self, backend: str, requires: tuple[str, ...]) -> None:
         super().__init__(backend, requires)
         self.name = f"keras.{backend}.{'xla' if backend == 'tensorflow' else 'jit'}"
-        self.capabilities = replace(self.capabilities, dtypes=COMPILED_DTYPES, double_backward=backend == "tensorflow")
+        self.capabilities = replace(self.capabilities, dtypes=COMPILED_DTYPES, ranks=COMPILED_RANKS,
+                                    double_backward=backend == "tensorflow")
 
     def environment(self) -> dict[str, str]:
         how = "tf.function(jit_compile=True)" if self.backend == "tensorflow" else "jax.jit"
@@ -123,8 +125,9 @@ class CompiledTfKerasImplementation(TfKerasImplementation):
     def __init__(self, fused: bool) -> None:
         super().__init__(fused)
         self.name += ".xla"
-        self.capabilities = replace(self.capabilities, dtypes=self.capabilities.dtypes & COMPILED_DTYPES,
-                                    double_backward=False)
+        caps = self.capabilities
+        self.capabilities = replace(caps, dtypes=caps.dtypes & COMPILED_DTYPES,
+                                    ranks=caps.ranks & COMPILED_RANKS or caps.ranks, double_backward=False)
 
     def environment(self) -> dict[str, str]:
         return {**super().environment(), "compiled": "tf.function(jit_compile=True)"}

@@ -21,7 +21,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import replace
 
-from .base import COMPILED_DTYPES
+from .base import COMPILED_DTYPES, COMPILED_RANKS
 from .torch_nn import TorchImplementation, TorchLayer
 
 _RECOMPILE_LIMIT = 4096  # far above the suite's combinations of variant, training flag, dtype and shape
@@ -48,7 +48,8 @@ class CompiledTorchImplementation(TorchImplementation):
     def __init__(self, module: str | None, memory_format: str | None = None) -> None:
         super().__init__(module, memory_format)
         self.name = self.name.replace("torch.", "torch.compile.", 1)
-        self.capabilities = replace(self.capabilities, dtypes=COMPILED_DTYPES, double_backward=False)
+        ranks = self.capabilities.ranks & COMPILED_RANKS or self.capabilities.ranks
+        self.capabilities = replace(self.capabilities, dtypes=COMPILED_DTYPES, ranks=ranks, double_backward=False)
 
     def environment(self) -> dict[str, str]:
         return {**super().environment(), "compiled": "torch.compile(dynamic=False), inductor"}
