@@ -24,8 +24,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
-    "ALL_DTYPES", "COMPILED_DTYPES", "COMPILED_RANKS", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation",
-    "Layer", "LayerSpec", "State",
+    "ALL_DTYPES", "COMPILED_DTYPES", "COMPILED_RANKS", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward",
+    "Implementation", "Layer", "LayerSpec", "State",
     "as_numpy_float",
 ]
 
