@@ -39,7 +39,7 @@ __all__ = [
     "calls_per_sample", "process_groups", "seconds_per_call",
 ]
 
-DEFAULT_IMPLS = ("reference.torch", "torch.BatchNorm*", "keras", "tf_keras.*", "flax.*", "onnx.*")
+DEFAULT_IMPLS = ("reference.torch", "torch.BatchNorm*", "keras", "tfkeras", "flax.*", "onnx.*")
 GRID = os.environ.get("BN_BENCH_GRID", "full")
 DEVICE = os.environ.get("BN_BENCH_DEVICE", "cpu")
 

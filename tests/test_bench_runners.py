@@ -14,7 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-GROUPS = ["reference.*", "torch.*", "keras.tensorflow", "keras.jax", "keras.torch", "tf_keras.*", "flax.*", "onnx.*"]
+GROUPS = ["reference.*", "torch", "keras.tensorflow", "keras.jax", "keras.torch", "tfkeras", "flax.*", "onnx.*",
+          "torch.compile.*", "keras.tensorflow.xla", "keras.jax.jit", "tf_keras.*.xla"]
 
 
 def _to_numpy(t: object) -> np.ndarray | None:

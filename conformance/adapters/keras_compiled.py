@@ -50,6 +50,12 @@ class XlaKerasLayer(KerasLayer):
     def _hvp_tensorflow(self, x, dy, vx, vparams) -> list:
         return self._hvp(x, dy, vx, vparams)
 
+    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
+        x, dy = self._tensor(x), self._tensor(dy)
+        if operation == "forward_backward":
+            return lambda: self._gradients(x, dy, True)
+        return lambda: self._forward(x, operation == "forward_training")
+
 
 class JitKerasLayer(KerasLayer):
     """Keras 3 on JAX: ``stateless_call`` and its gradient under ``jax.jit``, the variables' values passed in."""
@@ -73,6 +79,22 @@ class JitKerasLayer(KerasLayer):
 
     def _jax_gradients(self, trainable, non_trainable, x, dy, training: bool) -> tuple:
         return self._gradients(trainable, non_trainable, x, dy, training)
+
+    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
+        import jax
+
+        layer = self.layer
+        x, dy = self._tensor(x), self._tensor(dy)
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+        if operation == "forward_backward":
+            def forward_backward() -> tuple:
+                y, dx, dparams, _ = jax.block_until_ready(self._gradients(trainable, non_trainable, x, dy, True))
+                return y, dx, *(dparams or (None, None))
+
+            return forward_backward
+        training = operation == "forward_training"
+        return lambda: jax.block_until_ready(self._call(trainable, non_trainable, x, training)[0])
 
 
 class XlaTfKerasLayer(TfKerasLayer):
@@ -99,6 +121,12 @@ class XlaTfKerasLayer(TfKerasLayer):
     def forward_backward(self, x, dy, training):
         outputs = self._forward_backward(self._tensor(x), self._tensor(dy), training)
         return tuple(self._numpy(t) for t in outputs)
+
+    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
+        x, dy = self._tensor(x), self._tensor(dy)
+        if operation == "forward_backward":
+            return lambda: self._forward_backward(x, dy, True)
+        return lambda: self._forward(x, operation == "forward_training")
 
 
 class CompiledKerasImplementation(KerasImplementation):
