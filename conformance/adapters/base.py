@@ -24,19 +24,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
-    "ALL_DTYPES", "COMPILED_DTYPES", "COMPILED_RANKS", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward",
-    "Implementation", "Layer", "LayerSpec", "State",
+    "ALL_DTYPES", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation", "Layer",
+    "LayerSpec", "State",
     "as_numpy_float",
 ]
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
-# What compiled implementations (torch.compile, XLA, jax.jit: ``adapters/*_compiled.py``) run: each
-# combination of layer, mode, dtype and shape is a compilation of about a second on two CPU cores, so the
-# whole grid would take several minutes per implementation. float32 is what compiled models train in;
-# ranks 2 and 4 (and 5 where a layer takes nothing else) cover one and several reduced axes in both
-# channel positions, 3 and 5 add more axes to the same reductions.
-COMPILED_DTYPES = frozenset({"float32"})
-COMPILED_RANKS = frozenset({2, 4})
 
 # What the benchmarks time: a training-mode forward, an inference-mode forward, and a training-mode
 # forward followed by the backward (dx, dgamma, dbeta).

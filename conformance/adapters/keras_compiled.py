@@ -9,7 +9,7 @@ state is never stale). JAX: the pure ``stateless_call`` and its gradient are jit
 values as arguments, and the new statistics are assigned afterwards; second order is not declared there
 (the eager adapter's ``jax.jvp`` reads the variables as constants, which a jitted trace would freeze),
 nor for tf-keras (its eager adapter's nested tapes are not wrapped). Dtypes: float32 only
-and ranks 2 and 4 (``base.COMPILED_DTYPES``, ``COMPILED_RANKS``: compilation per shape and dtype is
+and ranks 2 and 4 (``torch_compiled.COMPILED_DTYPES``, ``COMPILED_RANKS``: compilation per shape and dtype is
 what costs).
 """
 
@@ -21,9 +21,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from .base import COMPILED_DTYPES, COMPILED_RANKS, LayerSpec
+from .base import LayerSpec
 from .keras3 import KerasImplementation, KerasLayer
 from .tf_keras import TfKerasImplementation, TfKerasLayer
+from .torch_compiled import COMPILED_DTYPES, COMPILED_RANKS
 
 
 def _xla(fn: Callable) -> Callable:
