@@ -158,6 +158,17 @@ def _porting(doc: dict) -> list[Block]:
     ]
 
 
+def _exported(doc: dict) -> list[Block]:
+    rows = summary.exported(doc)
+    if not rows:
+        return []
+    return [Heading(2, "Exported models"),
+            Text("Eval-mode PyTorch BatchNorm exported to ONNX and run in onnxruntime (`conformance/exported.py`): "
+                 "the output against the reference, and what the exporter wrote (epsilon as eps and momentum as "
+                 "1 - m, float32 attributes; one BatchNormalization node)."),
+            _table(rows, "exported")]
+
+
 def _cnn(doc: dict) -> list[Block]:
     rows = summary.cnn(doc)
     if not rows:
@@ -191,6 +202,7 @@ def blocks(doc: dict) -> list[Block]:
         _table(summary.conventions_table(doc), "conventions"),
         *_porting(doc),
         *_cnn(doc),
+        *_exported(doc),
         Heading(2, "Deviations"),
         *_deviations(doc),
         Heading(2, "Failures"),

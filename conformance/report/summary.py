@@ -11,7 +11,7 @@ from ..adapters.base import ALL_DTYPES
 from .results import BAD_STATUSES
 
 __all__ = ["conventions_table", "deviations", "families", "failures", "matrix", "porting", "porting_dtypes",
-           "porting_exceptions", "porting_matrix", "porting_results", "skips", "worst_error_ratio", "cnn"]
+           "porting_exceptions", "porting_matrix", "porting_results", "skips", "worst_error_ratio", "cnn", "exported"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
 _ORDER = ("conventions", "forward", "running_stats", "gradients", "second_order", "edge_cases", "random")
@@ -246,4 +246,21 @@ def cnn(doc: dict) -> list[dict]:
             groups[group] = max(groups.get(group, 0.0), c["error_ratio"])
         cells = {g: f"{groups[g]:.3g}" if g in groups else "-" for g in ("BN statistics", "BN gradients", "logits")}
         rows.append({"framework": r["params"].get("framework", r["implementation"]), "status": r["status"], **cells})
+    return rows
+
+
+def exported(doc: dict) -> list[dict]:
+    """PyTorch modules exported to ONNX (``checks/test_export.py``): per module, its status, the output's
+    error ratio against the reference and whether the exporter wrote the attributes and nodes expected."""
+    rows = []
+    for r in doc["results"]:
+        if r["check"] != "exported_inference" or r["status"] == "skip":
+            continue
+        by = {c["quantity"]: c for c in r["comparisons"]}
+        written = [q for q in ("epsilon", "momentum", "batchnorm_nodes") if q in by]
+        rows.append({"module": r["implementation"], "exporter": r["params"].get("exporter", ""),
+                     "runtime": r["params"].get("runtime", ""), "status": r["status"],
+                     "output error ratio": f"{by['y']['error_ratio']:.3g}" if "y" in by else "-",
+                     "written as expected": ", ".join(f"{q}: {'yes' if by[q]['passed'] else by[q]['note']}"
+                                                      for q in written)})
     return rows
