@@ -7,6 +7,8 @@ the graph in onnxruntime's CPU provider, and returns its output with what the ex
 types and the BatchNormalization attributes (``epsilon``, ``momentum``: ONNX's old-value convention, so
 PyTorch's ``m`` is written as ``1 - m``, both as float32 attributes). :func:`run_isolated` runs it in a
 fresh interpreter, so that neither torch nor onnxruntime is imported into the test process.
+:func:`export_cnn` does the same for the seeds' CNN, where the exporter folds each eval-mode BatchNorm
+into the convolution before it (no BatchNormalization node is left).
 """
 
 from __future__ import annotations
@@ -46,8 +48,30 @@ def export_and_run(state: dict[str, np.ndarray], eps: float, momentum: float, x:
             "opset": model.opset_import[0].version}
 
 
-def run_isolated(jobs: list[tuple]) -> list[dict]:
-    """:func:`export_and_run` of each job's arguments, all in one fresh interpreter (pickled over its pipes)."""
+def export_cnn(w: dict) -> dict:
+    """The seeds' CNN (``examples/port_cnn.py``) in eval mode, exported and run in onnxruntime: its logits,
+    PyTorch's float64 logits of the same model, and the exported node types (``ops``)."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    from examples.port_cnn import torch_model
+
+    x = w["x"].astype(np.float32)
+    model = torch_model(w).eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (torch.from_numpy(x),), buffer, dynamo=False, input_names=["x"])
+    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"x": x})
+    with torch.no_grad():
+        expected = torch_model(w, "float64").eval()(torch.from_numpy(w["x"])).numpy()
+    ops = [n.op_type for n in onnx.load_from_string(buffer.getvalue()).graph.node]
+    return {"logits": np.asarray(logits, np.float64), "expected": expected, "ops": ops}
+
+
+def run_isolated(jobs: list[tuple[str, tuple]]) -> list[dict]:
+    """Each job, ``(function name, arguments)`` of this module (:func:`export_and_run`, :func:`export_cnn`),
+    all in one fresh interpreter (pickled over its pipes)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     done = subprocess.run([sys.executable, "-m", __name__], input=pickle.dumps(jobs), capture_output=True, env=env,
                           check=False)
@@ -57,5 +81,6 @@ def run_isolated(jobs: list[tuple]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    results = [export_and_run(*job) for job in pickle.loads(sys.stdin.buffer.read())]
+    jobs = pickle.loads(sys.stdin.buffer.read())
+    results = [{"export_and_run": export_and_run, "export_cnn": export_cnn}[name](*args) for name, args in jobs]
     sys.stdout.buffer.write(pickle.dumps(results))

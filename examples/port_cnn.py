@@ -81,11 +81,11 @@ def channels_last(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 # ---- one function per framework: one SGD step, then evaluation; results in PyTorch's terms ----------
 
-def run_torch(w: dict, dtype: str = "float32") -> dict:
+def torch_model(w: dict, dtype: str = "float32"):
+    """The network in PyTorch (``nn.Sequential``) holding ``w``, in training mode."""
     import torch
     from torch import nn
 
-    torch.manual_seed(0)
     dt = getattr(torch, dtype)
     model = nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16, EPS, MOMENTUM), nn.ReLU(), nn.MaxPool2d(2),
@@ -101,6 +101,16 @@ def run_torch(w: dict, dtype: str = "float32") -> dict:
             for field, p in (("gamma", bn.weight), ("beta", bn.bias), ("running_mean", bn.running_mean),
                              ("running_var", bn.running_var)):
                 p.copy_(t(w[f"bn{i}.{field}"]))
+    return model
+
+
+def run_torch(w: dict, dtype: str = "float32") -> dict:
+    import torch
+    from torch import nn
+
+    dt = getattr(torch, dtype)
+    t = lambda a: torch.tensor(a, dtype=dt)  # noqa: E731
+    model = torch_model(w, dtype)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     model.train()
     loss = nn.functional.cross_entropy(model(t(w["x"])), torch.tensor(w["labels"]))

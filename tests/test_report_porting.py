@@ -67,3 +67,15 @@ def test_cnn_section_groups_quantities():
     assert row == {"framework": "torch", "status": "pass", "BN statistics": "0.25", "BN gradients": "0.5",
                    "logits": "0.125"}
     assert "The seeds' CNN end to end" in to_markdown(blocks(doc([r])))
+
+
+def test_exported_section_lists_modules_and_folding():
+    module = result("fake.a", "conformance/checks/test_export.py::test_exported_inference[BatchNorm2d]",
+                    call=("passed",), params={"exporter": "torch.onnx.export(dynamo=False)", "runtime": "onnxruntime"},
+                    comparisons=[comparison("y", 0.25), comparison("momentum", 0.0)])
+    cnn = result("fake.a", "conformance/checks/test_export.py::test_exported_cnn", call=("passed",),
+                 params={"exporter": "x", "runtime": "y"},
+                 comparisons=[comparison("logits", 0.5), comparison("batchnorm_nodes", 0.0)])
+    rows = summary.exported(doc([module, cnn]))
+    assert [(r["model"], r["output error ratio"], r["written as expected"]) for r in rows] == [
+        ("fake.a", "0.25", "momentum: yes"), ("seed 002 CNN", "0.5", "batchnorm_nodes: yes")]

@@ -1,8 +1,9 @@
 """PyTorch's eval-mode BatchNorm1d/2d/3d exported to ONNX (``conformance.exported``) and run in onnxruntime:
 the output against the float64 reference's inference within the derived tolerance, and what the
 exporter wrote: one BatchNormalization node whose ``epsilon`` is eps and whose ``momentum`` is ``1 - m``
-(ONNX weights the old value), both rounded to float32 as ONNX attributes are. All three modules are
-exported in one process, launched once, and only when ``torch.BatchNorm2d`` is selected."""
+(ONNX weights the old value), both rounded to float32 as ONNX attributes are. The seeds' CNN too, whose
+BatchNorms the exporter folds into the convolutions. Everything is exported in one process, launched once,
+and each check runs only when its PyTorch module is selected."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ def _job(module: str) -> tuple:
 @functools.cache
 def _exported() -> dict[str, dict]:
     from conformance.exported import run_isolated
+    from examples.port_cnn import weights
 
-    return dict(zip(SHAPES, run_isolated([_job(m) for m in SHAPES])))
+    results = run_isolated([*(("export_and_run", _job(m)) for m in SHAPES), ("export_cnn", (weights(),))])
+    return dict(zip([*SHAPES, "cnn"], results))
 
 
 def _attribute(name: str, value: float, expected: float) -> Comparison:
@@ -44,16 +47,32 @@ def _attribute(name: str, value: float, expected: float) -> Comparison:
                       "" if value == want else f"wrote {value!r}, expected {want!r}")
 
 
-@pytest.mark.parametrize("module", list(SHAPES))
-def test_exported_inference(request: pytest.FixtureRequest, record_comparison, module: str) -> None:
-    properties = request.node.user_properties
-    properties += [("implementation", f"torch.{module}"),
-                   ("params", {"exporter": "torch.onnx.export(dynamo=False)", "runtime": "onnxruntime",
-                               "shape": list(SHAPES[module]), "dtype": "float32", "eps": EPS, "momentum": MOMENTUM})]
-    if f"torch.{module}" not in {i.name for i in request.config._bn_impls}:
-        pytest.skip(f"torch.{module} is not selected")
+def _start(request: pytest.FixtureRequest, implementation: str, params: dict) -> None:
+    """Record the implementation and parameters; skip unless it is selected and everything is installed."""
+    request.node.user_properties += [("implementation", implementation), ("params", {
+        "exporter": "torch.onnx.export(dynamo=False)", "runtime": "onnxruntime", "dtype": "float32", **params})]
+    if implementation not in {i.name for i in request.config._bn_impls}:
+        pytest.skip(f"{implementation} is not selected")
     if missing := [m for m in ("torch", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]:
         pytest.skip(f"{missing[0]} is not installed")
+
+
+def _verify(comparisons: list[Comparison], record_comparison, what: str) -> None:
+    for c in comparisons:
+        record_comparison(c)
+    failed = [c.describe() for c in comparisons if not c.passed]
+    assert not failed, f"{what}:\n  " + "\n  ".join(failed)
+
+
+def _count(name: str, ops: list[str], op: str, expected: int) -> Comparison:
+    found = ops.count(op)
+    return Comparison(name, found == expected, 0.0 if found == expected else np.inf, abs(found - expected), 0.0, 0.0,
+                      0, "" if found == expected else f"{found} {op} nodes, expected {expected}: {ops}")
+
+
+@pytest.mark.parametrize("module", list(SHAPES))
+def test_exported_inference(request: pytest.FixtureRequest, record_comparison, module: str) -> None:
+    _start(request, f"torch.{module}", {"shape": list(SHAPES[module]), "eps": EPS, "momentum": MOMENTUM})
     state, _, _, x = _job(module)
     got = _exported()[module]
     x64 = x.astype(np.float64)
@@ -64,11 +83,21 @@ def test_exported_inference(request: pytest.FixtureRequest, record_comparison, m
     xhat = (last(x64) - state["running_mean"]) / cond.sigma
     comparisons = [compare("y", last(got["y"]), last(y), cond.y(last(y), xhat)),
                    _attribute("epsilon", got["attributes"]["epsilon"], EPS),
-                   _attribute("momentum", got["attributes"]["momentum"], 1 - MOMENTUM)]
-    nodes = got["ops"].count("BatchNormalization")
-    comparisons.append(Comparison("batchnorm_nodes", nodes == 1, 0.0 if nodes == 1 else np.inf, 0.0, 0.0, 0.0, 0,
-                                  "" if nodes == 1 else f"exported nodes: {got['ops']}"))
-    for c in comparisons:
-        record_comparison(c)
-    failed = [c.describe() for c in comparisons if not c.passed]
-    assert not failed, f"torch.{module} exported to ONNX (opset {got['opset']}):\n  " + "\n  ".join(failed)
+                   _attribute("momentum", got["attributes"]["momentum"], 1 - MOMENTUM),
+                   _count("batchnorm_nodes", got["ops"], "BatchNormalization", 1)]
+    _verify(comparisons, record_comparison, f"torch.{module} exported to ONNX (opset {got['opset']})")
+
+
+def test_exported_cnn(request: pytest.FixtureRequest, record_comparison) -> None:
+    """The seeds' CNN in eval mode: each BatchNorm is folded into the convolution before it (no
+    BatchNormalization node, two Conv nodes), and the logits match PyTorch's float64 logits within the
+    example's derived logits tolerance (``port_cnn.tolerance``)."""
+    from examples import port_cnn
+
+    _start(request, "torch.BatchNorm2d", {"network": "seed 002 CNN", "batch": port_cnn.N})
+    got = _exported()["cnn"]
+    tolerance = port_cnn.tolerance("torch", "logits", got["expected"], port_cnn.weights())
+    comparisons = [compare("logits", got["logits"], got["expected"], tolerance),
+                   _count("batchnorm_nodes", got["ops"], "BatchNormalization", 0),
+                   _count("conv_nodes", got["ops"], "Conv", 2)]
+    _verify(comparisons, record_comparison, "the seeds' CNN exported to ONNX")

@@ -165,7 +165,8 @@ def _exported(doc: dict) -> list[Block]:
     return [Heading(2, "Exported models"),
             Text("Eval-mode PyTorch BatchNorm exported to ONNX and run in onnxruntime (`conformance/exported.py`): "
                  "the output against the reference, and what the exporter wrote (epsilon as eps and momentum as "
-                 "1 - m, float32 attributes; one BatchNormalization node)."),
+                 "1 - m, float32 attributes; one BatchNormalization node; in the CNN, every BatchNorm folded into "
+                 "its convolution: no BatchNormalization node, two Conv nodes)."),
             _table(rows, "exported")]
 
 

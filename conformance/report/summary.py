@@ -254,13 +254,15 @@ def exported(doc: dict) -> list[dict]:
     error ratio against the reference and whether the exporter wrote the attributes and nodes expected."""
     rows = []
     for r in doc["results"]:
-        if r["check"] != "exported_inference" or r["status"] == "skip":
+        if r["check"] not in ("exported_inference", "exported_cnn") or r["status"] == "skip":
             continue
         by = {c["quantity"]: c for c in r["comparisons"]}
-        written = [q for q in ("epsilon", "momentum", "batchnorm_nodes") if q in by]
-        rows.append({"module": r["implementation"], "exporter": r["params"].get("exporter", ""),
+        output = by.get("y") or by.get("logits")
+        written = [q for q in ("epsilon", "momentum", "batchnorm_nodes", "conv_nodes") if q in by]
+        model = "seed 002 CNN" if r["check"] == "exported_cnn" else r["implementation"]
+        rows.append({"model": model, "exporter": r["params"].get("exporter", ""),
                      "runtime": r["params"].get("runtime", ""), "status": r["status"],
-                     "output error ratio": f"{by['y']['error_ratio']:.3g}" if "y" in by else "-",
+                     "output error ratio": f"{output['error_ratio']:.3g}" if output else "-",
                      "written as expected": ", ".join(f"{q}: {'yes' if by[q]['passed'] else by[q]['note']}"
                                                       for q in written)})
     return rows
