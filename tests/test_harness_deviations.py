@@ -111,6 +111,8 @@ PARAM_VALUES: dict[str, set | None] = {key: None for key in Case((2, 3)).params(
 PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": {True, False}}
 # Framework options: their alternatives, or "default" for a case that leaves one unset.
 PARAM_VALUES |= {name: {*values, "default"} for name, (values, _) in FRAMEWORK_OPTIONS.items()}
+# The porting check's pair (checks/test_porting.py): implementation names.
+PARAM_VALUES |= {"source": None, "target": None}
 REGISTRY = load_registry()
 
 
