@@ -33,29 +33,35 @@ def _xla(fn: Callable) -> Callable:
     return tf.function(fn, jit_compile=True)
 
 
-class XlaKerasLayer(KerasLayer):
+class _XlaCalls:
+    """For a TensorFlow layer whose call (``_forward(x, training)``) and gradient step (``_step(x, dy,
+    training)``, returning ``(y, dx, dgamma, dbeta)``) are XLA-compiled: the protocol's forward and the
+    benchmarks' runner through them."""
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return self._numpy(self._forward(self._tensor(x), training))
+
+    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
+        x, dy = self._tensor(x), self._tensor(dy)
+        if operation == "forward_backward":
+            return lambda: self._step(x, dy, True)
+        return lambda: self._forward(x, operation == "forward_training")
+
+
+class XlaKerasLayer(_XlaCalls, KerasLayer):
     """Keras 3 on TensorFlow: forward, gradients and second order under ``tf.function(jit_compile=True)``."""
 
     def __init__(self, spec: LayerSpec) -> None:
         super().__init__(spec)
         self._forward = _xla(lambda x, training: self.layer(x, training=training))
-        self._gradients = _xla(lambda x, dy, training: KerasLayer._grad_tensorflow(self, x, dy, training))
+        self._step = _xla(lambda x, dy, training: KerasLayer._grad_tensorflow(self, x, dy, training))
         self._hvp = _xla(lambda x, dy, vx, vparams: KerasLayer._hvp_tensorflow(self, x, dy, vx, vparams))
 
-    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return self._numpy(self._forward(self._tensor(x), training))
-
     def _grad_tensorflow(self, x, dy, training):
-        return self._gradients(x, dy, training)
+        return self._step(x, dy, training)
 
     def _hvp_tensorflow(self, x, dy, vx, vparams) -> list:
         return self._hvp(x, dy, vx, vparams)
-
-    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
-        x, dy = self._tensor(x), self._tensor(dy)
-        if operation == "forward_backward":
-            return lambda: self._gradients(x, dy, True)
-        return lambda: self._forward(x, operation == "forward_training")
 
 
 class JitKerasLayer(KerasLayer):
@@ -98,16 +104,13 @@ class JitKerasLayer(KerasLayer):
         return lambda: jax.block_until_ready(self._call(trainable, non_trainable, x, training)[0])
 
 
-class XlaTfKerasLayer(TfKerasLayer):
+class XlaTfKerasLayer(_XlaCalls, TfKerasLayer):
     """tf-keras: the layer call and its gradient tape under ``tf.function(jit_compile=True)``."""
 
     def __init__(self, spec: LayerSpec, fused: bool) -> None:
         super().__init__(spec, fused)
         self._forward = _xla(lambda x, training: self.layer(x, training=training))
-        self._forward_backward = _xla(self._tape)
-
-    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return self._numpy(self._forward(self._tensor(x), training))
+        self._step = _xla(self._tape)
 
     def _tape(self, x, dy, training: bool) -> tuple:
         tf = self.tf
@@ -120,14 +123,7 @@ class XlaTfKerasLayer(TfKerasLayer):
         return y, dx, *(dparams or (None, None))
 
     def forward_backward(self, x, dy, training):
-        outputs = self._forward_backward(self._tensor(x), self._tensor(dy), training)
-        return tuple(self._numpy(t) for t in outputs)
-
-    def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
-        x, dy = self._tensor(x), self._tensor(dy)
-        if operation == "forward_backward":
-            return lambda: self._forward_backward(x, dy, True)
-        return lambda: self._forward(x, operation == "forward_training")
+        return tuple(self._numpy(t) for t in self._step(self._tensor(x), self._tensor(dy), training))
 
 
 class CompiledKerasImplementation(KerasImplementation):
