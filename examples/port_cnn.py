@@ -254,10 +254,17 @@ def tolerance(framework: str, quantity: str, expected: np.ndarray, w: dict) -> f
     return float((rel + step) * np.max(np.abs(expected))) + extraction
 
 
+# Each framework's BatchNorm convention (``reference.CONVENTIONS``): tf-keras fuses 4D BatchNorm by default.
+CONVENTION = {"torch": "torch", "torch.float64": "torch", "tf_keras": "tf_keras_fused", "flax.nnx": "flax",
+              "keras.tensorflow": "keras", "keras.jax": "keras", "keras.torch": "keras"}
+
+
 def expected_in(framework: str, expected: dict, w: dict) -> dict:
-    """PyTorch's float64 results as ``framework``'s convention has them: the channels-last frameworks store
-    the biased batch variance in their running variance where PyTorch stores ``var * n / (n - 1)``."""
-    if framework.startswith("torch"):
+    """PyTorch's float64 results as ``framework``'s convention has them: a biased convention stores the
+    biased batch variance in its running variance where PyTorch stores ``var * n / (n - 1)``."""
+    from reference import CONVENTIONS
+
+    if CONVENTIONS[CONVENTION[framework]].bessel:
         return expected
     out = dict(expected)
     for i, n in zip(("1", "2"), BN_VALUES):
