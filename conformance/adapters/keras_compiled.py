@@ -39,7 +39,7 @@ class _XlaCalls:
     benchmarks' runner through them."""
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return self._numpy(self._forward(self._tensor(x), training))
+        return self._output(self._forward(self._tensor(x), training))
 
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
         x, dy = self._tensor(x), self._tensor(dy)
@@ -82,7 +82,7 @@ class JitKerasLayer(KerasLayer):
         y, new_non_trainable = self._call(trainable, non_trainable, self._tensor(x), training)
         for var, value in zip(layer.non_trainable_variables, new_non_trainable):
             var.assign(value)  # stateless_call returns the updated statistics instead of assigning them
-        return self._numpy(y)
+        return self._output(y)
 
     def _jax_gradients(self, trainable, non_trainable, x, dy, training: bool) -> tuple:
         return self._gradients(trainable, non_trainable, x, dy, training)
@@ -123,7 +123,8 @@ class XlaTfKerasLayer(_XlaCalls, TfKerasLayer):
         return y, dx, *(dparams or (None, None))
 
     def forward_backward(self, x, dy, training):
-        return tuple(self._numpy(t) for t in self._step(self._tensor(x), self._tensor(dy), training))
+        y, *gradients = self._step(self._tensor(x), self._tensor(dy), training)
+        return self._output(y), *map(self._numpy, gradients)
 
 
 class CompiledKerasImplementation(KerasImplementation):

@@ -50,12 +50,15 @@ class TfKerasLayer:
         return State(**{name: self._numpy(getattr(self.layer, var)) for name, var in _VARIABLES.items()},
                      eps=self.layer.epsilon, momentum=self.layer.momentum)
 
+    def _output(self, y) -> np.ndarray:
+        return y.numpy()  # y in its own dtype; bfloat16 is ml_dtypes
+
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return self.layer(self._tensor(x), training=training).numpy()  # its own dtype; bfloat16 is ml_dtypes
+        return self._output(self.layer(self._tensor(x), training=training))
 
     def forward_backward(self, x, dy, training):
         y, *gradients = self._forward_backward(self._tensor(x), self._tensor(dy), training)
-        return y.numpy(), *map(self._numpy, gradients)  # y in its own dtype
+        return self._output(y), *map(self._numpy, gradients)
 
     def _forward_backward(self, x, dy, training: bool) -> tuple:
         """The one backward, on tensors (the protocol's and the benchmarks' runner's): dy is the gradient of y."""
