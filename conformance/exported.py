@@ -49,13 +49,13 @@ def export_and_run(state: dict[str, np.ndarray], eps: float, momentum: float, x:
 
 
 def export_cnn(w: dict) -> dict:
-    """The seeds' CNN (``examples/port_cnn.py``) in eval mode, exported and run in onnxruntime: its logits,
+    """The seeds' CNN (``conformance/cnn.py``) in eval mode, exported and run in onnxruntime: its logits,
     PyTorch's float64 logits of the same model, and the exported node types (``ops``)."""
     import onnx
     import onnxruntime
     import torch
 
-    from examples.port_cnn import torch_model
+    from conformance.cnn import torch_model
 
     x = w["x"].astype(np.float32)
     model = torch_model(w).eval()

@@ -196,6 +196,8 @@ class Capabilities:
     options: frozenset[str] = frozenset()
     # Why ``forward_backward`` cannot run (e.g. ONNX defines no gradients); empty when it can.
     no_gradients: str = ""
+    # Why a bad input's outcome cannot be judged (it depends on the process's history); empty when it can.
+    no_bad_input: str = ""
     # The layer has ``double_backward`` (:class:`DoubleBackward`); without it second-order checks skip.
     double_backward: bool = False
     # Runs on a world of ranks (synchronized BatchNorm): only the checks of ``checks/test_synchronized.py``.

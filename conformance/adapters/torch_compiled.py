@@ -56,7 +56,12 @@ class CompiledTorchImplementation(TorchImplementation):
         self.compiled_from = self.name
         self.name = self.name.replace("torch.", "torch.compile.", 1)
         ranks = self.capabilities.ranks & COMPILED_RANKS or self.capabilities.ranks
-        self.capabilities = replace(self.capabilities, dtypes=COMPILED_DTYPES, ranks=ranks, double_backward=False)
+        # A rejected batch's effect on num_batches_tracked depends on what Dynamo compiled, or failed to, before
+        # in this process (an input that fails tracing the first time runs eagerly the next), so it cannot be
+        # judged reproducibly: measured under pytest-xdist, both outcomes occurred for the same check.
+        history = "torch.compile's answer depends on what Dynamo compiled earlier in the process"
+        self.capabilities = replace(self.capabilities, dtypes=COMPILED_DTYPES, ranks=ranks, double_backward=False,
+                                    no_bad_input=history)
 
     def environment(self) -> dict[str, str]:
         return {**super().environment(), "compiled": "torch.compile(dynamic=False), inductor"}

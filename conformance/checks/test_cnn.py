@@ -1,4 +1,4 @@
-"""The seeds' CNN end to end (``examples/port_cnn.py``): weights made in PyTorch's layout, ported into each
+"""The seeds' CNN end to end (``conformance/cnn.py``): weights made in PyTorch's layout, ported into each
 framework, one SGD step in training mode, then evaluation. The BatchNorm layers' running statistics (in
 each framework's convention), the gradients of their parameters and the inference logits must agree with
 PyTorch in float64 within the tolerances the example derives. Each framework runs once, in a process of
@@ -14,7 +14,7 @@ import pytest
 
 from conformance.plugin import IMPLEMENTATIONS
 from conformance.tolerances import compare
-from examples import port_cnn
+from conformance import cnn as port_cnn
 
 pytestmark = pytest.mark.conformance(per_implementation=False)  # whole networks, exported models
 

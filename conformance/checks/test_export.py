@@ -37,7 +37,7 @@ def _job(module: str) -> tuple:
 @functools.cache
 def _exported() -> dict[str, dict]:
     from conformance.exported import run_isolated
-    from examples.port_cnn import weights
+    from conformance.cnn import weights
 
     results = run_isolated([*(("export_and_run", _job(m)) for m in SHAPES), ("export_cnn", (weights(),))])
     return dict(zip([*SHAPES, "cnn"], results))
@@ -95,7 +95,7 @@ def test_exported_cnn(request: pytest.FixtureRequest, record_comparison) -> None
     """The seeds' CNN in eval mode: each BatchNorm is folded into the convolution before it (no
     BatchNormalization node, two Conv nodes), and the logits match PyTorch's float64 logits within the
     example's derived logits tolerance (``port_cnn.tolerance``)."""
-    from examples import port_cnn
+    from conformance import cnn as port_cnn
 
     _start(request, "torch.BatchNorm2d", {"network": "seed 002 CNN", "batch": port_cnn.N})
     got = _exported()["cnn"]

@@ -194,7 +194,7 @@ def _exported(doc: dict) -> list[Block]:
 def _cnn(doc: dict) -> list[Block]:
     return _section(
         "The seeds' CNN end to end",
-        "Conv-BN-ReLU-MaxPool twice and a Linear layer (`examples/port_cnn.py`), weights made in PyTorch's layout "
+        "Conv-BN-ReLU-MaxPool twice and a Linear layer (`conformance/cnn.py`), weights made in PyTorch's layout "
         "and ported, one SGD step in training mode, then inference: worst error ratio against PyTorch in float64 "
         "(<= 1 passes; tolerances derived in the example's docstring).", summary.cnn(doc), "cnn")
 
