@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = [
     "ALL_DTYPES", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation", "Layer",
-    "LayerSpec", "State",
+    "LayerSpec", "SeededBug", "State",
     "as_numpy_float",
 ]
 
@@ -169,6 +169,16 @@ class Capabilities:
         return f"does not support {', '.join(missing)}" if missing else None
 
 
+@dataclass(frozen=True)
+class SeededBug:
+    """A bug an implementation carries on purpose, for the suite's mutation self-test (``mutants/``): the
+    bug class, where a real implementation had it, and the upstream report."""
+
+    bug: str
+    origin: str
+    link: str
+
+
 class Implementation(ABC):
     """One implementation under test. Subclass it in one adapter module (see ``adapters/__init__``).
 
@@ -185,6 +195,8 @@ class Implementation(ABC):
         capabilities: see :class:`Capabilities`.
         locator: ``module`` or ``module:attribute`` it was loaded from (set by the loader), so a
             worker process can load the same implementation.
+        seeded_bug: the bug it carries on purpose (a mutant of the suite's self-test), None for a real
+            implementation; the report's kill matrix lists the implementations that have one.
     """
 
     name: str
@@ -196,6 +208,7 @@ class Implementation(ABC):
     isolated: bool = True
     capabilities: Capabilities = Capabilities()
     locator: str = ""
+    seeded_bug: SeededBug | None = None
 
     def missing(self) -> str | None:
         """A skip reason naming the first missing module, or None when everything imports."""
