@@ -16,7 +16,7 @@ import pytest
 
 from ..adapters.base import Implementation
 from .content import verdict
-from .results import Result, finish_status, implementation_record
+from .results import Result, finish_status, implementation_record, text
 from .write import write_report
 
 __all__ = ["ReportPlugin"]
@@ -30,6 +30,7 @@ class ReportPlugin:
         # Longest names first, so "torch.BatchNorm2d_channels_last" never counts as "torch.BatchNorm2d".
         self._names = sorted((i.name for i in impls), key=len, reverse=True)
         self.results: dict[str, Result] = {}
+        self.collection_errors: dict[str, str] = {}  # every xdist worker reports the same ones
         self.totals: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.started = datetime.now(timezone.utc)
@@ -76,6 +77,10 @@ class ReportPlugin:
             self._say(f"{name}: done: {summary} [{finished}/{overall} checks, {100 * finished // max(overall, 1)}%]")
 
     # -- results ---------------------------------------------------------------------------------
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collection_errors[report.nodeid] = text(report.longrepr)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = self.results.get(report.nodeid)
         if result is None:
@@ -98,6 +103,7 @@ class ReportPlugin:
         doc, paths = write_report(
             self.directory, implementations, results, started=self.started,
             duration_s=time.perf_counter() - self.clock, command=list(self.config.invocation_params.args),
+            collection_errors=[{"node": n, "reason": reason} for n, reason in sorted(self.collection_errors.items())],
         )
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:

@@ -9,7 +9,8 @@ from collections import Counter, defaultdict
 
 from .results import BAD_STATUSES
 
-__all__ = ["conventions_table", "deviations", "families", "failures", "matrix", "porting", "skips", "worst_error_ratio"]
+__all__ = ["KILLING_STATUSES", "conventions_table", "deviations", "families", "failures", "kill_matrix", "matrix",
+           "porting", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
 _ORDER = ("conventions", "forward", "running_stats", "gradients", "second_order", "edge_cases", "random")
@@ -36,6 +37,25 @@ def matrix(doc: dict) -> dict[str, dict[str, Counter]]:
     for r in doc["results"]:
         out.setdefault(r["implementation"], defaultdict(Counter))[r["check_family"]][r["status"]] += 1
     return out
+
+
+# A check kills a mutant when it fails it (or its worker dies); a harness error or a stale deviation does not.
+KILLING_STATUSES = frozenset({"fail", "crash"})
+
+
+def kill_matrix(doc: dict) -> list[dict]:
+    """Per implementation carrying a seeded bug (a mutant of the suite's self-test): its bug, and per check
+    family the number of checks that failed it (``killed_by``); ``killed`` when any did."""
+    m = matrix(doc)
+    rows = []
+    for impl in doc["implementations"]:
+        if impl["seeded_bug"] is None:
+            continue
+        killed_by = {f: sum(m[impl["name"]][f][s] for s in KILLING_STATUSES) for f in families(doc)}
+        killed_by = {f: n for f, n in killed_by.items() if n}
+        rows.append({"implementation": impl["name"], **impl["seeded_bug"], "killed_by": killed_by,
+                     "killed": bool(killed_by)})
+    return rows
 
 
 def worst_error_ratio(doc: dict) -> dict[str, dict[str, float]]:
