@@ -82,8 +82,11 @@ def test_all_mutants_killed_and_a_clean_baseline_pass(tmp_path, capsys):
     assert "1 of 1 mutants killed, passed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("mutant", [("pass", "pass", "skip"), ("pass", "error", "skip"),
-                                    ("pass", "unexpected_pass", "skip")], ids=["all_pass", "harness_error", "stale_deviation"])
+SURVIVING = {"all_pass": ("pass", "pass", "skip"), "harness_error": ("pass", "error", "skip"),
+             "stale_deviation": ("pass", "unexpected_pass", "skip")}
+
+
+@pytest.mark.parametrize("mutant", SURVIVING.values(), ids=SURVIVING.keys())
 def test_a_survivor_fails_the_run(tmp_path, capsys, mutant):
     assert main([str(write(tmp_path, mutant=mutant))]) == 1
     assert "mutant.eps survived every check (eps outside the square root)" in capsys.readouterr().err
