@@ -85,9 +85,10 @@ class BatchNorm:
         return self._restore(y.astype(self.output_dtype(x.dtype)), x)
 
     def forward_backward(self, x, dy, training):
+        self.validate_dy(dy, x)  # before the forward's side effects
         y = self.forward(x, training)
-        dy3 = self.view(self.validate_dy(dy, x)).astype(self.saved["x"].dtype)
         saved = self.saved
+        dy3 = self.view(dy).astype(saved["x"].dtype)
         gamma = self._column(saved["gamma"], dy3.dtype)
         backward = self.backward_training if saved["batch_mode"] else self.backward_inference
         dx = backward(dy3, saved["xhat"], saved["r"], gamma)
@@ -122,6 +123,9 @@ class BatchNorm:
         return self.view(x)
 
     def validate_dy(self, dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """A cotangent (or tangent) of the forward input ``x``: floating, of its shape."""
+        if not (dy.dtype.kind == "f" or dy.dtype.name == "bfloat16"):
+            raise TypeError(f"dy must have a floating dtype, got {dy.dtype}")
         if dy.shape != x.shape:
             raise ValueError(f"dy must have the shape of x {x.shape}, got {dy.shape}")
         return dy
