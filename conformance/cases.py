@@ -28,8 +28,11 @@ LAYOUTS = tuple((rank, axis) for rank in _SHAPES for axis in (1, -1))
 
 # How the data looks per channel: ``normal`` offsets in [-2, 2] and spreads in [0.5, 2];
 # ``offset`` puts the mean 1e4 spreads away (|mean| / std ~ 1e4), hostile to one-pass variances;
-# ``constant`` makes channel 0 constant (zero variance); ``nan`` and ``inf`` poison one value of channel 0.
-DATA_KINDS = ("normal", "offset", "constant", "nan", "inf")
+# ``constant`` makes channel 0 constant (zero variance); ``nan`` and ``inf`` poison one value of channel 0;
+# ``large`` is production-scale magnitudes: spreads 150-300 and offsets 3-10 spreads away (|x| from ~450
+# to ~5000, where a float16 square already overflows: x**2 > 65504), |mean| / std kept <= 10 so that the
+# bounds reject wrong answers even in bfloat16 (tests/test_harness_tolerances.py).
+DATA_KINDS = ("normal", "offset", "constant", "nan", "inf", "large")
 
 
 def dtype_of(name: str) -> np.dtype:
@@ -63,6 +66,14 @@ class Case:
     @property
     def rank(self) -> int:
         return len(self.shape)
+
+    @property
+    def accumulation_dtype(self) -> str:
+        """The precision reductions must run in: at least float32 (every framework accumulates half-precision
+        input in float32), unless an option asks for the input's own (Flax's ``force_float32_reductions``)."""
+        if self.dtype in ("float16", "bfloat16") and dict(self.options).get("force_float32_reductions", True):
+            return "float32"
+        return self.dtype
 
     @property
     def num_features(self) -> int:
@@ -110,11 +121,15 @@ class Case:
         per_channel[axis] = c
         out = []
         for _ in range(self.steps):
-            z = rng.standard_normal(self.shape)
+            # Production-size data is drawn in float32 (twice as fast; its values are rounded anyway).
+            z = rng.standard_normal(self.shape, np.float32 if self.data == "large" else np.float64)
             spread = rng.uniform(0.5, 2.0, c).reshape(per_channel)
             offset = rng.uniform(-2.0, 2.0, c).reshape(per_channel)
             if self.data == "offset":
                 offset = 1e4 * spread * np.sign(offset)
+            elif self.data == "large":
+                spread = 200 * (spread + 1) / 2  # in [150, 300]
+                offset = spread * np.sign(offset) * rng.uniform(3.0, 10.0, c).reshape(per_channel)
             x = offset + spread * z
             channel0 = np.moveaxis(x, axis, 0)[0]  # a view: writes land in x
             if self.data == "constant":

@@ -5,7 +5,8 @@ built-in names, families or globs (``torch``, ``keras.jax``, ``tf_keras.*``) or 
 ``package.module:attribute``. Every test taking the ``impl`` fixture runs once per implementation; a
 missing framework or an unsupported case is a skip whose reason names it.
 
-Each check calls ``conformance(case)``, which returns a :class:`~conformance.mirror.Mirror` after
+Each check calls ``conformance(case)`` (``constructed=True``: the layer keeps the state it was built with),
+which returns a :class:`~conformance.mirror.Mirror` after
 (1) skipping what the implementation does not support and (2) marking a registered deviation as an
 expected failure (strict). The implementation, its versions, the case and every comparison are
 attached to the test report as ``user_properties``; ``--report DIR`` turns them into the conformance
@@ -94,11 +95,11 @@ def conformance(request: pytest.FixtureRequest, impl, check_name: str, record_co
         pytest.skip(reason)
     properties = request.node.user_properties
 
-    def start(case: Case, **extra) -> Mirror:
+    def start(case: Case, constructed: bool = False, **extra) -> Mirror:
         if reason := impl.unsupported(case.spec(impl.convention)):
             pytest.skip(reason)
         expect_deviation(case.params() | extra)
-        return Mirror(impl, case, on_compare=record_comparison)
+        return Mirror(impl, case, on_compare=record_comparison, constructed=constructed)
 
     def expect_deviation(params: dict) -> None:
         version = impl.environment().get("version")

@@ -1,26 +1,32 @@
 """Drive an implementation and the reference in lockstep and compare everything they produce.
 
-The reference layer is built in the implementation's declared convention from the same case, and is
-given the parameters and statistics the implementation actually holds after initialisation (a float16
-layer rounds them), so conventions are translated, never excused. Every comparison is recorded.
+The reference layer is built in the implementation's declared convention from the same case. By default
+both are given the case's non-trivial state, the reference taking what the implementation actually holds
+afterwards (a float16 layer rounds it); with ``constructed=True`` neither is given anything: the state the
+implementation was built with is compared with the convention's documented initial state, and the
+reference starts from the documented one, never from what the implementation holds. Conventions are
+translated, never excused. Every call also checks that the caller's arrays come back unmodified. Every
+comparison is recorded.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 import reference
 
-from collections.abc import Callable
-
-from .adapters.base import Implementation, State
+from .adapters.base import Implementation, State, framework_input
 from .adapters.worker import RemoteError, WorkerCrashed
-from .cases import Case
+from .cases import Case, dtype_of
 from .tolerances import Comparison, Conditioning, RunningTolerance, compare
 
 __all__ = ["Mirror"]
 
 _STATE_FIELDS = ("gamma", "beta", "running_mean", "running_var")
+# eps and momentum as held may be stored in float32 (ONNX attributes are): that rounding is allowed.
+_HYPERPARAMETER_RTOL = 2.0**-24
 
 
 def _outcome(call: Callable[[], np.ndarray]) -> np.ndarray | Exception:
@@ -32,6 +38,12 @@ def _outcome(call: Callable[[], np.ndarray]) -> np.ndarray | Exception:
         return exc
 
 
+def _as_reference_input(a: np.ndarray) -> np.ndarray:
+    """What the reference gets: the caller's array in its own dtype (bfloat16 as float32, exactly), so that
+    the reference's own checks answer for integer or boolean input."""
+    return framework_input(a)[0]
+
+
 def _describe(outcome: np.ndarray | Exception) -> str:
     if isinstance(outcome, RemoteError):
         return f"raised {outcome.type_name}: {outcome.message.splitlines()[0][:200]}"
@@ -41,21 +53,26 @@ def _describe(outcome: np.ndarray | Exception) -> str:
 
 
 class Mirror:
-    def __init__(self, impl: Implementation, case: Case, on_compare: Callable[[Comparison], None] | None = None) -> None:
+    def __init__(self, impl: Implementation, case: Case, on_compare: Callable[[Comparison], None] | None = None,
+                 constructed: bool = False) -> None:
         self.impl, self.case, self.on_compare = impl, case, on_compare
-        spec = case.spec(impl.convention)
+        self.spec = spec = case.spec(impl.convention)
         self.layer = impl.build(spec)
-        self.layer.set_state(State(**case.initial_state()))
-        held = self.layer.get_state()
         self.ref = reference.BatchNorm(
             case.num_features, convention=impl.convention, momentum=spec.momentum, eps=spec.eps,
             affine=case.affine, track_running_stats=case.track_running_stats, channel_axis=case.channel_axis,
         )
+        self.comparisons: list[Comparison] = []
+        self.running_tolerance = RunningTolerance(case.dtype)
+        if constructed:
+            self.compare_state(exact=True)
+            self.compare_hyperparameters()
+            return
+        self.layer.set_state(State(**case.initial_state()))
+        held = self.layer.get_state()
         for name in _STATE_FIELDS:
             if getattr(held, name) is not None and getattr(self.ref, name) is not None:
                 setattr(self.ref, name, getattr(held, name))
-        self.comparisons: list[Comparison] = []
-        self.running_tolerance = RunningTolerance(case.dtype)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _last(self, a: np.ndarray) -> np.ndarray:
@@ -71,7 +88,7 @@ class Mirror:
         else:
             mean, var, n = ref.running_mean.copy(), ref.running_var.copy(), 1
         gamma = ref.gamma if ref.gamma is not None else np.ones(self.case.num_features)
-        cond = Conditioning(self.case.dtype, n, mean, var, ref.eps, gamma)
+        cond = Conditioning(self.case.dtype, n, mean, var, ref.eps, gamma, self.case.accumulation_dtype)
         xhat = (self._last(x64) - mean) / cond.sigma
         return cond, xhat
 
@@ -82,6 +99,18 @@ class Mirror:
         self.comparisons.append(comparison)
         if self.on_compare is not None:
             self.on_compare(comparison)
+
+    def _call(self, method: Callable, *arrays: np.ndarray, training: bool):
+        """``method(*arrays, training)``, recording a failure if it modified any of the caller's arrays."""
+        pristine = [a.copy() for a in arrays]
+        try:
+            return method(*arrays, training)
+        finally:
+            for name, a, p in zip(("x", "dy"), arrays, pristine):
+                if a.tobytes() != p.tobytes():
+                    changed = int(np.count_nonzero(a.view(np.uint8) != p.view(np.uint8)))
+                    note = f"the implementation wrote into the caller's {name} ({changed} bytes changed)"
+                    self._add(Comparison(f"{name}_unmodified", False, np.inf, 0.0, 0.0, 0.0, 0, note))
 
     def _reference_training(self, training: bool) -> bool:
         return training and self.case.trainable  # Keras: a non-trainable layer runs in inference mode
@@ -97,26 +126,45 @@ class Mirror:
         """One forward on both sides. With ``may_raise``, an exception is an outcome to compare (both
         raising agrees, one raising is a failure) instead of an error; a crashed worker still errors."""
         if may_raise:
-            observed = _outcome(lambda: self.layer.forward(x, training))
-            expected = _outcome(lambda: self.ref.forward(np.asarray(x, np.float64), self._reference_training(training)))
-            if isinstance(observed, BaseException) or isinstance(expected, BaseException):
-                agree = isinstance(observed, BaseException) and isinstance(expected, BaseException)
-                note = f"implementation {_describe(observed)}; reference {_describe(expected)}"
-                self._add(Comparison("outcome", agree, 0.0 if agree else np.inf, 0.0, 0.0, 0.0, 0, note))
+            observed = _outcome(lambda: self._call(self.layer.forward, x, training=training))
+            expected = _outcome(lambda: self.ref.forward(_as_reference_input(x), self._reference_training(training)))
+            if self._disagree(observed, expected):
                 return
             y, y_ref = observed, expected
         else:
-            y = self.layer.forward(x, training)
+            y = self._call(self.layer.forward, x, training=training)
             y_ref = self.ref.forward(np.asarray(x, np.float64), self._reference_training(training))
         cond, xhat = self._conditioning(x, training)  # inference statistics are unchanged by the call
         self._track_running_tolerance(x, training)
         self._record("y", self._last(y), self._last(y_ref), cond.y(self._last(y_ref), xhat))
 
-    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> None:
-        cond, xhat = self._conditioning(x, training)
-        y, dx, dgamma, dbeta = self.layer.forward_backward(x, dy, training)
-        y_ref = self.ref.forward(np.asarray(x, np.float64), self._reference_training(training))
-        dx_ref = self.ref.backward(np.asarray(dy, np.float64))
+    def _disagree(self, observed: object, expected: object) -> bool:
+        """Record the outcome when either side raised; True when the step ends there."""
+        if not (isinstance(observed, BaseException) or isinstance(expected, BaseException)):
+            return False
+        agree = isinstance(observed, BaseException) and isinstance(expected, BaseException)
+        note = f"implementation {_describe(observed)}; reference {_describe(expected)}"
+        self._add(Comparison("outcome", agree, 0.0 if agree else np.inf, 0.0, 0.0, 0.0, 0, note))
+        return True
+
+    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool, may_raise: bool = False) -> None:
+        """One forward and backward on both sides; ``may_raise`` as in :meth:`forward`."""
+        if may_raise:
+            observed = _outcome(lambda: self._call(self.layer.forward_backward, x, dy, training=training))
+
+            def reference_step() -> tuple:
+                y = self.ref.forward(_as_reference_input(x), self._reference_training(training))
+                return y, self.ref.backward(_as_reference_input(dy))
+
+            expected = _outcome(reference_step)
+            if self._disagree(observed, expected):
+                return
+            (y, dx, dgamma, dbeta), (y_ref, dx_ref) = observed, expected
+        else:
+            y, dx, dgamma, dbeta = self._call(self.layer.forward_backward, x, dy, training=training)
+            y_ref = self.ref.forward(np.asarray(x, np.float64), self._reference_training(training))
+            dx_ref = self.ref.backward(np.asarray(dy, np.float64))
+        cond, xhat = self._conditioning(x, training)  # inference statistics are unchanged by the call
         self._track_running_tolerance(x, training)
         dy_last = self._last(dy)
         self._record("y", self._last(y), self._last(y_ref), cond.y(self._last(y_ref), xhat))
@@ -124,6 +172,9 @@ class Mirror:
         if self.case.affine:
             self._record("dgamma", dgamma, self.ref.dgamma, cond.dgamma(self.ref.dgamma, dy_last, xhat))
             self._record("dbeta", dbeta, self.ref.dbeta, cond.dbeta(self.ref.dbeta, dy_last))
+        else:  # no parameters: no gradients for them either
+            self._record("dgamma", dgamma, None, 0.0)
+            self._record("dbeta", dbeta, None, 0.0)
 
     def double_backward(self, x: np.ndarray, dy: np.ndarray, direction: dict[str, np.ndarray | None]) -> None:
         """Second order in training mode: the layer's Hessian-vector product of ``sum(y * dy)`` along
@@ -142,13 +193,14 @@ class Mirror:
         for name, actual, want in zip(names, (self._last(hvp[0]), *hvp[1:]), expected):
             self._record(name, actual, want, cond.u * np.abs(want) + tolerances[name])
 
-    def compare_state(self) -> None:
-        """Running statistics (and ``num_batches_tracked`` where the implementation keeps it)."""
+    def compare_state(self, exact: bool = False) -> None:
+        """Parameters (which no forward call may change: exactly), running statistics (within their
+        accumulated tolerance, or exactly with ``exact``) and ``num_batches_tracked`` where kept."""
         state = self.layer.get_state()
-        for name in ("running_mean", "running_var"):
+        for name in _STATE_FIELDS:
             expected = getattr(self.ref, name)
-            if expected is None:
-                self._record(name, getattr(state, name), None, 0.0)
+            if expected is None or exact or name in ("gamma", "beta"):
+                self._record(name, getattr(state, name), expected, 0.0)
                 continue
             self._record(name, getattr(state, name), expected, self.running_tolerance.tolerance(name, expected))
         if state.num_batches_tracked is not None:
@@ -157,6 +209,28 @@ class Mirror:
                 Comparison("num_batches_tracked", same, 0.0 if same else np.inf,
                            float(abs(state.num_batches_tracked - self.ref.num_batches_tracked)), 0.0, 0.0, 0)
             )
+
+    def compare_hyperparameters(self) -> None:
+        """The ``eps`` and ``momentum`` the layer holds (where its adapter reports them) against those it was
+        built with, within float32 rounding."""
+        state = self.layer.get_state()
+        if state.eps is None:
+            return
+        for name, held, built in (("eps", state.eps, self.spec.eps), ("momentum", state.momentum, self.spec.momentum)):
+            if held is None or built is None:
+                self._record(name, held, built, 0.0)
+            else:
+                self._record(name, np.float64(held), np.float64(built), _HYPERPARAMETER_RTOL * abs(built))
+
+    def output_policy(self, x: np.ndarray, training: bool) -> None:
+        """One forward: ``y`` has the input's shape and the dtype the implementation's policy states."""
+        y = self._call(self.layer.forward, x, training=training)
+        self.ref.forward(np.asarray(x, np.float64), self._reference_training(training))  # keep the states in step
+        want = np.dtype(dtype_of(self.impl.output_dtype(self.spec)))
+        for quantity, got, expected in (("y_shape", np.shape(y), x.shape), ("y_dtype", np.asarray(y).dtype, want)):
+            same = got == expected
+            note = "" if same else f"the implementation returned {got} where {expected} is expected"
+            self._add(Comparison(quantity, same, 0.0 if same else np.inf, 0.0, 0.0, 0.0, 0, note))
 
     # -- verdict ---------------------------------------------------------------------------------
     def failures(self) -> list[Comparison]:

@@ -45,13 +45,18 @@ def groups(python: str, env: Mapping[str, str]) -> list[dict]:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+# Benchmarks that take no implementation, run once (with the first group): the machine itself, and the
+# reference at production size.
+_ONCE = r"bench_machine\.|bench_reference_large\."
+
+
 def selection(names: list[str], machine: bool, bench: str | None = None) -> str:
     """asv's ``-b`` regex for one group: its implementations' parameter combinations (asv matches
-    ``name(param, ...)``), with the machine benchmarks (no parameters) when ``machine``, and only
+    ``name(param, ...)``), with the benchmarks that take no implementation (``_ONCE``) when ``machine``, and only
     benchmarks also matching ``bench``."""
     group = r".*\((?:%s)," % "|".join(re.escape(repr(name)) for name in names)
     if machine:
-        group = rf"(?:bench_machine\.|{group})"
+        group = rf"(?:{_ONCE}|{group})"
     return rf"^(?=.*(?:{bench}))(?={group})" if bench else rf"^(?={group})"
 
 

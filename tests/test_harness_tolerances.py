@@ -3,11 +3,11 @@ numerical bugs yet loose enough for a correct implementation in every supported 
 
 import numpy as np
 import pytest
+from fake_adapters import NumpyImplementation
 
 from conformance.cases import layout_cases
 from conformance.mirror import Mirror
 from conformance.tolerances import Comparison, compare
-from fake_adapters import NumpyImplementation
 
 NAN, INF = np.nan, np.inf
 
@@ -133,3 +133,46 @@ def test_output_tolerance_is_within_20x_of_a_correct_implementations_error(dtype
     comparisons = [c for case in layout_cases((dtype,), steps=3) for c in drive(TWO_PASS, case).comparisons]
     worst = max(c.error_ratio for c in comparisons if c.quantity == "y")
     assert 0.05 <= worst <= 1.0
+
+
+# -- every bound must be able to fail: wrong answers are rejected at every size and dtype -------------------
+
+def _large_conditioning(dtype: str, n: int) -> tuple:
+    """Conditioning of a production-size channel (|mean| / std = 10, the most ``data="large"`` draws),
+    with the normalized values of a typical sample (|xhat| up to 3)."""
+    from conformance.cases import Case
+    from conformance.tolerances import Conditioning
+
+    mean, var = np.array([10.0]), np.array([1.0])
+    cond = Conditioning(dtype, n, mean, var, 1e-5, np.array([1.0]), Case((1, 1), dtype=dtype).accumulation_dtype)
+    xhat = np.linspace(-3, 3, 61)[:, None]
+    return cond, xhat
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("log2_n", [0, 10, 18, 20, 24])
+def test_bounds_reject_wrong_answers(dtype: str, log2_n: int) -> None:
+    """An all-zero output, the output with the mean left in and one with the wrong sign all fail the output
+    bound; zero gradients fail theirs; the running variance left at its initial 1 fails (the reference's is
+    4). The old model (storage precision for the reductions) accepted an all-zero float16 output from 2**18
+    values per channel on."""
+    cond, xhat = _large_conditioning(dtype, 2**log2_n)
+    y = xhat + 0.5
+    for wrong in (np.zeros_like(y), y + 10.0, -y):
+        assert not compare("y", wrong, y, cond.y(y, xhat)).passed
+    dy = np.ones_like(xhat)
+    dx = dy - dy.mean() - xhat * (dy * xhat).mean()
+    assert not compare("dx", np.zeros_like(dx), dx + 1.0, cond.dx(dx + 1.0, dy, xhat)).passed
+    assert not compare("dbeta", np.zeros(1), dy.sum(0), cond.dbeta(dy.sum(0), dy)).passed
+    assert not compare("running_var", np.ones(1), np.full(1, 4.0), cond.running_var_step(np.full(1, 4.0))).passed
+
+
+def test_half_precision_accumulation_is_not_excused() -> None:
+    """With reductions declared in the input's precision (Flax's force_float32_reductions=False) the bound
+    widens as such a sum's error does; by default they are held to float32."""
+    from conformance.cases import Case
+
+    default = Case((4, 3), dtype="float16")
+    declared = default.with_(options=(("force_float32_reductions", False),))
+    assert (default.accumulation_dtype, declared.accumulation_dtype) == ("float32", "float16")
+    assert Case((4, 3), dtype="float64").accumulation_dtype == "float64"

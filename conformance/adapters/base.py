@@ -6,7 +6,10 @@ suite never imports a framework itself: adapters import theirs inside ``build``/
 missing framework becomes a skip naming the package, never an import error.
 
 Arrays cross the protocol as NumPy: inputs in the case's dtype (``bfloat16`` as ``ml_dtypes.bfloat16``),
-per-channel parameters and statistics as float64 of shape (C,), outputs in any floating dtype.
+per-channel parameters and statistics as float64 of shape (C,), ``y`` in the dtype the framework returns
+(:meth:`Implementation.output_dtype` states its policy), gradients in any floating dtype. The contract checks
+also hand inputs of other dtypes (integer, boolean): an adapter passes those to its framework as they are,
+so that the framework's own response is what is checked (:func:`framework_input`).
 
 A layer may also be :class:`Benchmarkable` (optional): the benchmarks (``benchmarks/``) then time its
 operations on framework-native arrays instead of through the NumPy conversions.
@@ -26,7 +29,7 @@ import numpy as np
 __all__ = [
     "ALL_DTYPES", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation", "Layer",
     "LayerSpec", "SeededBug", "State",
-    "as_numpy_float",
+    "as_numpy_float", "framework_input",
 ]
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -43,6 +46,15 @@ def as_numpy_float(x: np.ndarray) -> np.ndarray:
     """``x`` in a dtype every framework's from-NumPy conversion accepts: ``bfloat16`` (an ml_dtypes
     type NumPy does not know natively) becomes float32, which holds its values exactly."""
     return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
+def framework_input(x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(array, cast)``: what an adapter hands its framework's from-NumPy conversion, and whether to cast
+    it to the layer's dtype afterwards. Floating input (bfloat16 through float32, exactly) is cast; integer
+    and boolean input reaches the framework in its own dtype, so that its own checks answer for it."""
+    if x.dtype.kind in "biu":
+        return x, False
+    return as_numpy_float(x), True
 
 
 @dataclass(frozen=True)
@@ -73,13 +85,18 @@ class LayerSpec:
 
 @dataclass
 class State:
-    """Parameters and running statistics as float64 arrays of shape (C,), ``None`` where absent."""
+    """Parameters and running statistics as float64 arrays of shape (C,), ``None`` where absent; and the
+    ``eps`` and ``momentum`` the layer holds, read-only facts (``set_state`` ignores them). ``eps=None``: the
+    adapter does not report either; otherwise ``momentum`` is the layer's own (``None``: PyTorch's
+    cumulative average)."""
 
     gamma: np.ndarray | None = None
     beta: np.ndarray | None = None
     running_mean: np.ndarray | None = None
     running_var: np.ndarray | None = None
     num_batches_tracked: int | None = None
+    eps: float | None = None
+    momentum: float | None = None
 
 
 @runtime_checkable
@@ -230,6 +247,12 @@ class Implementation(ABC):
     def defaults(self) -> dict[str, float | int]:
         """The framework's own constructor defaults: ``momentum``, ``eps``, ``channel_axis``."""
 
+    def output_dtype(self, spec: LayerSpec) -> str:
+        """The dtype of ``y`` the framework documents for an input of ``spec.dtype``: that dtype, unless the
+        framework promotes (Flax infers it from the input's and the parameters' dtypes)."""
+        return spec.dtype
+
     @abstractmethod
     def build(self, spec: LayerSpec) -> Layer:
-        """A fresh layer with gamma=1, beta=0, running mean 0 and running variance 1."""
+        """The layer as the framework constructs it with ``spec``'s arguments (the suite checks its initial
+        state against the convention: gamma 1, beta 0, running mean 0, running variance 1)."""

@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .base import Capabilities, Implementation, LayerSpec, State
+from .base import Capabilities, Implementation, LayerSpec, State, framework_input
 
 _PARAMS = {"gamma": "scale", "beta": "bias"}
 _STATS = {"running_mean": "mean", "running_var": "var"}
@@ -42,6 +42,19 @@ def _constructor_args(spec: LayerSpec) -> dict:
         if name in options:
             args[name] = options[name]
     return args
+
+
+def _input(x: np.ndarray, dtype):
+    """A JAX array of ``x``: floating input in the layer's dtype, integer or boolean input as it is."""
+    import jax.numpy as jnp
+
+    x, cast = framework_input(x)
+    return jnp.asarray(x, dtype if cast else None)
+
+
+def _outputs(y, *gradients) -> tuple:
+    """``y`` as NumPy in its own dtype, the gradients as float64."""
+    return np.asarray(y), *map(_numpy, gradients)
 
 
 def _numpy(t) -> np.ndarray | None:
@@ -115,13 +128,14 @@ class LinenLayer:
 
     def get_state(self) -> State:
         return State(**{field: _numpy(self._get("params", name)) for field, name in _PARAMS.items()},
-                     **{field: _numpy(self._get("batch_stats", name)) for field, name in _STATS.items()})
+                     **{field: _numpy(self._get("batch_stats", name)) for field, name in _STATS.items()},
+                     eps=self.module.epsilon, momentum=self.module.momentum)
 
     def _input(self, x: np.ndarray):
-        return self.jnp.asarray(x, self.dtype)
+        return _input(x, self.dtype)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return _numpy(self._run_forward(self._input(x), training))
+        return np.asarray(self._run_forward(self._input(x), training))
 
     def _run_forward(self, x, training: bool):
         y, stats = _linen_functions()[0](self.module, self.variables, x, training)
@@ -129,7 +143,7 @@ class LinenLayer:
         return y
 
     def forward_backward(self, x, dy, training):
-        return tuple(map(_numpy, self._run_forward_backward(self._input(x), self._input(dy), training)))
+        return _outputs(*self._run_forward_backward(self._input(x), self._input(dy), training))
 
     def _run_forward_backward(self, x, dy, training: bool) -> tuple:
         y, dx, dparams, stats = _linen_functions()[1](self.module, self.variables, x, dy, training)
@@ -227,19 +241,20 @@ class NnxLayer:
                 var[...] = self.jnp.asarray(np.asarray(value), var[...].dtype)
 
     def get_state(self) -> State:
-        return State(**{field: None if var is None else _numpy(var[...]) for field, var in self._variables().items()})
+        return State(**{field: None if var is None else _numpy(var[...]) for field, var in self._variables().items()},
+                     eps=self.bn.epsilon, momentum=self.bn.momentum)
 
     def _input(self, x: np.ndarray):
-        return self.jnp.asarray(x, self.dtype)
+        return _input(x, self.dtype)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return _numpy(self._run_forward(self._input(x), training))
+        return np.asarray(self._run_forward(self._input(x), training))
 
     def _run_forward(self, x, training: bool):
         return _nnx_functions()[0](self.bn, x, training)
 
     def forward_backward(self, x, dy, training):
-        return tuple(map(_numpy, self._run_forward_backward(self._input(x), self._input(dy), training)))
+        return _outputs(*self._run_forward_backward(self._input(x), self._input(dy), training))
 
     def _run_forward_backward(self, x, dy, training: bool) -> tuple:
         y, dx, dparams = _nnx_functions()[1](self.bn, x, dy, training)
@@ -290,6 +305,14 @@ class FlaxImplementation(Implementation):
         params = inspect.signature(constructor if self.api == "linen" else constructor.__init__).parameters
         return {"momentum": params["momentum"].default, "eps": params["epsilon"].default,
                 "channel_axis": params["axis"].default}
+
+    def output_dtype(self, spec: LayerSpec) -> str:
+        """Flax's ``_normalize``: its ``dtype`` argument, else ``jnp.result_type`` of the input and the
+        parameters (``param_dtype``, float32 by default), so a half-precision input gives float32."""
+        options = dict(spec.options)
+        if options.get("compute_dtype") == "input" or options.get("param_dtype") == "input" or not spec.affine:
+            return spec.dtype
+        return "float64" if spec.dtype == "float64" else "float32"
 
     def build(self, spec: LayerSpec) -> LinenLayer | NnxLayer:
         return LinenLayer(spec) if self.api == "linen" else NnxLayer(spec)

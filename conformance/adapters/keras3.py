@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+from .base import Capabilities, Implementation, LayerSpec, State, framework_input
 
 _VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 _STATE_NAMES = ("gamma", "beta", "running_mean", "running_var")
@@ -40,7 +40,17 @@ class KerasLayer:
 
     def _tensor(self, x: np.ndarray):
         ops = self.keras.ops
-        return ops.cast(ops.convert_to_tensor(as_numpy_float(x)), self.dtype)
+        x, cast = framework_input(x)
+        return ops.cast(ops.convert_to_tensor(x), self.dtype) if cast else ops.convert_to_tensor(x)
+
+    def _output(self, t) -> np.ndarray:
+        """``y`` in its own dtype (bfloat16 through float32 where the backend's NumPy conversion lacks it)."""
+        ops = self.keras.ops
+        if ops.dtype(t) != "bfloat16":
+            return ops.convert_to_numpy(t)
+        import ml_dtypes
+
+        return ops.convert_to_numpy(ops.cast(t, "float32")).astype(ml_dtypes.bfloat16)
 
     def _numpy(self, t) -> np.ndarray | None:
         if t is None:
@@ -55,15 +65,16 @@ class KerasLayer:
                 var.assign(self.keras.ops.cast(self.keras.ops.convert_to_tensor(np.asarray(value)), var.dtype))
 
     def get_state(self) -> State:
-        return State(**{name: self._numpy(var) for name, var in self._variables().items()})
+        return State(**{name: self._numpy(var) for name, var in self._variables().items()},
+                     eps=self.layer.epsilon, momentum=self.layer.momentum)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return self._numpy(self.layer(self._tensor(x), training=training))
+        return self._output(self.layer(self._tensor(x), training=training))
 
     def forward_backward(self, x, dy, training):
         x, dy = self._tensor(x), self._tensor(dy)
         y, dx, dgamma, dbeta = getattr(self, f"_grad_{self.backend}")(x, dy, training)
-        return tuple(self._numpy(t) for t in (y, dx, dgamma, dbeta))
+        return self._output(y), *(self._numpy(t) for t in (dx, dgamma, dbeta))
 
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         x, dy, vx = self._tensor(x), self._tensor(dy), self._tensor(vx)

@@ -94,16 +94,22 @@ class OnnxLayer:
                 self.values[name] = np.asarray(getattr(state, field)).astype(self.dtype)
 
     def get_state(self) -> State:
+        from onnx import helper
+
         values = {field: np.asarray(self.values[name]).astype(np.float64) for field, name in _STATE_INPUTS.items()}
-        return State(**values)
+        spec = self.spec
+        node = _model(self.opset, spec.rank, spec.dtype, False, spec.eps, spec.momentum).graph.node[0]
+        held = {a.name: helper.get_attribute_value(a) for a in node.attribute}  # as the model stores them
+        return State(**values, eps=held["epsilon"], momentum=held["momentum"])
 
     def _run(self, x: np.ndarray, training: bool) -> list:
         spec = self.spec
         run = _session(self.engine, self.opset, spec.rank, spec.dtype, training, spec.eps, spec.momentum)
-        return run({"X": np.asarray(x).astype(self.dtype), **self.values})
+        x = np.asarray(x)  # integer or boolean input goes to the engine as it is, for its own type check
+        return run({"X": x.astype(self.dtype) if x.dtype.kind not in "biu" else x, **self.values})
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return np.asarray(self._step(x, training)).astype(np.float64)
+        return np.asarray(self._step(x, training))
 
     def _step(self, x: np.ndarray, training: bool):
         outputs = self._run(x, training)

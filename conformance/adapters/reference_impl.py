@@ -10,7 +10,7 @@ import numpy as np
 import reference
 from reference import CONVENTIONS
 
-from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float, framework_input
 
 
 class ReferenceLayer:
@@ -33,25 +33,25 @@ class ReferenceLayer:
 
     def get_state(self) -> State:
         bn = self.bn
-        return State(bn.gamma, bn.beta, bn.running_mean, bn.running_var, bn.num_batches_tracked)
+        return State(bn.gamma, bn.beta, bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.eps, bn.momentum)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         # Keras semantics: a non-trainable layer runs in inference mode whatever ``training`` says.
-        return self.bn.forward(as_numpy_float(x), training and self.trainable)
+        return self.bn.forward(framework_input(x)[0], training and self.trainable)
 
     def forward_backward(self, x, dy, training):
         y = self.forward(x, training)
-        return y, self.bn.backward(as_numpy_float(dy)), self.bn.dgamma, self.bn.dbeta
+        return y, self.bn.backward(framework_input(dy)[0]), self.bn.dgamma, self.bn.dbeta
 
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         bn = self.bn
-        dy, x, vx = as_numpy_float(dy), as_numpy_float(x), as_numpy_float(vx)
+        dy, x, vx = as_numpy_float(dy), framework_input(x)[0], as_numpy_float(vx)
         hvp = reference.hvp_training(dy, x, bn.gamma, bn.eps, vx, vgamma, bn.channel_axis)
         return hvp if bn.affine else (hvp[0], None, None)
 
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
         # The reference takes NumPy itself: converting once only keeps bfloat16's cast out of the timing.
-        x, dy = as_numpy_float(x), as_numpy_float(dy)
+        x, dy = framework_input(x)[0], as_numpy_float(dy)
         if operation == "forward_backward":
             return lambda: self.forward_backward(x, dy, True)
         training = operation == "forward_training"
@@ -77,6 +77,9 @@ class ReferenceImplementation(Implementation):
     def defaults(self) -> dict[str, float | int]:
         conv = CONVENTIONS[self.convention]
         return {"momentum": conv.default_momentum, "eps": conv.default_eps, "channel_axis": conv.channel_axis}
+
+    def output_dtype(self, spec: LayerSpec) -> str:
+        return "float64"  # the specification computes and returns float64 whatever the input
 
     def build(self, spec: LayerSpec) -> ReferenceLayer:
         return ReferenceLayer(spec, self.convention)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+from .base import Capabilities, Implementation, LayerSpec, State, framework_input
 
 _VARIABLES = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 
@@ -33,7 +33,8 @@ class TfKerasLayer:
         self.layer.trainable = spec.trainable
 
     def _tensor(self, x: np.ndarray):
-        return self.tf.cast(self.tf.convert_to_tensor(as_numpy_float(x)), self.dtype)
+        x, cast = framework_input(x)
+        return self.tf.cast(self.tf.convert_to_tensor(x), self.dtype) if cast else self.tf.convert_to_tensor(x)
 
     def _numpy(self, t) -> np.ndarray | None:
         return None if t is None else self.tf.cast(t, self.tf.float64).numpy()
@@ -45,10 +46,11 @@ class TfKerasLayer:
                 getattr(self.layer, var).assign(np.asarray(value, dtype=getattr(self.layer, var).dtype.as_numpy_dtype))
 
     def get_state(self) -> State:
-        return State(**{name: self._numpy(getattr(self.layer, var)) for name, var in _VARIABLES.items()})
+        return State(**{name: self._numpy(getattr(self.layer, var)) for name, var in _VARIABLES.items()},
+                     eps=self.layer.epsilon, momentum=self.layer.momentum)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return self._numpy(self.layer(self._tensor(x), training=training))
+        return self.layer(self._tensor(x), training=training).numpy()  # its own dtype; bfloat16 is ml_dtypes
 
     def forward_backward(self, x, dy, training):
         tf = self.tf
@@ -59,7 +61,7 @@ class TfKerasLayer:
             y = self.layer(x, training=training)
             loss = tf.reduce_sum(y * dy)  # its gradient w.r.t. y is exactly dy, in any dtype
         dx, *dparams = tape.gradient(loss, [x, *params])
-        return tuple(self._numpy(t) for t in (y, dx, *(dparams or (None, None))))
+        return y.numpy(), *(self._numpy(t) for t in (dx, *(dparams or (None, None))))
 
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         tf = self.tf

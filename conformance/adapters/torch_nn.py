@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+from .base import Capabilities, Implementation, LayerSpec, State, framework_input
 
 _MODULE_RANKS = {"BatchNorm1d": {2, 3}, "BatchNorm2d": {4}, "BatchNorm3d": {5}}
 _ALL_FEATURES = frozenset({"affine_false", "no_running_stats", "momentum_none"})
@@ -49,7 +49,8 @@ class TorchLayer:
         return t.requires_grad_(requires_grad)
 
     def _input(self, x: np.ndarray, requires_grad: bool = False):
-        t = self.torch.from_numpy(as_numpy_float(x)).to(device=self.device, dtype=self.dtype)
+        x, cast = framework_input(x)
+        t = self.torch.from_numpy(x).to(device=self.device, **({"dtype": self.dtype} if cast else {}))
         if self.memory_format is not None:
             t = t.contiguous(memory_format=self.memory_format)
         return t.requires_grad_(requires_grad)
@@ -72,15 +73,16 @@ class TorchLayer:
                     t.copy_(self.torch.from_numpy(np.asarray(value, dtype=np.float64)))
 
     def get_state(self) -> State:
-        tracked = self.module.num_batches_tracked if self.module is not None else None
+        held = self.module if self.module is not None else self  # the functional form's are the adapter's
+        tracked = getattr(self.module, "num_batches_tracked", None)
         return State(
             **{name: _to_numpy(t) for name, t in {**self.params, **self.buffers}.items()},
-            num_batches_tracked=None if tracked is None else int(tracked),
+            num_batches_tracked=None if tracked is None else int(tracked), eps=held.eps, momentum=held.momentum,
         )
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         with self.torch.no_grad():
-            return _to_numpy(self._call(self._input(x), training))
+            return _output(self._call(self._input(x), training))
 
     def forward_backward(self, x, dy, training):
         xt = self._input(x, requires_grad=True)
@@ -90,7 +92,7 @@ class TorchLayer:
         y = self._call(xt, training)
         y.backward(self._input(dy))
         gamma, beta = self.params["gamma"], self.params["beta"]
-        return _to_numpy(y), _to_numpy(xt.grad), *(None if p is None else _to_numpy(p.grad) for p in (gamma, beta))
+        return _output(y), _to_numpy(xt.grad), *(None if p is None else _to_numpy(p.grad) for p in (gamma, beta))
 
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         torch = self.torch
@@ -130,6 +132,18 @@ class TorchLayer:
             return y
 
         return forward
+
+
+def _output(t) -> np.ndarray:
+    """``y`` as NumPy in its own dtype (bfloat16 as ml_dtypes.bfloat16, through float32, exactly)."""
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.float().numpy().astype(ml_dtypes.bfloat16)
+    return t.numpy()
 
 
 def _to_numpy(t) -> np.ndarray | None:

@@ -4,7 +4,9 @@ Frameworks fix process-wide state at import (Keras' backend) and can crash the i
 isolated implementation family therefore lives in a spawned worker with its ``process_env``. The pytest
 process talks to it over a pipe: :func:`isolate` wraps an Implementation so that ``build`` returns a
 proxy Layer whose calls run remotely. A worker that dies fails the call in flight with
-:class:`WorkerCrashed` and is started afresh on the next call.
+:class:`WorkerCrashed` and is started afresh on the next call. The boundary is transparent to in-place
+writes: an argument array the implementation modified is written back into the caller's array, so that
+the suite sees the modification it would see in-process (a pickled copy would hide it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
+
+import numpy as np
 
 from .base import Implementation, LayerSpec, State
 
@@ -66,6 +70,7 @@ def _serve(conn: Any, locator: str) -> None:
         op, args, dropped = message
         for layer_id in dropped:
             layers.pop(layer_id, None)
+        pristine = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
         try:
             if op == "build":
                 layer_id, name, spec = args
@@ -79,9 +84,13 @@ def _serve(conn: Any, locator: str) -> None:
                 if layer_id not in layers:
                     raise KeyError(f"layer {layer_id} is not in this worker: an earlier worker built it and died")
                 result = getattr(layers[layer_id], op)(*rest)
-            conn.send(("ok", result))
+            reply: tuple = ("ok", result)
         except Exception as exc:  # every failure goes back to the caller, with its type and traceback
-            conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
+            reply = ("error", (type(exc).__name__, str(exc), traceback.format_exc()))
+        # Bitwise, so that NaN payloads and signed zeros count too.
+        modified = {i: a for i, (a, p) in enumerate(zip(args, pristine))
+                    if p is not None and a.tobytes() != p.tobytes()}
+        conn.send((*reply, modified))
 
 
 # ---- pytest side -------------------------------------------------------------------------------
@@ -116,12 +125,14 @@ class _Worker:
             self.conn.send((op, args, dropped))
             if not self.conn.poll(_TIMEOUT_S):
                 raise TimeoutError(f"{self.impl.family} worker gave no answer to {op!r} within {_TIMEOUT_S:.0f} s")
-            status, payload = self.conn.recv()
+            status, payload, modified = self.conn.recv()
         except (EOFError, OSError, TimeoutError) as exc:
             code = self.stop()
             raise WorkerCrashed(
                 f"{self.impl.family}: the worker process died during {op!r} (exit code {code}): {exc!r}"
             ) from None
+        for i, value in modified.items():
+            np.copyto(args[i], value)
         if status == "error":
             type_name, message, tb = payload
             raise _remote_error_type(type_name)(type_name, message, tb)
@@ -198,6 +209,9 @@ class _Isolated(Implementation):
 
     def unsupported(self, spec: LayerSpec) -> str | None:
         return self._impl.unsupported(spec)
+
+    def output_dtype(self, spec: LayerSpec) -> str:
+        return self._impl.output_dtype(spec)  # a stated policy: no framework needed
 
     @functools.cache
     def environment(self) -> dict[str, str]:
