@@ -64,13 +64,13 @@ class BatchNorm:
 
     def get_state(self) -> State:
         copy = [None if a is None else a.copy() for a in (self.gamma, self.beta, self.running_mean, self.running_var)]
-        return State(*copy, self.num_batches_tracked)
+        return State(*copy, self.num_batches_tracked, self.eps, self.momentum)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x3 = self.validate(x)
         self.input_dtype = x.dtype
         batch_mode, updating = self.batch_mode(training), self.updates_running(training)
-        xc = x3.astype(self.compute_dtype(x.dtype))
+        xc = self._compute(x3, self.compute_dtype(x.dtype))
         if batch_mode or updating:
             self.check_batch(x3)
             batch = self.statistics(xc)
@@ -88,7 +88,7 @@ class BatchNorm:
         self.validate_dy(dy, x)  # before the forward's side effects
         y = self.forward(x, training)
         saved = self.saved
-        dy3 = self.view(dy).astype(saved["x"].dtype)
+        dy3 = self._compute(self.view(dy), saved["x"].dtype)
         gamma = self._column(saved["gamma"], dy3.dtype)
         backward = self.backward_training if saved["batch_mode"] else self.backward_inference
         dx = backward(dy3, saved["xhat"], saved["r"], gamma)
@@ -99,8 +99,8 @@ class BatchNorm:
         x3 = self.validate(x)
         self.check_batch(x3)
         dtype = self.compute_dtype(x.dtype)
-        xc = x3.astype(dtype)
-        dy3, vx3 = (self.view(self.validate_dy(a, x)).astype(dtype) for a in (dy, vx))
+        xc = self._compute(x3, dtype)
+        dy3, vx3 = (self._compute(self.view(self.validate_dy(a, x)), dtype) for a in (dy, vx))
         xhat, r = self.normalize(xc, *self.statistics(xc))
         gamma = self._column(np.ones(x3.shape[1]) if self.gamma is None else self.gamma, dtype)
         vgamma3 = self._column(np.zeros(x3.shape[1]) if vgamma is None else vgamma, dtype)
@@ -230,6 +230,12 @@ class BatchNorm:
         moved_shape = list(like.shape)
         moved_shape.insert(1, moved_shape.pop(self.spec.channel_axis))
         return np.moveaxis(a3.reshape(moved_shape), 1, self.spec.channel_axis)
+
+    @staticmethod
+    def _compute(a3: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """A copy in the compute dtype, contiguous: NumPy sums pairwise only along a contiguous axis (a
+        channels-last view reduced as is accumulates 10**6 float32 values one by one)."""
+        return a3.astype(dtype, order="C")
 
     @staticmethod
     def _column(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
