@@ -117,10 +117,13 @@ class BatchNorm:
             raise TypeError(f"x must have a floating dtype, got {x.dtype}")
         if x.ndim < 2:
             raise ValueError(f"x must have rank >= 2 (batch, channels, ...), got shape {x.shape}")
+        self.check_channels(x)
+        return self.view(x)
+
+    def check_channels(self, x: np.ndarray) -> None:
         if x.shape[self.spec.channel_axis] != self.spec.num_features:
             raise ValueError(f"expected {self.spec.num_features} channels on axis {self.spec.channel_axis}, "
                              f"got input of shape {x.shape}")
-        return self.view(x)
 
     def validate_dy(self, dy: np.ndarray, x: np.ndarray) -> np.ndarray:
         """A cotangent (or tangent) of the forward input ``x``: floating, of its shape."""

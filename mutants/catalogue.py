@@ -269,22 +269,6 @@ class BesselFactorInHalfPrecision(BatchNorm):
             return float(np.float16(count) / np.float16(count - 1))
 
 
-class RunningStatisticsInInputPrecision(BatchNorm):
-    """Running statistics kept in the input's float16: a variance above 65504 becomes inf and silently
-    zeroes the output (apple/coreai-torch PR #54 cast BatchNorm's statistics down to float16)."""
-
-    bug = "running statistics stored in float16 for float16 input"
-    origin = "apple/coreai-torch (PR #54)"
-    link = "https://github.com/apple/coreai-torch/pull/54"
-
-    def update_running(self, mean, var, count):
-        super().update_running(mean, var, count)
-        if self.input_dtype.itemsize < 4:
-            with np.errstate(over="ignore"):
-                self.running_mean = self.running_mean.astype(self.input_dtype).astype(np.float64)
-                self.running_var = self.running_var.astype(self.input_dtype).astype(np.float64)
-
-
 class FirstStepOverwritesRunningStatistics(BatchNorm):
     """The first training step replaces the running statistics with the batch's, ignoring their initial
     values (keras-team/keras #13117, #13214: the initializers were never used)."""
@@ -402,25 +386,6 @@ class EmptyBatchAccepted(BatchNorm):
         return np.nan if count == 0 else super().bessel_factor(count)
 
 
-class ChannelCountNotChecked(BatchNorm):
-    """The input is viewed as ``(N, num_features, -1)`` without checking its channel count, so a wrong
-    one is silently reinterpreted (Synchronized-BatchNorm-PyTorch #31; Chainer #5355)."""
-
-    bug = "wrong channel count silently reshaped"
-    origin = "Synchronized-BatchNorm-PyTorch (#31), Chainer (#5355)"
-    link = "https://github.com/vacancy/Synchronized-BatchNorm-PyTorch/issues/31"
-
-    def validate(self, x):
-        if x.ndim < 2:
-            raise ValueError(f"x must have rank >= 2, got shape {x.shape}")
-        return self.view(x)
-
-    def view(self, a):
-        moved = np.moveaxis(a, self.spec.channel_axis, 1)
-        per_sample = int(np.prod(moved.shape[1:], dtype=int))
-        return moved.reshape(moved.shape[0], self.spec.num_features, per_sample // self.spec.num_features)
-
-
 class IntegerInputAccepted(BatchNorm):
     """Integer or boolean input silently converted instead of rejected (Chainer #5355: "no error on
     wrong shape or data type of the input")."""
@@ -449,6 +414,24 @@ class InputModifiedInPlace(BatchNorm):
         if x.shape == y.shape and x.flags.writeable:
             x[...] = y.astype(x.dtype)
         return y
+
+
+class NoRunningStatisticsKeepsBuffers(BatchNorm):
+    """``track_running_stats=False`` still keeps running statistics (0 and 1), never updated, and
+    inference normalizes with them instead of the batch's (PyTorch's buffers-with-the-flag-off case,
+    PR #38084; complexPyTorch #6 checked the flag in training only)."""
+
+    bug = "track_running_stats=False keeps running statistics and uses them in inference"
+    origin = "PyTorch _BatchNorm (PR #38084), complexPyTorch (#6)"
+    link = "https://github.com/pytorch/pytorch/pull/38084"
+
+    def initial_state(self, spec: LayerSpec) -> State:
+        state = super().initial_state(spec)
+        state.running_mean, state.running_var = np.zeros(spec.num_features), np.ones(spec.num_features)
+        return state
+
+    def updates_running(self, training):
+        return super().updates_running(training) and self.spec.track_running_stats
 
 
 class AffineFalseKeepsParameters(BatchNorm):
@@ -565,7 +548,6 @@ MUTANTS: dict[str, tuple[type[BatchNorm], str]] = {
     "running_variance_unbiased_in_keras": (RunningVarianceUnbiasedInKeras, "keras"),
     "bessel_count_is_batch_size": (BesselCountIsBatchSize, "torch"),
     "bessel_factor_in_half_precision": (BesselFactorInHalfPrecision, "torch"),
-    "running_statistics_in_input_precision": (RunningStatisticsInInputPrecision, "torch"),
     "first_step_overwrites_running_statistics": (FirstStepOverwritesRunningStatistics, "keras"),
     "counter_not_incremented": (CounterNotIncremented, "torch"),
     "cumulative_average_off_by_one": (CumulativeAverageOffByOne, "torch"),
@@ -573,9 +555,9 @@ MUTANTS: dict[str, tuple[type[BatchNorm], str]] = {
     "state_updated_before_raising": (StateUpdatedBeforeRaising, "torch"),
     "one_value_per_channel_accepted": (OneValuePerChannelAccepted, "torch"),
     "empty_batch_accepted": (EmptyBatchAccepted, "keras"),
-    "channel_count_not_checked": (ChannelCountNotChecked, "torch"),
     "integer_input_accepted": (IntegerInputAccepted, "torch"),
     "input_modified_in_place": (InputModifiedInPlace, "torch"),
+    "no_running_statistics_keeps_buffers": (NoRunningStatisticsKeepsBuffers, "torch"),
     "affine_false_keeps_parameters": (AffineFalseKeepsParameters, "torch"),
     "backward_ignores_batch_statistics": (BackwardIgnoresBatchStatistics, "torch"),
     "dx_missing_gamma": (DxMissingGamma, "torch"),
