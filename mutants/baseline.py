@@ -24,10 +24,14 @@ __all__ = ["BatchNorm"]
 class BatchNorm:
     """A BatchNorm layer behind the adapter protocol (:class:`conformance.adapters.base.Layer`).
 
-    Hooks, in the order a call meets them: construction (:meth:`initial_state`, :meth:`hyperparameters`),
-    :meth:`validate`, the dtype policy (:meth:`compute_dtype`, :meth:`output_dtype`), :meth:`batch_mode`,
-    :meth:`statistics`, :meth:`normalize`, :meth:`update_running`, :meth:`backward_training`,
-    :meth:`backward_inference` and :meth:`hessian_vector_product`.
+    Hooks, in the order a call meets them: construction (:meth:`hyperparameters`, :meth:`initial_state`);
+    input checks (:meth:`validate` with :meth:`check_channels`, :meth:`validate_dy`, :meth:`check_batch`);
+    the modes (:meth:`effective_training`, :meth:`batch_mode`, :meth:`updates_running`); the dtype policy
+    (:meth:`compute_dtype`, :meth:`output_dtype`); :meth:`statistics` over :attr:`statistic_axes`,
+    :meth:`normalize`; the running update (:meth:`new_batch_weight`, :meth:`bessel_factor` of
+    :meth:`values_per_channel`, :meth:`update_running`); gradients (:meth:`backward_training`,
+    :meth:`backward_inference`, :meth:`parameter_gradients`); second order
+    (:meth:`hessian_vector_product` with :meth:`tangents`). ``input_dtype`` is the last forward's.
     """
 
     # Axes of the (N, C, L) view that the batch statistics reduce over.
