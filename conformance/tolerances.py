@@ -40,6 +40,12 @@ half-precision input in half precision fails. With ``P = 1 + |xhat|`` (``xhat`` 
              for the variance (times n/(n-1), the most a Bessel correction amplifies it), summed over the
              steps, plus u|run| for the value compared (:class:`RunningTolerance`).
 
+Inference with running statistics the implementation accumulated itself: those may differ from the
+reference's by their own tolerance ``Em`` (mean) and ``Ev`` (variance, :class:`RunningTolerance`), which the
+normalization propagates: ``xhat`` is then allowed ``X = Em / sigma + |xhat| Ev / (2 sigma**2)`` more, so
+``y`` gets ``|gamma| X``, ``dgamma`` gets ``sum(|dy| X)`` and ``dx = gamma dy / sigma`` gets
+``|gamma| |dy| Ev / (2 sigma**3)`` (zero where the statistics were assigned, or are the batch's).
+
 Second order (:func:`reference.hvp_training`: the derivative of ``(dx, dgamma, dbeta)`` along
 ``(vx, vgamma, vbeta)``, ``r = 1 / sigma``). The same argument applied to its formula: each term's error
 is at most ``rho (1 + kappa)`` times the term evaluated with absolute values and ``P`` for ``|xhat|``,
@@ -101,6 +107,9 @@ class Conditioning:
     eps: float
     gamma: np.ndarray
     accumulation_dtype: str | None = None  # None: the input's dtype
+    # The allowed error of ``mean``/``var`` themselves: running statistics the implementation accumulated.
+    mean_error: np.ndarray | float = 0.0
+    var_error: np.ndarray | float = 0.0
 
     @property
     def u(self) -> float:
@@ -122,18 +131,25 @@ class Conditioning:
     def kappa(self) -> np.ndarray:
         return np.abs(self.mean) / self.sigma
 
+    def _statistics_error(self, xhat: np.ndarray) -> np.ndarray:
+        """How far ``xhat`` may move with the statistics' own allowed errors."""
+        return self.mean_error / self.sigma + np.abs(xhat) * self.var_error / (2 * self.sigma**2)
+
     def y(self, y: np.ndarray, xhat: np.ndarray) -> np.ndarray:
-        return self.u * np.abs(y) + np.abs(self.gamma) * self.rho * (1 + self.kappa) * (1 + np.abs(xhat))
+        rounding = self.rho * (1 + self.kappa) * (1 + np.abs(xhat))
+        return self.u * np.abs(y) + np.abs(self.gamma) * (rounding + self._statistics_error(xhat))
 
     def dx(self, dx: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
         scale = np.abs(self.gamma) / self.sigma * self.rho * (1 + self.kappa)
-        return self.u * np.abs(dx) + scale * (np.abs(dy) + _channel_mean(np.abs(dy))) * (1 + np.abs(xhat))
+        statistics = np.abs(self.gamma) * np.abs(dy) * self.var_error / (2 * self.sigma**3)
+        return self.u * np.abs(dx) + scale * (np.abs(dy) + _channel_mean(np.abs(dy))) * (1 + np.abs(xhat)) + statistics
 
     def dbeta(self, dbeta: np.ndarray, dy: np.ndarray) -> np.ndarray:
         return self.u * np.abs(dbeta) + self.rho * _channel_sum(np.abs(dy))
 
     def dgamma(self, dgamma: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
-        return self.u * np.abs(dgamma) + self.rho * (1 + self.kappa) * _channel_sum(np.abs(dy) * (1 + np.abs(xhat)))
+        rounding = self.rho * (1 + self.kappa) * (1 + np.abs(xhat))
+        return self.u * np.abs(dgamma) + _channel_sum(np.abs(dy) * (rounding + self._statistics_error(xhat)))
 
     def running_mean_step(self, run: np.ndarray, batch_std: np.ndarray) -> np.ndarray:
         """One training step's error in the running mean ``run`` it stored (the batch mean's, and the
@@ -177,6 +193,10 @@ class RunningTolerance:
         self.accumulated["running_mean"] = self.accumulated["running_mean"] + mean_step
         var_step = correction * cond.running_var_step(running_var)
         self.accumulated["running_var"] = self.accumulated["running_var"] + var_step
+
+    def accumulated_error(self, name: str) -> np.ndarray | float:
+        """The error the steps so far allow in ``running_mean`` or ``running_var`` (0 before any)."""
+        return self.accumulated[name]
 
     def tolerance(self, name: str, expected: np.ndarray) -> np.ndarray:
         """Tolerance of ``running_mean`` or ``running_var`` against the reference's value ``expected``."""

@@ -104,6 +104,23 @@ class _NoCrossTerm(ReferenceAs):
 
 NO_CROSS_TERM = _NoCrossTerm("wrong.no_cross_term")
 
+class _InPlaceLayer(ReferenceLayer):
+    """Returns the right ``y`` but also leaves it in the caller's ``x`` (an in-place kernel's scratch)."""
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        y = super().forward(x, training)
+        x[...] = y.astype(x.dtype)
+        return y
+
+
+class _InPlace(ReferenceAs):
+    def build(self, spec: LayerSpec) -> ReferenceLayer:
+        return _InPlaceLayer(spec, self.runs)
+
+
+IN_PLACE = _InPlace("wrong.in_place")
+IN_PLACE_ISOLATED = _InPlace("wrong.in_place_isolated", isolated=True)
+
 MISSING_MODULE = "bn_conformance_meta_no_such_module"
 NEEDS_MISSING_MODULE = ReferenceAs("needs.missing", isolated=True, requires=("numpy", MISSING_MODULE))
 NOT_IMPLEMENTATIONS = [HEALTHY, "reference.torch"]  # a name where an instance belongs

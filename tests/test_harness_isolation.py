@@ -6,6 +6,7 @@ import gc
 import weakref
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 import fake_adapters
@@ -72,3 +73,18 @@ def test_crash_is_a_failure_of_each_test_and_the_run_completes(run_checks) -> No
         lines=[f"E *WorkerCrashed: crash: the worker process died during 'forward' (exit code {code})*"
                for code in fake_adapters.CRASH_EXIT_CODES.values()],
     )
+
+
+@pytest.mark.parametrize("locator", ["fake_adapters:IN_PLACE", "fake_adapters:IN_PLACE_ISOLATED"])
+def test_writes_into_the_callers_array_are_seen_across_the_worker(workers: None, locator: str) -> None:
+    # The worker gets a pickled copy of x; it writes the modification back, so the check sees what it
+    # would see in-process: the same failure in both, and nothing else (the mirror restores x for the
+    # reference).
+    from conformance.mirror import Mirror
+
+    (impl,) = isolated(locator).values()
+    mirror = Mirror(impl, CASE)
+    x = CASE.batches()[0]
+    mirror.forward(x, training=True)
+    assert [c.quantity for c in mirror.failures()] == ["x_unmodified"]
+    np.testing.assert_array_equal(x, CASE.batches()[0])

@@ -13,7 +13,8 @@ __all__ = ["KILLING_STATUSES", "conventions_table", "deviations", "families", "f
            "porting", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
-_ORDER = ("conventions", "forward", "running_stats", "gradients", "second_order", "edge_cases", "random")
+_ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases", "contract",
+          "large", "random")
 
 # The edge cases (1, 3), (1, 3, 1, 1) and (1, 3, 1, 1, 1): every implementation supports one of them.
 _ONE_VALUE = ("one_value_per_channel", "one_value_per_channel_4d", "one_value_per_channel_5d")
