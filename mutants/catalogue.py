@@ -193,8 +193,9 @@ class InferenceUpdatesRunningStatistics(BatchNorm):
 
 
 class TrainableFalseIgnored(BatchNorm):
-    """Keras ``trainable=False`` still normalizes with batch statistics and updates the moving ones
-    (Keras 2 before 2.1.3 behaviour, keras-team/keras #9965, #6570)."""
+    """Keras ``trainable=False`` still normalizes with batch statistics and updates the moving ones, as
+    Keras 2 did (keras-team/keras #6570; PR #9965 proposed the change that tf.keras made in TensorFlow 2.0:
+    a frozen layer runs in inference mode)."""
 
     bug = "trainable=False ignored: batch statistics and updates in training"
     origin = "Keras 2 BatchNormalization (#9965, #6570)"
