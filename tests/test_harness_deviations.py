@@ -12,6 +12,7 @@ import pytest
 import conformance.checks
 from conformance.adapters.base import ALL_DTYPES
 from conformance.cases import FRAMEWORK_OPTIONS, Case
+from conformance.checks.test_contract import BAD_INPUTS
 from conformance.checks.test_edge_cases import EDGE_CASES
 from conformance.deviations import Deviation, load_registry, match
 
@@ -106,9 +107,10 @@ CHECK_NAMES = {
     if name.startswith("test_")
 }
 # Parameters a check can be matched on: the case's, plus those the checks add (``conformance(case,
-# edge=..., training=...)`` in test_edge_cases and test_gradients).
+# edge=..., training=...)`` in test_edge_cases and test_gradients, ``bad_input=...`` in test_contract).
 PARAM_VALUES: dict[str, set | None] = {key: None for key in Case((2, 3)).params()}
-PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": {True, False}}
+PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": {True, False},
+                 "bad_input": {*BAD_INPUTS, "mismatched_dy"}}
 # Framework options: their alternatives, or "default" for a case that leaves one unset.
 PARAM_VALUES |= {name: {*values, "default"} for name, (values, _) in FRAMEWORK_OPTIONS.items()}
 REGISTRY = load_registry()
