@@ -1,7 +1,9 @@
 """Root test setup shared by every test directory.
 
-Hypothesis: "deterministic" is the default so that CI and every developer see the same examples; "dev"
-explores new ones. Choose with the Hypothesis plugin's standard option: ``pytest --hypothesis-profile dev``.
+The suite's plugin (``conformance/plugin.py``, installed as a pytest plugin) is loaded here too, so that a
+checkout runs without installing. It registers the Hypothesis profiles: "deterministic" is the default so
+that CI and every developer see the same examples; "dev" explores new ones. Choose with the Hypothesis
+plugin's standard option: ``pytest --hypothesis-profile dev``.
 
 ``browser``: a headless Chromium (Debian ``chromium`` + ``chromium-driver``, driven by Selenium) for the
 tests that check what users open: the conformance report and the benchmark dashboard. Where Chromium is
@@ -17,13 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
 
-settings.register_profile(
-    "deterministic", derandomize=True, database=None, deadline=None, max_examples=40, print_blob=True
-)
-settings.register_profile("dev", derandomize=False, deadline=None, max_examples=40, print_blob=True)
-settings.load_profile("deterministic")
+pytest_plugins = ["conformance.plugin"]
 
 
 @dataclass

@@ -4,7 +4,7 @@ model and the copy-bandwidth probe.
 Environment, read once per process (asv gives every process of one run the same):
     BN_BENCH_IMPL    comma-separated implementations, as the conformance suite's ``--impl`` takes them:
                      built-in names, families or globs, or a third-party ``package.module:attribute``
-                     (default: DEFAULT_IMPLS)
+                     (default: every built-in implementation marked ``benchmarked``, on BN_BENCH_DEVICE)
     BN_BENCH_GRID    ``full`` (default) or ``ci``: small shapes, float32, channels first, one sample per
                      measurement and a smaller copy probe, to check that every benchmark runs
     BN_BENCH_DEVICE  ``cpu`` (default) or ``cuda``
@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from conformance.adapters import select
+from conformance.adapters import builtin, select
+from conformance.adapters import process_groups as shared_processes
 from conformance.adapters.base import OPERATIONS, Benchmarkable, Implementation, Layer
 from conformance.cases import Case, dtype_of
 
@@ -39,7 +40,6 @@ __all__ = [
     "calls_per_sample", "process_groups", "seconds_per_call",
 ]
 
-DEFAULT_IMPLS = ("reference.torch", "torch.BatchNorm*", "keras", "tf_keras.*", "flax.*", "onnx.*")
 GRID = os.environ.get("BN_BENCH_GRID", "full")
 DEVICE = os.environ.get("BN_BENCH_DEVICE", "cpu")
 
@@ -62,13 +62,15 @@ PASSES = {"forward_inference": 2, "forward_training": 3, "forward_backward": 8}
 
 
 def _selected() -> dict[str, Implementation]:
-    specs = [s for s in os.environ.get("BN_BENCH_IMPL", "").split(",") if s] or list(DEFAULT_IMPLS)
+    specs = [s for s in os.environ.get("BN_BENCH_IMPL", "").split(",") if s]
+    chosen = select(specs) if specs else [impl for impl in builtin() if impl.benchmarked]
     # Implementation.missing itself (not an adapter's override, which may import its framework to ask for
     # a device) only looks for the modules: no framework is imported here, in asv's parent processes.
     return {
         impl.name: impl
-        for impl in select(specs)
+        for impl in chosen
         if DEVICE in impl.capabilities.devices and Implementation.missing(impl) is None
+        and impl.capabilities.world is None  # a distributed layer takes one shard per rank: not benchmarked
     }
 
 
@@ -81,13 +83,11 @@ def process_groups() -> list[dict]:
     ``perf.run`` runs asv once per group and has its forkserver import those modules once
     (``BN_BENCH_PREIMPORT``). Families never share a process: with torch loaded first, TensorFlow's
     first calls in a process take 0.5 s instead of 0.1 s, for one."""
-    groups: dict[tuple, dict] = {}
-    for impl in IMPLEMENTATIONS.values():
-        key = (impl.family, *sorted(impl.process_env.items()))
-        group = groups.setdefault(key, {"env": dict(impl.process_env), "preimport": [], "names": []})
-        group["names"].append(impl.name)
-        group["preimport"] += [m for m in impl.requires if m not in group["preimport"]]
-    return list(groups.values())
+    groups = []
+    for impls in shared_processes(IMPLEMENTATIONS.values()):
+        preimport = list(dict.fromkeys(m for impl in impls for m in impl.requires))
+        groups.append({"env": dict(impls[0].process_env), "preimport": preimport, "names": [i.name for i in impls]})
+    return groups
 
 
 def calls_per_sample(run: Callable[[], object], min_sample_s: float = 0.01) -> int:
@@ -151,7 +151,9 @@ class BatchNormCase:
         self.operation = operation
         shape = shape if channel_axis == 1 else (shape[0], *shape[2:], shape[1])
         self.case = Case(shape, channel_axis, dtype)
-        reason = self.impl.missing() or self.impl.unsupported(self.case.spec(self.impl.convention))
+        unsupported = self.impl.unsupported(self.case.spec(self.impl.convention))
+        reason = self.impl.missing() or (f"{implementation} does not support {', '.join(unsupported)}" if unsupported
+                                         else None)
         if operation == "forward_backward" and self.impl.capabilities.no_gradients:
             reason = f"{implementation}: {self.impl.capabilities.no_gradients}"
         if reason:

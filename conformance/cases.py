@@ -63,6 +63,13 @@ class Case:
     steps: int = 1
     options: tuple[tuple[str, object], ...] = ()  # framework options (LayerSpec.options), sorted by name
 
+    def __post_init__(self) -> None:
+        """A misspelt data kind or dtype would otherwise silently give normal data or fail only in a framework."""
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"Case data {self.data!r} is not one of {DATA_KINDS}")
+        if self.dtype not in ALL_DTYPES:
+            raise ValueError(f"Case dtype {self.dtype!r} is not one of {ALL_DTYPES}")
+
     @property
     def rank(self) -> int:
         return len(self.shape)
@@ -85,7 +92,8 @@ class Case:
 
     @property
     def id(self) -> str:
-        parts = ["x".join(map(str, self.shape)) or "scalar", "cfirst" if self.channel_axis == 1 else "clast", self.dtype]
+        layout = "cfirst" if self.channel_axis == 1 else "clast"
+        parts = ["x".join(map(str, self.shape)) or "scalar", layout, self.dtype]
         defaults = Case(self.shape)
         for name in ("eps", "new_batch_weight", "affine", "track_running_stats", "trainable", "data", "steps"):
             value = getattr(self, name)

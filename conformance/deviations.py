@@ -7,6 +7,9 @@ glob or a list of globs),
 implementation does), ``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a
 PEP 440 specifier on the framework's version). A matching check is expected to fail (pytest's strict
 xfail): if it passes, the entry no longer deviates and the run fails until the entry is removed.
+
+A third party keeps its own registry in a file of the same schema (``pytest --deviations FILE``); every
+entry remembers the registry it came from (``registry``), which the report shows.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Deviation:
     link: str
     when: dict = field(default_factory=dict)
     versions: str = ""
+    registry: str = ""  # the file it was read from (set by load_registry, not a key of the file)
 
     def __post_init__(self) -> None:
         """Reject now what would otherwise fail, or silently never match, only once a check runs."""
@@ -50,7 +54,8 @@ class Deviation:
 
     def matches(self, implementation: str, check: str, params: dict, version: str | None) -> bool:
         checks = self.check if isinstance(self.check, list) else [self.check]
-        if not (fnmatch.fnmatchcase(implementation, self.implementation) and any(fnmatch.fnmatchcase(check, c) for c in checks)):
+        if not (fnmatch.fnmatchcase(implementation, self.implementation)
+                and any(fnmatch.fnmatchcase(check, c) for c in checks)):
             return False
         for key, wanted in self.when.items():
             options = wanted if isinstance(wanted, list) else [wanted]
@@ -62,11 +67,19 @@ class Deviation:
         return not self.versions or in_range
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in sorted(_KEYS)}
+        return {k: getattr(self, k) for k in sorted(_KEYS | {"registry"})}
+
+
+def _name(path: Path) -> str:
+    """The project's own registry by its place in the package; any other file as given."""
+    return "conformance/deviations.toml" if path.resolve() == REGISTRY.resolve() else str(path)
 
 
 def load_registry(path: Path = REGISTRY) -> list[Deviation]:
-    entries = tomllib.loads(path.read_text()).get("deviation", [])
+    try:
+        entries = tomllib.loads(path.read_text()).get("deviation", [])
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
     out = []
     for i, entry in enumerate(entries):
         unknown = set(entry) - _KEYS
@@ -74,12 +87,14 @@ def load_registry(path: Path = REGISTRY) -> list[Deviation]:
         if unknown or missing:
             raise ValueError(f"{path.name} entry {i}: unknown keys {sorted(unknown)}, missing {sorted(missing)}")
         try:
-            out.append(Deviation(**entry))
+            out.append(Deviation(**entry, registry=_name(path)))
         except ValueError as exc:
             raise ValueError(f"{path.name} entry {i}: {exc}") from None
     return out
 
 
-def match(registry: list[Deviation], implementation: str, check: str, params: dict, version: str | None) -> Deviation | None:
+def match(
+    registry: list[Deviation], implementation: str, check: str, params: dict, version: str | None
+) -> Deviation | None:
     """The first entry covering this check, or None."""
     return next((d for d in registry if d.matches(implementation, check, params, version)), None)

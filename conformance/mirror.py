@@ -17,14 +17,12 @@ import numpy as np
 
 import reference
 
-from .adapters.base import Implementation, State, framework_input
-from .adapters.worker import RemoteError, WorkerCrashed
+from .adapters.base import PER_CHANNEL, Implementation, ImplementationCrashed, State, framework_input
 from .cases import Case, dtype_of
 from .tolerances import Comparison, Conditioning, RunningTolerance, compare
 
 __all__ = ["Mirror"]
 
-_STATE_FIELDS = ("gamma", "beta", "running_mean", "running_var")
 # eps and momentum as held may be stored in float32 (ONNX attributes are): that rounding is allowed.
 _HYPERPARAMETER_RTOL = 2.0**-24
 
@@ -32,7 +30,7 @@ _HYPERPARAMETER_RTOL = 2.0**-24
 def _outcome(call: Callable[[], np.ndarray]) -> np.ndarray | Exception:
     try:
         return call()
-    except WorkerCrashed:
+    except ImplementationCrashed:
         raise
     except Exception as exc:  # the outcome under test
         return exc
@@ -44,11 +42,18 @@ def _as_reference_input(a: np.ndarray) -> np.ndarray:
     return framework_input(a)[0]
 
 
+def _raised(outcome: np.ndarray | Exception) -> str:
+    """The exception's type name ("" for a result); one re-raised from another process names its original
+    type (``type_name``, as ``conformance.isolation`` sets it)."""
+    if not isinstance(outcome, Exception):
+        return ""
+    return getattr(outcome, "type_name", type(outcome).__name__)
+
+
 def _describe(outcome: np.ndarray | Exception) -> str:
-    if isinstance(outcome, RemoteError):
-        return f"raised {outcome.type_name}: {outcome.message.splitlines()[0][:200]}"
     if isinstance(outcome, Exception):
-        return f"raised {type(outcome).__name__}: {str(outcome).splitlines()[0][:200]}"
+        message = getattr(outcome, "message", str(outcome))
+        return f"raised {_raised(outcome)}: {message.splitlines()[0][:200] if message else ''}"
     return f"returned an array of shape {np.shape(outcome)}"
 
 
@@ -70,7 +75,7 @@ class Mirror:
             return
         self.layer.set_state(State(**case.initial_state()))
         held = self.layer.get_state()
-        for name in _STATE_FIELDS:
+        for name in PER_CHANNEL:
             if getattr(held, name) is not None and getattr(self.ref, name) is not None:
                 setattr(self.ref, name, getattr(held, name))
 
@@ -149,7 +154,8 @@ class Mirror:
             return False
         agree = isinstance(observed, BaseException) and isinstance(expected, BaseException)
         note = f"implementation {_describe(observed)}; reference {_describe(expected)}"
-        self._add(Comparison("outcome", agree, 0.0 if agree else np.inf, 0.0, 0.0, 0.0, 0, note))
+        self._add(Comparison("outcome", agree, 0.0 if agree else np.inf, 0.0, 0.0, 0.0, 0, note,
+                             raised=_raised(observed), reference_raised=_raised(expected)))
         return True
 
     def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool, may_raise: bool = False) -> None:
@@ -202,7 +208,7 @@ class Mirror:
         """Parameters (which no forward call may change: exactly), running statistics (within their
         accumulated tolerance, or exactly with ``exact``) and ``num_batches_tracked`` where kept."""
         state = self.layer.get_state()
-        for name in _STATE_FIELDS:
+        for name in PER_CHANNEL:
             expected = getattr(self.ref, name)
             if expected is None or exact or name in ("gamma", "beta"):
                 self._record(name, getattr(state, name), expected, 0.0)

@@ -65,16 +65,22 @@ sit exactly where the reference has them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+import ml_dtypes
 import numpy as np
 
+from .adapters.base import ALL_DTYPES
+from .cases import dtype_of
+
 __all__ = ["SAFETY", "SECOND_ORDER", "UNIT_ROUNDOFF", "Comparison", "Conditioning", "RunningTolerance", "compare",
+           "describe_nonfinite",
            "unit_roundoff"]
 
 SAFETY = 4.0
 SECOND_ORDER = 2.0
-UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+# Half the machine epsilon of each dtype of the vocabulary: float64 2**-53 ... bfloat16 2**-8.
+UNIT_ROUNDOFF = {name: float(ml_dtypes.finfo(dtype_of(name)).eps) / 2 for name in ALL_DTYPES}
 
 
 def unit_roundoff(dtype: str) -> float:
@@ -215,6 +221,11 @@ class Comparison:
     tolerance: float  # the tolerance at the element with the worst error ratio
     nonfinite_mismatches: int
     note: str = ""  # observed behaviour where it is not a number (an exception, say)
+    raised: str = ""  # the exception type the implementation raised ("" when it returned)
+    reference_raised: str = ""  # the exception type the reference raised ("" when it returned)
+    # At the non-finite mismatches: which of "NaN", "Inf", "-Inf" each side has there (none: finite values).
+    actual_nonfinite: list[str] = field(default_factory=list)
+    expected_nonfinite: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -223,11 +234,24 @@ class Comparison:
         if self.note:
             return f"{self.quantity}: {self.note}"
         if self.nonfinite_mismatches:
-            return f"{self.quantity}: NaN/inf at {self.nonfinite_mismatches} places where the reference differs"
+            return describe_nonfinite(self.quantity, self.nonfinite_mismatches, self.actual_nonfinite,
+                                      self.expected_nonfinite)
         return (
             f"{self.quantity}: max |error| {self.max_abs_error:.3g} (relative {self.max_rel_error:.3g}), "
             f"error/tolerance {self.error_ratio:.3g} at tolerance {self.tolerance:.3g}"
         )
+
+
+def describe_nonfinite(quantity: str, count: int, actual: list[str], expected: list[str]) -> str:
+    """``running_var: NaN at 3 places where the reference has finite values``."""
+    return (f"{quantity}: {'/'.join(actual) or 'finite values'} at {count} places where the reference has "
+            f"{'/'.join(expected) or 'finite values'}")
+
+
+def _nonfinite_names(values: np.ndarray) -> list[str]:
+    """Which of NaN, Inf and -Inf occur in ``values``."""
+    found = (("NaN", np.isnan(values)), ("Inf", values == np.inf), ("-Inf", values == -np.inf))
+    return [name for name, where in found if where.any()]
 
 
 def compare(quantity: str, actual: np.ndarray | None, expected: np.ndarray | None, tolerance: np.ndarray) -> Comparison:
@@ -244,11 +268,12 @@ def compare(quantity: str, actual: np.ndarray | None, expected: np.ndarray | Non
     tolerance = np.broadcast_to(tolerance, expected.shape)
     finite, actual_finite = np.isfinite(expected), np.isfinite(actual)
     if finite.all() and actual_finite.all():  # the usual case, in a few passes over production-size arrays
-        mismatches, both = 0, True
+        mismatched, both = np.zeros(expected.shape, bool), True
     else:
         same_nonfinite = (np.isnan(actual) & np.isnan(expected)) | (actual == expected)
-        mismatches = int(np.count_nonzero(~finite & ~same_nonfinite) + np.count_nonzero(finite & ~actual_finite))
+        mismatched = (~finite & ~same_nonfinite) | (finite & ~actual_finite)
         both = finite & actual_finite
+    mismatches = int(np.count_nonzero(mismatched))
     with np.errstate(divide="ignore", invalid="ignore"):  # inf - inf and x / 0 are masked out or meant
         err = np.where(both, np.abs(actual - expected), 0.0)
         ratio = np.divide(err, tolerance, out=np.zeros_like(err), where=err != 0)  # exact agreement: 0
@@ -265,4 +290,6 @@ def compare(quantity: str, actual: np.ndarray | None, expected: np.ndarray | Non
         max_rel_error=float(rel.max()) if rel.size else 0.0,
         tolerance=float(tolerance.flat[worst]) if tolerance.size else 0.0,
         nonfinite_mismatches=mismatches,
+        actual_nonfinite=_nonfinite_names(actual[mismatched]),
+        expected_nonfinite=_nonfinite_names(expected[mismatched]),
     )

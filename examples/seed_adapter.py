@@ -5,7 +5,7 @@
 
 import numpy as np
 
-from conformance.adapters.base import Capabilities, Implementation, LayerSpec, State
+from conformance.adapters.base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State
 
 
 class SeedBatchNorm:
@@ -23,7 +23,8 @@ class SeedBatchNorm:
             self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
         else:
             mean, var = self.running_mean, self.running_var
-        self.x_hat, self.inv_std, self.training = (x - mean) / np.sqrt(var + self.eps), 1 / np.sqrt(var + self.eps), training
+        self.inv_std, self.training = 1 / np.sqrt(var + self.eps), training
+        self.x_hat = (x - mean) * self.inv_std
         return self.gamma * self.x_hat + self.beta
 
     def backward(self, dy):
@@ -39,7 +40,7 @@ class SeedLayer:
         self.bn = SeedBatchNorm(spec.num_features, spec.momentum, spec.eps)
 
     def set_state(self, state: State) -> None:
-        for name in ("gamma", "beta", "running_mean", "running_var"):
+        for name in PER_CHANNEL:
             if getattr(state, name) is not None:
                 setattr(self.bn, name, np.array(getattr(state, name)))
 
@@ -60,7 +61,8 @@ class SeedImplementation(Implementation):
     framework = "numpy"
     convention = "onnx"  # momentum 0.9 on the old value, biased running variance, eps 1e-5, channels at axis 1
     isolated = False
-    capabilities = Capabilities(dtypes=frozenset({"float64", "float32"}), ranks=frozenset({2}), channel_axes=frozenset({1, -1}),
+    capabilities = Capabilities(dtypes=frozenset({"float64", "float32"}), ranks=frozenset({2}),
+                                channel_axes=frozenset({1, -1}),
                                 features=frozenset())
 
     def environment(self):

@@ -2,7 +2,8 @@
 
 Public API: :class:`BatchNorm` (stateful layer), the pure functions of :mod:`reference.batchnorm` (second
 order: :func:`hvp_training`), and the conventions (:data:`CONVENTIONS`, :class:`Convention`,
-:func:`get_convention`, :func:`convert_momentum`).
+:func:`get_convention`, :func:`convert_momentum`), and synchronized BatchNorm over a world of ranks
+(:mod:`reference.sharding`: :func:`split_batch`, :func:`synchronized_training`).
 
 Modules: :mod:`reference.textbook` is the specification as the papers write it (read it first);
 :mod:`reference.batchnorm` computes the same, fast, on the blocked engine of :mod:`reference.engine`,
@@ -22,6 +23,7 @@ from .batchnorm import (
 )
 from .conventions import CONVENTIONS, Convention, convert_momentum, get_convention
 from .layer import BatchNorm
+from .sharding import RankExpectation, split_batch, synchronized_training
 
 __all__ = [
     "BatchNorm",
@@ -37,5 +39,8 @@ __all__ = [
     "get_convention",
     "hvp_training",
     "normalize",
+    "RankExpectation",
+    "split_batch",
+    "synchronized_training",
     "update_running_statistics",
 ]

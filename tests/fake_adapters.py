@@ -15,7 +15,7 @@ import resource
 
 import numpy as np
 
-from conformance.adapters.base import Capabilities, LayerSpec, State
+from conformance.adapters.base import PER_CHANNEL, Capabilities, LayerSpec, State
 from conformance.adapters.reference_impl import ReferenceImplementation, ReferenceLayer
 from conformance.cases import dtype_of
 from reference import CONVENTIONS
@@ -149,7 +149,7 @@ class NumpyBatchNorm:
         self.num_batches_tracked = 0
 
     def set_state(self, state: State) -> None:
-        for name in ("gamma", "beta", "running_mean", "running_var"):
+        for name in PER_CHANNEL:
             if getattr(state, name) is not None:
                 setattr(self, name, np.asarray(getattr(state, name)).astype(self.dtype))
 

@@ -1,7 +1,8 @@
 """The benchmarks time what the conformance suite checks: for every built-in implementation, operation,
 dtype, rank and channel position, a layer's runner returns exactly (bit for bit) what the NumPy protocol
-returns on a twin layer. Each group of implementations runs in a fresh interpreter (this file as a
-script), as Keras fixes its backend at import."""
+returns on a twin layer. Each group of implementations that shares a process in the suite
+(``conformance.adapters.process_groups``: a new adapter is in one without being listed here) runs in a
+fresh interpreter (this file as a script), as Keras fixes its backend at import."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ import sys
 import numpy as np
 import pytest
 
-GROUPS = ["reference.*", "torch.*", "keras.tensorflow", "keras.jax", "keras.torch", "tf_keras.*", "flax.*", "onnx.*"]
+from conformance.adapters import builtin, process_groups
+
+GROUPS = {
+    "-".join([group[0].family, *(f"{k}={v}" for k, v in group[0].process_env.items())]): ",".join(i.name for i in group)
+    for group in process_groups(builtin())
+}
 
 
 def _to_numpy(t: object) -> np.ndarray | None:
@@ -32,7 +38,8 @@ def _mismatches(pattern: str) -> tuple[int, list[str]]:
     from conformance.adapters.base import OPERATIONS, State
     from conformance.cases import layout_cases
 
-    impls = [impl for impl in select([pattern]) if impl.missing() is None]
+    # Distributed implementations take one shard per rank and are not benchmarked (benchmarks/common.py).
+    impls = [i for i in select(pattern.split(",")) if i.missing() is None and i.capabilities.world is None]
     for impl in impls:
         os.environ.update(impl.process_env)
     checked, mismatches = 0, []
@@ -42,7 +49,8 @@ def _mismatches(pattern: str) -> tuple[int, list[str]]:
             if impl.unsupported(spec):
                 continue
             x, dy = case.batches()[0], case.cotangent()
-            for operation in [op for op in OPERATIONS if op != "forward_backward" or not impl.capabilities.no_gradients]:
+            operations = [op for op in OPERATIONS if op != "forward_backward" or not impl.capabilities.no_gradients]
+            for operation in operations:
                 protocol, timed = impl.build(spec), impl.build(spec)
                 for layer in (protocol, timed):
                     layer.set_state(State(**case.initial_state()))
@@ -65,9 +73,10 @@ def _mismatches(pattern: str) -> tuple[int, list[str]]:
     return checked, mismatches
 
 
-@pytest.mark.parametrize("pattern", GROUPS)
+@pytest.mark.parametrize("pattern", GROUPS.values(), ids=GROUPS.keys())
 def test_runner_computes_what_the_protocol_computes(pattern: str) -> None:
-    out = subprocess.run([sys.executable, __file__, pattern], capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # this process's conformance
+    out = subprocess.run([sys.executable, __file__, pattern], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     checked, mismatches = json.loads(out.stdout.splitlines()[-1])
     if checked == 0:

@@ -3,9 +3,9 @@ name clashes; a missing framework is a skip naming it; and a declared convention
 trusted: an implementation following another framework's rules fails, naming the statistic."""
 
 import pytest
-
-from conformance.adapters import builtin, load, select
 from fake_adapters import MISSING_MODULE
+
+from conformance.adapters import builtin, load, process_groups, select
 
 pytest_plugins = ["pytester"]
 
@@ -109,3 +109,27 @@ def test_second_order_check_fails_a_missing_hessian_term(run_checks) -> None:
         outcomes={"failed": with_gamma, "passed": len(CASES) - with_gamma},
         lines=["E * wrong.no_cross_term disagrees with the reference (torch convention)*"],
     )
+
+
+def test_families_are_spelled_like_their_names_and_select_by_that_spelling() -> None:
+    for impl in builtin():
+        assert impl.name.startswith(f"{impl.family}."), impl.name
+    assert {i.name for i in select(["tf_keras"])} == {"tf_keras.fused", "tf_keras.nonfused"}
+
+
+def test_an_absent_device_is_collected_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    import conformance.adapters as adapters
+
+    monkeypatch.setattr(adapters, "devices", lambda: {"cpu"})
+    assert all(i.device == "cpu" for i in select([])) and all(i.device == "cpu" for i in select(["torch"]))
+    assert {i.name for i in select(["torch.*cuda*"])} >= {"torch.BatchNorm2d[cuda]"}
+    monkeypatch.setattr(adapters, "devices", lambda: {"cpu", "cuda"})
+    assert "torch.BatchNorm2d[cuda]" in {i.name for i in select(["torch"])}
+
+
+def test_process_groups_follow_the_process_key() -> None:
+    groups = process_groups(builtin())
+    assert all(len({i.process_key for i in group}) == 1 for group in groups)
+    assert len({group[0].process_key for group in groups}) == len(groups)
+    keras = [g for g in groups if g[0].family == "keras"]
+    assert len(keras) == 3  # one process per Keras backend, fixed at import

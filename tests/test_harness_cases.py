@@ -11,9 +11,10 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import case_digest
+import pytest
+from _pytest.mark import ParameterSet
+
 import conformance.checks
 from conformance.cases import Case
 from conformance.checks.test_edge_cases import EDGE_CASES
@@ -39,6 +40,7 @@ def grid_cases() -> list[Case]:
     found = {}
     for _, mark in GRIDS:
         for value in mark.args[1]:
+            value = value.values if isinstance(value, ParameterSet) else value
             for item in value if isinstance(value, tuple) else (value,):
                 if isinstance(item, Case):
                     found.setdefault(item, None)
@@ -92,3 +94,10 @@ def test_seeded_data_is_identical_across_processes() -> None:
                          capture_output=True, text=True, check=True)
     assert json.loads(run.stdout) == here
     assert len(set(here.values())) == len(here)  # and distinct cases got distinct data
+
+
+@pytest.mark.parametrize("change, message", [({"data": "nans"}, "data 'nans'"),
+                                             ({"dtype": "float8"}, "dtype 'float8'")])
+def test_a_misspelt_case_is_rejected(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Case((4, 3), **change)

@@ -11,9 +11,11 @@ import pytest
 
 import conformance.checks
 from conformance.adapters.base import ALL_DTYPES
+from conformance.adapters.synchronized import WORLD_SIZES
 from conformance.cases import FRAMEWORK_OPTIONS, Case
 from conformance.checks.test_contract import BAD_INPUTS
 from conformance.checks.test_edge_cases import EDGE_CASES
+from conformance.checks.test_synchronized import SHARDINGS
 from conformance.deviations import Deviation, load_registry, match
 
 pytest_plugins = ["pytester"]
@@ -113,6 +115,8 @@ PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": 
                  "bad_input": {*BAD_INPUTS, "mismatched_dy"}}
 # Framework options: their alternatives, or "default" for a case that leaves one unset.
 PARAM_VALUES |= {name: {*values, "default"} for name, (values, _) in FRAMEWORK_OPTIONS.items()}
+# The synchronized checks' (test_synchronized): how the global batch is sharded over the ranks.
+PARAM_VALUES |= {"sharding": set(SHARDINGS), "shard_sizes": None, "world_size": set(WORLD_SIZES)}
 REGISTRY = load_registry()
 
 
@@ -150,24 +154,13 @@ link = "https://example.invalid/issue/1"
 """
 
 
-class UseRegistry:
-    """Plugin: the suite's registry replaced by one of the test's own, after the suite loaded its own."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_configure(self, config: pytest.Config) -> None:
-        config._bn_registry = load_registry(self.path)
-
-
 def test_deviation_is_xfail_and_stale_entry_fails_the_run(run_checks, tmp_path: Path) -> None:
+    # A registry of the user's own (--deviations), beside the project's, which covers neither implementation.
     path = tmp_path / "deviations.toml"
     path.write_text(REGISTRY_UNDER_TEST)
     run_checks(
         "test_running_stats.py", "-k", "test_running_statistics and 16x3-cfirst-float32 and not new_batch_weight",
-        "--impl", "reference.torch", "--impl", "fake_adapters:KERAS_DECLARED_TORCH",
-        plugins=[UseRegistry(path)],
+        "--impl", "reference.torch", "--impl", "fake_adapters:KERAS_DECLARED_TORCH", "--deviations", str(path),
         outcomes={"failed": 1, "xfailed": 1},
         lines=[
             "_* test_running_statistics?reference.torch-16x3-cfirst-float32-steps=3? _*",

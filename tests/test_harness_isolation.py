@@ -6,14 +6,14 @@ import gc
 import weakref
 from collections.abc import Iterator
 
+import fake_adapters
 import numpy as np
 import pytest
 
-import fake_adapters
 from conformance.adapters import load
 from conformance.adapters.base import Implementation, State
-from conformance.adapters.worker import RemoteError, WorkerCrashed, isolate, shutdown
 from conformance.cases import Case
+from conformance.isolation import RemoteError, WorkerCrashed, isolate, shutdown
 
 pytest_plugins = ["pytester"]
 

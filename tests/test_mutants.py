@@ -71,7 +71,7 @@ def write(tmp_path: Path, baseline=("pass", "pass", "skip"), mutant=("pass", "fa
           collection_errors=None) -> Path:
     doc = document([record("baseline.torch"), record("mutant.eps", seeded_bug=BUG)],
                    results("baseline.torch", baseline) + results("mutant.eps", mutant), STARTED, 1.0, [],
-                   collection_errors)
+                   collection_errors=collection_errors)
     path = tmp_path / "conformance.json"
     path.write_text(dumps(doc))
     return path

@@ -8,8 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from reference import engine
-from reference import CONVENTIONS, BatchNorm, batch_statistics, convert_momentum
+from reference import CONVENTIONS, BatchNorm, batch_statistics, convert_momentum, engine
 
 
 @st.composite

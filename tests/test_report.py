@@ -22,11 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 STARTED = datetime(2026, 1, 2, tzinfo=timezone.utc)
 
 
-def comparison(quantity: str = "y", error_ratio: float = 0.01, note: str = "") -> dict:
+def comparison(quantity: str = "y", error_ratio: float = 0.01, note: str = "", raised: str = "") -> dict:
+    nonfinite = error_ratio == float("inf") and not note
     return {"quantity": quantity, "passed": error_ratio <= 1, "error_ratio": error_ratio,
-            "max_abs_error": error_ratio * 1e-6, "max_rel_error": error_ratio * 1e-7, "tolerance": 1e-6,
-            "nonfinite_mismatches": int(error_ratio == float("inf")),
-            "note": note}
+            "max_abs_error": 0.0 if nonfinite else error_ratio * 1e-6, "max_rel_error": error_ratio * 1e-7,
+            "tolerance": 1e-6, "nonfinite_mismatches": int(nonfinite), "note": note, "raised": raised,
+            "reference_raised": "", "actual_nonfinite": ["NaN"] if nonfinite else [], "expected_nonfinite": []}
 
 
 def phase(when: str, outcome: str = "passed", longrepr=None, xfail: str | None = None, *, properties=()):
@@ -37,10 +38,16 @@ def phase(when: str, outcome: str = "passed", longrepr=None, xfail: str | None =
     return report
 
 
-def result(impl: str, test: str, call=None, setup=None, params=None, comparisons=(), deviation=None) -> Result:
-    """A Result fed the phases pytest would report; ``call``/``setup`` are (outcome, longrepr, xfail)."""
-    props = [("implementation", impl), ("environment", {"version": "1.0"}), ("params", params or {"shape": [4, 3],
-             "dtype": "float32"}), *(("comparison", c) for c in comparisons)]
+def result(impl: str, test: str, call=None, setup=None, params=None, comparisons=(), deviation=None,
+           facts=()) -> Result:
+    """A Result fed the phases pytest would report; ``call``/``setup`` are (outcome, longrepr, xfail);
+    ``facts`` are further user properties (unsupported, roles, crashed)."""
+    path, _, name = test.partition("::")  # as the plugin names them at collection
+    check = [("check", name.partition("[")[0].removeprefix("test_")),
+             ("check_family", Path(path).stem.removeprefix("test_"))]
+    props = [*check, ("implementation", impl), ("environment", {"version": "1.0"}),
+             ("params", params or {"shape": [4, 3], "dtype": "float32"}), *(("comparison", c) for c in comparisons),
+             *facts]
     if deviation:
         props.append(("deviation", deviation))
     r = Result.start(test)
@@ -53,12 +60,13 @@ def result(impl: str, test: str, call=None, setup=None, params=None, comparisons
 
 
 DEVIATION = {"implementation": "fake.b", "check": "*", "when": {"data": "offset"}, "observed": "NaN output",
-             "reason": "one-pass variance", "link": "https://example.org/issue/1", "versions": ""}
+             "reason": "one-pass variance", "link": "https://example.org/issue/1", "versions": "",
+             "registry": "conformance/deviations.toml"}
 
 
 def crash():
     return SimpleNamespace(reprcrash=SimpleNamespace(
-        message="conformance.adapters.worker.WorkerCrashed: fake: the worker process died during 'forward' (exit code -6)"))
+        message="conformance.isolation.WorkerCrashed: fake: the worker process died during 'forward' (exit code -6)"))
 
 
 SYNTHETIC = {
@@ -74,11 +82,12 @@ SYNTHETIC = {
     "unexpected_pass": lambda: result("fake.b", "conformance/checks/test_forward.py::test_inference_output[fake.b-x]",
                                       call=("failed", "[XPASS(strict)] NaN output"), deviation=DEVIATION),
     "skip": lambda: result("fake.a", "conformance/checks/test_forward.py::test_training_output[fake.a-bf16]",
-                           setup=("skipped", ("x.py", 1, "Skipped: fake.a does not support dtype bfloat16"))),
+                           setup=("skipped", ("x.py", 1, "Skipped: fake.a does not support dtype bfloat16")),
+                           facts=[("unsupported", ["dtype bfloat16"])]),
     "error": lambda: result("fake.a", "conformance/checks/test_forward.py::test_inference_output[fake.a-4x3]",
                             setup=("failed", "fixture 'conformance' raised")),
     "crash": lambda: result("fake.c", "conformance/checks/test_forward.py::test_training_output[fake.c-4x3]",
-                            call=("failed", crash())),
+                            call=("failed", crash()), facts=[("crashed", True)]),
 }
 
 
@@ -137,14 +146,64 @@ def test_markdown_shows_every_status(tmp_path):
 def test_smallest_failing_case_is_shown(tmp_path):
     small, big = ([n, 3] for n in (2, 64))
     results = [
-        result("fake.a", f"conformance/checks/test_gradients.py::test_gradients[fake.a-{n}]", params={"shape": s, "dtype": "float32"},
+        result("fake.a", f"conformance/checks/test_gradients.py::test_gradients[fake.a-{n}]",
+               params={"shape": s, "dtype": "float32"},
                call=("failed", "AssertionError"), comparisons=[comparison("dx", 3.0)])
         for n, s in (("big", big), ("small", small))
     ]
     doc = document(implementations(), results, STARTED, 1.0, [])
     render(load_written(tmp_path, doc), tmp_path)
     md = (tmp_path / "conformance.md").read_text()
-    assert "| fake.a | gradients | fail | 2 | shape 2x3, float32" in md
+    assert "| fake.a | gradients | fail | - | 2 | shape 2x3, float32" in md
+
+
+def test_every_distinct_failure_has_its_row_with_its_count(tmp_path):
+    # One implementation and check, three symptoms: out of tolerance twice (float32), NaN statistics once
+    # (float32), out of tolerance in float16: three rows, none hidden behind the first.
+    def failing(n: int, dtype: str, ratio: float, quantity: str = "dx", **params) -> Result:
+        return result("fake.a", f"conformance/checks/test_gradients.py::test_gradients[fake.a-{n}]",
+                      params={"shape": [n, 3], "dtype": dtype, **params}, call=("failed", "AssertionError"),
+                      comparisons=[comparison(quantity, ratio)])
+    results = [failing(2, "float32", 3.0, eps=0.1), failing(4, "float32", 5.0, eps=0.1),
+               failing(8, "float32", float("inf"), "running_var", eps=0.1), failing(16, "float16", 2.0, eps=1e-5)]
+    doc = load_written(tmp_path, document(implementations(), results, STARTED, 1.0, []))
+    render(doc, tmp_path)
+    md = (tmp_path / "conformance.md").read_text()
+    assert "| fake.a | gradients | fail | dtype=float16, eps=1e-05 | 1 | shape 16x3, float16" in md
+    assert "| fake.a | gradients | fail | dtype=float32, eps=0.1 | 2 | shape 2x3, float32" in md
+    assert "| fake.a | gradients | fail | dtype=float32, eps=0.1 | 1 | shape 8x3, float32" in md
+    # NaN is named, never shown as an error of 0 with an infinite ratio.
+    assert "running_var: NaN at 1 places where the reference has finite values" in md
+    assert "max abs error 0 " not in md
+
+
+def test_heatmap_is_split_per_dtype_and_names_nan(tmp_path):
+    results = [
+        result("fake.a", "conformance/checks/test_forward.py::test_training_output[fake.a-f32]", call=("passed",),
+               comparisons=[comparison("y", 0.2)]),
+        result("fake.a", "conformance/checks/test_forward.py::test_training_output[fake.a-f16]", call=("failed", "x"),
+               params={"shape": [4, 3], "dtype": "float16"}, comparisons=[comparison("y", float("inf"))]),
+    ]
+    doc = load_written(tmp_path, document(implementations(), results, STARTED, 1.0, []))
+    render(doc, tmp_path)
+    md = (tmp_path / "conformance.md").read_text()
+    assert "| fake.a | float32 | 0.2 |" in md and "| fake.a | float16 | NaN |" in md
+
+
+def test_device_is_the_one_the_framework_reports() -> None:
+    from conformance.adapters import load as load_impls
+    from conformance.report.results import implementation_record
+
+    impl = load_impls("examples.seed_adapter:IMPLEMENTATIONS")[0]
+    assert implementation_record(impl, {"version": "1", "device": "PYTHON"})["devices"] == ["PYTHON"]
+    assert implementation_record(impl, {"version": "1"})["devices"] == [impl.device]
+
+
+def test_deviations_name_their_registry_and_skips_count_unsupported_features(tmp_path):
+    render(load_written(tmp_path, synthetic_doc()), tmp_path)
+    md = (tmp_path / "conformance.md").read_text()
+    assert "| https://example.org/issue/1 | conformance/deviations.toml | 1 |" in md
+    assert "| fake.a | dtype bfloat16 (1) |" in md
 
 
 def test_empty_input_renders(tmp_path):
@@ -205,7 +264,8 @@ def load_written(directory: Path, doc: dict) -> dict:
 # -- the plugin, end to end ------------------------------------------------------------------------
 
 def run_suite(report: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q", "--report", str(report), *args]
+    command = [sys.executable, "-m", "pytest", "conformance", "-p", "no:cacheprovider", "-q", "--report", str(report),
+               *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 

@@ -20,18 +20,19 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = [
-    "ALL_DTYPES", "OPERATIONS", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation", "Layer",
-    "LayerSpec", "SeededBug", "State",
-    "as_numpy_float", "framework_input",
+    "ALL_DTYPES", "OPERATIONS", "PER_CHANNEL", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation",
+    "ImplementationCrashed", "Layer", "LayerSpec", "SeededBug", "State", "World", "as_numpy_float",
+    "framework_input",
 ]
 
+# The dtype vocabulary of cases, capabilities and tolerances (``cases.dtype_of`` maps each to NumPy).
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 # What the benchmarks time: a training-mode forward, an inference-mode forward, and a training-mode
@@ -83,6 +84,10 @@ class LayerSpec:
     options: tuple[tuple[str, object], ...] = ()
 
 
+def _per_channel() -> np.ndarray | None:
+    return field(default=None, metadata={"per_channel": True})
+
+
 @dataclass
 class State:
     """Parameters and running statistics as float64 arrays of shape (C,), ``None`` where absent; and the
@@ -90,13 +95,21 @@ class State:
     adapter does not report either; otherwise ``momentum`` is the layer's own (``None``: PyTorch's
     cumulative average)."""
 
-    gamma: np.ndarray | None = None
-    beta: np.ndarray | None = None
-    running_mean: np.ndarray | None = None
-    running_var: np.ndarray | None = None
+    gamma: np.ndarray | None = _per_channel()
+    beta: np.ndarray | None = _per_channel()
+    running_mean: np.ndarray | None = _per_channel()
+    running_var: np.ndarray | None = _per_channel()
     num_batches_tracked: int | None = None
     eps: float | None = None
     momentum: float | None = None
+
+
+# The per-channel arrays of State (parameters, then running statistics), derived from its fields.
+PER_CHANNEL = tuple(f.name for f in fields(State) if f.metadata.get("per_channel"))
+
+
+class ImplementationCrashed(RuntimeError):
+    """The process running an implementation died: never an outcome a check compares, always a crash."""
 
 
 @runtime_checkable
@@ -154,6 +167,24 @@ class Benchmarkable(Protocol):
 
 
 @dataclass(frozen=True)
+class World:
+    """A data-parallel world a distributed implementation runs on (``conformance/world/``).
+
+    ``engine`` is the framework's distribution API (``jax.shard_map``, ``tf.distribute.MirroredStrategy``),
+    ``transport`` what carries its collectives, ``world_size`` the number of ranks. ``parameter_gradients``
+    says what each rank's dgamma/dbeta hold after a backward: ``"local"``, its own shard's share (the
+    framework sums them across replicas when it applies them), or ``"sum"``, already the global sum.
+    """
+
+    engine: str
+    transport: str
+    world_size: int
+    parameter_gradients: str
+    # Also trained through the framework's own training loop (``model.fit``): the layer has ``fit``.
+    model_fit: bool = False
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What an implementation supports; anything else is skipped with a reason naming it."""
 
@@ -168,9 +199,11 @@ class Capabilities:
     no_gradients: str = ""
     # The layer has ``double_backward`` (:class:`DoubleBackward`); without it second-order checks skip.
     double_backward: bool = False
+    # Runs on a world of ranks (synchronized BatchNorm): only the checks of ``checks/test_synchronized.py``.
+    world: World | None = None
 
-    def unsupported(self, spec: LayerSpec) -> str | None:
-        """Why ``spec`` cannot be built, or None."""
+    def unsupported(self, spec: LayerSpec) -> list[str]:
+        """What of ``spec`` is not supported (``dtype float16``, ``affine=False``, ...); empty when none."""
         checks = (
             (spec.dtype in self.dtypes, f"dtype {spec.dtype}"),
             (spec.rank in self.ranks, f"rank {spec.rank} input"),
@@ -182,8 +215,7 @@ class Capabilities:
             (spec.trainable or "trainable_false" in self.features, "trainable=False"),
             *((name in self.options, f"option {name}") for name, _ in spec.options),
         )
-        missing = [what for ok, what in checks if not ok]
-        return f"does not support {', '.join(missing)}" if missing else None
+        return [what for ok, what in checks if not ok]
 
 
 @dataclass(frozen=True)
@@ -206,9 +238,13 @@ class Implementation(ABC):
         convention: the :data:`reference.CONVENTIONS` name its running statistics follow.
         requires: modules that must be importable, checked before anything runs.
         process_env: environment variables the framework reads at import (Keras' backend).
-        isolated: run in a worker process of its own (one per family and ``process_env``), so a crash
+        isolated: run in a worker process of its own (one per :attr:`process_key`), so a crash
             fails only its tests and frameworks never share a process. The built-in reference is
             the only implementation that runs in the pytest process.
+        device: where the layers run (``cpu``, ``cuda``); an implementation on a device this machine
+            lacks is selected only when asked for by name (``conformance.adapters.select``).
+        benchmarked: timed by the benchmarks by default (``benchmarks/common.py``); False for a variant
+            that runs the same kernels as another (PyTorch's functional form, the reference per convention).
         capabilities: see :class:`Capabilities`.
         locator: ``module`` or ``module:attribute`` it was loaded from (set by the loader), so a
             worker process can load the same implementation.
@@ -226,6 +262,14 @@ class Implementation(ABC):
     capabilities: Capabilities = Capabilities()
     locator: str = ""
     seeded_bug: SeededBug | None = None
+    device: str = "cpu"
+    benchmarked: bool = True
+
+    @property
+    def process_key(self) -> tuple:
+        """Implementations with equal keys share a process (the suite's workers, the benchmarks' groups):
+        one adapter locator, family and import-time environment (a Keras backend)."""
+        return (self.locator, self.family, tuple(sorted(self.process_env.items())))
 
     def missing(self) -> str | None:
         """A skip reason naming the first missing module, or None when everything imports."""
@@ -234,10 +278,10 @@ class Implementation(ABC):
                 return f"{self.name}: {module} is not installed"
         return None
 
-    def unsupported(self, spec: LayerSpec) -> str | None:
-        """Why ``spec`` cannot be built (capabilities by default; override for finer rules)."""
-        reason = self.capabilities.unsupported(spec)
-        return f"{self.name} {reason}" if reason else None
+    def unsupported(self, spec: LayerSpec) -> list[str]:
+        """What of ``spec`` it does not support, each named (capabilities by default; override for finer
+        rules); empty when ``spec`` can be built. The report counts skips per name."""
+        return self.capabilities.unsupported(spec)
 
     @abstractmethod
     def environment(self) -> dict[str, str]:

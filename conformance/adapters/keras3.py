@@ -13,10 +13,10 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .base import Capabilities, Implementation, LayerSpec, State, framework_input
+from .base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State, framework_input
 
-_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
-_STATE_NAMES = ("gamma", "beta", "running_mean", "running_var")
+# State's per-channel fields -> the layer's variables.
+_VARIABLES = dict(zip(PER_CHANNEL, ("gamma", "beta", "moving_mean", "moving_variance"), strict=True))
 
 
 class KerasLayer:
@@ -36,7 +36,7 @@ class KerasLayer:
         self.layer.trainable = spec.trainable
 
     def _variables(self) -> dict[str, object]:
-        return {state: getattr(self.layer, var) for state, var in zip(_STATE_NAMES, _VARIABLES)}
+        return {state: getattr(self.layer, var) for state, var in _VARIABLES.items()}
 
     def _tensor(self, x: np.ndarray):
         ops = self.keras.ops
@@ -125,69 +125,34 @@ class KerasLayer:
         # JAX dispatches asynchronously; TensorFlow's and torch's eager CPU ops return when they are done.
         wait = __import__("jax").block_until_ready if self.backend == "jax" else (lambda outputs: outputs)
         if operation == "forward_backward":
-            backward = getattr(self, f"_vjp_{self.backend}")
-            return lambda: wait(backward(x, dy))
+            backward = getattr(self, f"_grad_{self.backend}")
+            return lambda: wait(backward(x, dy, True))
         training = operation == "forward_training"
         return lambda: wait(self.layer(x, training=training))
-
-    # The runner's backward: dy is the gradient of y, with no loss computed from y (see _grad_*).
-    def _vjp_tensorflow(self, x, dy) -> tuple:
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = self.layer(x, training=True)
-        dx, *dparams = tape.gradient(y, [x, *self._params()], output_gradients=dy)
-        return y, dx, *(dparams or (None, None))
-
-    def _vjp_jax(self, x, dy) -> tuple:
-        import jax
-
-        layer = self.layer
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-        y, vjp = jax.vjp(
-            lambda trainable, x: layer.stateless_call(trainable, non_trainable, x, training=True)[0],
-            [v.value for v in layer.trainable_variables], x,
-        )
-        dparams, dx = vjp(dy)
-        return y, dx, *(dparams or (None, None))
-
-    def _vjp_torch(self, x, dy) -> tuple:
-        import torch
-
-        x = x.detach().requires_grad_(True)
-        y = self.layer(x, training=True)
-        dx, *dparams = torch.autograd.grad(y, [x, *(v.value for v in self._params())], dy)
-        return y, dx, *(dparams or (None, None))
 
     def _params(self) -> list:
         return [self.layer.gamma, self.layer.beta] if self.layer.center else []
 
+    # The one backward per backend (the protocol's and the benchmarks' runner's): dy is the gradient of y.
     def _grad_tensorflow(self, x, dy, training):
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = self.layer(x, training=training)
-            loss = tf.reduce_sum(y * dy)  # its gradient w.r.t. y is exactly dy, in any dtype
-        grads = tape.gradient(loss, [x, *self._params()])
-        return y, grads[0], *(grads[1:] or (None, None))
+        dx, *dparams = tape.gradient(y, [x, *self._params()], output_gradients=dy)
+        return y, dx, *(dparams or (None, None))
 
     def _grad_jax(self, x, dy, training):
         import jax
-        import jax.numpy as jnp
 
         layer = self.layer
-        trainable = [v.value for v in layer.trainable_variables]
         non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def loss(trainable, x):
-            y, new_non_trainable = layer.stateless_call(trainable, non_trainable, x, training=training)
-            return jnp.sum(y * dy), (y, new_non_trainable)
-
-        (_, (y, new_non_trainable)), (dparams, dx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
-            trainable, x
+        y, vjp, new_non_trainable = jax.vjp(
+            lambda trainable, x: layer.stateless_call(trainable, non_trainable, x, training=training),
+            [v.value for v in layer.trainable_variables], x, has_aux=True,
         )
+        dparams, dx = vjp(dy)
         for var, value in zip(layer.non_trainable_variables, new_non_trainable):
             var.assign(value)  # stateless_call returns the updated statistics instead of assigning them
         return y, dx, *(dparams if self.layer.center and layer.trainable else (None, None))
@@ -196,11 +161,9 @@ class KerasLayer:
         import torch
 
         x = x.detach().requires_grad_(True)
-        params = [v.value for v in self._params()]
         y = self.layer(x, training=training)
-        loss = (y * dy).sum()
-        grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
-        return y, grads[0], *(grads[1:] or (None, None))
+        dx, *dparams = torch.autograd.grad(y, [x, *(v.value for v in self._params())], dy, allow_unused=True)
+        return y, dx, *(dparams or (None, None))
 
 
 class KerasImplementation(Implementation):

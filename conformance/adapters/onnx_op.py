@@ -141,9 +141,9 @@ class OnnxImplementation(Implementation):
         self.capabilities = Capabilities(dtypes=dtypes, channel_axes=frozenset({1}), features=frozenset(),
                                          no_gradients="ONNX defines no gradients for BatchNormalization")
 
-    def unsupported(self, spec: LayerSpec) -> str | None:
+    def unsupported(self, spec: LayerSpec) -> list[str]:
         if self.engine == "onnxruntime" and spec.dtype in SCHEMA_DTYPES[self.opset] - _ORT_DTYPES:
-            return f"{self.name}: the CPU provider has no {spec.dtype} kernel for BatchNormalization (NOT_IMPLEMENTED)"
+            return [f"dtype {spec.dtype}: the CPU provider has no kernel for BatchNormalization (NOT_IMPLEMENTED)"]
         return super().unsupported(spec)
 
     def environment(self) -> dict[str, str]:

@@ -10,7 +10,7 @@ import numpy as np
 import reference
 from reference import CONVENTIONS
 
-from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float, framework_input
+from .base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State, as_numpy_float, framework_input
 
 
 class ReferenceLayer:
@@ -27,7 +27,7 @@ class ReferenceLayer:
         self.trainable = spec.trainable
 
     def set_state(self, state: State) -> None:
-        for name in ("gamma", "beta", "running_mean", "running_var"):
+        for name in PER_CHANNEL:
             if getattr(state, name) is not None:
                 setattr(self.bn, name, getattr(state, name))
 
@@ -66,6 +66,7 @@ class ReferenceImplementation(Implementation):
     def __init__(self, convention: str) -> None:
         self.name = f"reference.{convention}"
         self.convention = convention
+        self.benchmarked = convention == "torch"  # the conventions differ only in the running statistics
         conv = CONVENTIONS[convention]
         features = {"affine_false", "no_running_stats", "trainable_false"}
         features |= {"momentum_none"} if conv.cumulative_momentum else set()

@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .base import Capabilities, Implementation, LayerSpec, State, framework_input
+from .base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State, framework_input
 
-_VARIABLES = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+# State's per-channel fields -> the layer's variables.
+_VARIABLES = dict(zip(PER_CHANNEL, ("gamma", "beta", "moving_mean", "moving_variance"), strict=True))
 
 
 class TfKerasLayer:
@@ -53,15 +54,18 @@ class TfKerasLayer:
         return self.layer(self._tensor(x), training=training).numpy()  # its own dtype; bfloat16 is ml_dtypes
 
     def forward_backward(self, x, dy, training):
+        y, *gradients = self._forward_backward(self._tensor(x), self._tensor(dy), training)
+        return y.numpy(), *map(self._numpy, gradients)  # y in its own dtype
+
+    def _forward_backward(self, x, dy, training: bool) -> tuple:
+        """The one backward, on tensors (the protocol's and the benchmarks' runner's): dy is the gradient of y."""
         tf = self.tf
-        x, dy = self._tensor(x), self._tensor(dy)
         params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = self.layer(x, training=training)
-            loss = tf.reduce_sum(y * dy)  # its gradient w.r.t. y is exactly dy, in any dtype
-        dx, *dparams = tape.gradient(loss, [x, *params])
-        return y.numpy(), *(self._numpy(t) for t in (dx, *(dparams or (None, None))))
+        dx, *dparams = tape.gradient(y, [x, *params], output_gradients=dy)
+        return y, dx, *(dparams or (None, None))
 
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         tf = self.tf
@@ -79,25 +83,15 @@ class TfKerasLayer:
         return self._numpy(hx), *((self._numpy(h) for h in hparams) if hparams else (None, None))
 
     def runner(self, operation: str, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
-        tf = self.tf
         x, dy = self._tensor(x), self._tensor(dy)
-        if operation != "forward_backward":
-            training = operation == "forward_training"
-            return lambda: self.layer(x, training=training)  # eager CPU ops return when they are done
-        params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
-
-        def forward_backward() -> tuple:
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = self.layer(x, training=True)
-            dx, *dparams = tape.gradient(y, [x, *params], output_gradients=dy)  # dy is the gradient of y itself
-            return y, dx, *(dparams or (None, None))
-
-        return forward_backward
+        if operation == "forward_backward":
+            return lambda: self._forward_backward(x, dy, True)
+        training = operation == "forward_training"
+        return lambda: self.layer(x, training=training)  # eager CPU ops return when they are done
 
 
 class TfKerasImplementation(Implementation):
-    family = "tfkeras"
+    family = "tf_keras"
     framework = "tf_keras"
     requires = ("tensorflow", "tf_keras")
 

@@ -85,14 +85,16 @@ class TorchLayer:
             return _output(self._call(self._input(x), training))
 
     def forward_backward(self, x, dy, training):
-        xt = self._input(x, requires_grad=True)
-        for p in self.params.values():
-            if p is not None:
-                p.grad = None
+        y, *gradients = self._forward_backward(self._input(x, requires_grad=True), self._input(dy), training)
+        return _output(y), *map(_to_numpy, gradients)  # y in its own dtype
+
+    def _forward_backward(self, xt, dyt, training: bool) -> tuple:
+        """The one backward, on tensors (the protocol's and the benchmarks' runner's): gradients returned,
+        not accumulated into ``.grad``."""
+        inputs = [xt, *(p for p in self.params.values() if p is not None)]
         y = self._call(xt, training)
-        y.backward(self._input(dy))
-        gamma, beta = self.params["gamma"], self.params["beta"]
-        return _output(y), _to_numpy(xt.grad), *(None if p is None else _to_numpy(p.grad) for p in (gamma, beta))
+        dx, *dparams = self.torch.autograd.grad(y, inputs, dyt)
+        return y, dx, *(dparams or (None, None))
 
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         torch = self.torch
@@ -114,13 +116,11 @@ class TorchLayer:
         xt, dyt = self._input(x, requires_grad=operation == "forward_backward"), self._input(dy)
         wait = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)  # CUDA runs asynchronously
         if operation == "forward_backward":
-            inputs = [xt, *(p for p in self.params.values() if p is not None)]
 
             def forward_backward() -> tuple:
-                y = self._call(xt, True)
-                dx, *dparams = torch.autograd.grad(y, inputs, dyt)  # returned, not accumulated into .grad
+                outputs = self._forward_backward(xt, dyt, True)
                 wait()
-                return y, dx, *(dparams or (None, None))
+                return outputs
 
             return forward_backward
         training = operation == "forward_training"
@@ -162,6 +162,7 @@ class TorchImplementation(Implementation):
 
     def __init__(self, module: str | None, memory_format: str | None = None, device: str = "cpu") -> None:
         self.module, self.memory_format, self.device = module, memory_format, device
+        self.benchmarked = module is not None  # F.batch_norm runs the modules' kernels
         name = f"torch.{module or 'functional'}" + (".channels_last" if memory_format else "")
         self.name = name + ("" if device == "cpu" else f"[{device}]")
         ranks = _MODULE_RANKS.get(module or "", {2, 3, 4, 5})

@@ -10,6 +10,8 @@ import pytest
 
 from conformance.cases import layout_cases
 
+pytestmark = pytest.mark.conformance
+
 CASES = layout_cases(steps=3) + layout_cases(("float32",), new_batch_weight=None, steps=3)
 
 

@@ -16,6 +16,8 @@ import pytest
 from conformance.adapters.base import ALL_DTYPES
 from conformance.cases import Case
 
+pytestmark = pytest.mark.conformance
+
 LAYOUTS = [Case((6, 3)), Case((4, 3, 2, 2)), Case((4, 2, 2, 3), channel_axis=-1)]
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from conformance.cases import layout_cases, option_cases
 
+pytestmark = pytest.mark.conformance
+
 CASES = (
     layout_cases() + layout_cases(("float32",), track_running_stats=False) + layout_cases(("float32",), affine=False)
     + option_cases()
@@ -16,7 +18,7 @@ CASES = (
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_gradients(impl, conformance, case, training):
     if reason := impl.capabilities.no_gradients:
-        pytest.skip(f"{impl.name}: {reason}")
+        conformance.unsupported(f"gradients ({reason})")
     mirror = conformance(case, training=training)
     mirror.forward_backward(case.batches()[0], case.cotangent(), training=training)
     mirror.compare_state()

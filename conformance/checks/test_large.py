@@ -9,6 +9,8 @@ import pytest
 
 from conformance.cases import Case
 
+pytestmark = pytest.mark.conformance
+
 SHAPES = [((256, 2, 64, 64), 1), ((1, 1024, 1024, 2), -1)]
 CASES = [Case(shape, axis, dtype, data="large", steps=2) for shape, axis in SHAPES
          for dtype in ("float16", "bfloat16", "float32")]

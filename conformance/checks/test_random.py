@@ -2,23 +2,25 @@
 rank, sizes, channel position, dtype, eps, momentum and data offsets, checked on outputs, gradients
 and running statistics over two training steps and one inference step. Only cases the implementation
 supports and the deviation registry does not cover are drawn: the grid records the deviations. Where
-the registry covers this check itself (an entry for ``random_case``), the whole check is expected to fail."""
+the registry covers this check itself (an entry for ``random_case``), the whole check is expected to fail.
+The report holds the example that decided the outcome (``Conformance.example``)."""
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conformance.cases import Case
-from conformance.deviations import match
-from conformance.mirror import Mirror
+from conformance.plugin import Conformance
+
+pytestmark = pytest.mark.conformance
 
 
 @pytest.fixture
-def available(impl, conformance):
-    """The implementation (``conformance`` skips it when missing), with any entry covering this whole check
+def available(conformance: Conformance) -> Conformance:
+    """``conformance`` (which skips a missing implementation), with any entry covering this whole check
     applied once, outside Hypothesis' examples."""
     conformance.expect_deviation({})
-    return impl
+    return conformance
 
 
 def draw_case(draw, impl) -> Case:
@@ -37,15 +39,13 @@ def draw_case(draw, impl) -> Case:
 
 @settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_random_case(available, request, record_comparison, data):
-    impl = available
+def test_random_case(available: Conformance, data) -> None:
+    impl = available.impl
     case = draw_case(data.draw, impl)
-    assume(impl.unsupported(case.spec(impl.convention)) is None)
-    version = impl.environment().get("version")
+    assume(not impl.unsupported(case.spec(impl.convention)))
     for check in ("gradients", "running_statistics", "inference_after_training"):
-        assume(match(request.config._bn_registry, impl.name, check, case.params() | {"training": True}, version) is None)
-    request.node.user_properties.append(("params", case.params()))
-    mirror = Mirror(impl, case, on_compare=record_comparison)
+        assume(available.deviation(case.params() | {"training": True}, check=check) is None)
+    mirror = available.example(case)
     first, second, evaluate = case.batches()
     if impl.capabilities.no_gradients:  # the same steps, the first one without its backward
         mirror.forward(first, training=True)

@@ -8,15 +8,17 @@ import pytest
 
 from conformance.cases import layout_cases
 
+pytestmark = pytest.mark.conformance
+
 CASES = layout_cases(("float64", "float32")) + layout_cases(("float32",), affine=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hessian_vector_product(impl, conformance, case):
     if reason := impl.capabilities.no_gradients:
-        pytest.skip(f"{impl.name}: {reason}")
+        conformance.unsupported(f"gradients ({reason})")
     if not impl.capabilities.double_backward:
-        pytest.skip(f"{impl.name} declares no double_backward")
+        conformance.unsupported("double_backward")
     mirror = conformance(case)
     mirror.double_backward(case.batches()[0], case.cotangent(), case.direction())
     mirror.verify()

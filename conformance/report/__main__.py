@@ -1,6 +1,8 @@
 """``python -m conformance.report render`` re-renders Markdown, HTML and PNG from a saved
 ``conformance.json``; ``python -m conformance.report readme`` puts its summary matrix into the README
-between the ``conformance-matrix`` markers (so the README's matrix is generated, never hand-edited)."""
+between the ``conformance-matrix`` markers (so the README's matrix is generated, never hand-edited);
+``python -m conformance.report merge --out DIR SHARD.json...`` merges the reports of the shards of one run
+(``pytest --shard i/n``) into one (``conformance/report/merge.py``)."""
 
 from __future__ import annotations
 
@@ -42,10 +44,14 @@ def update_readme(readme: Path, doc: dict, markers: tuple[str, str] = (BEGIN, EN
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance.report", description=__doc__)
-    parser.add_argument("command", choices=("render", "readme"))
+    parser.add_argument("command", choices=("render", "readme", "merge"))
+    parser.add_argument("shards", nargs="*", type=Path, help="the shards' conformance.json (merge)")
+    parser.add_argument("--out", type=Path, default=Path("report"), help="where the merged report goes (merge)")
     parser.add_argument("--report", type=Path, default=Path("report/conformance.json"), help="the saved report")
     parser.add_argument("--readme", type=Path, default=Path("README.md"), help="README to update (readme)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if args.command == "merge":
+        return _merge(args.shards, args.out)
     doc = load(args.report)
     if args.command == "render":
         for path in render(doc, args.report.parent):
@@ -53,6 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         update_readme(args.readme, doc)
         print(f"updated the summary matrix in {args.readme}")
+    return 0
+
+
+def _merge(shards: list[Path], out: Path) -> int:
+    from .merge import MergeError, merge_files
+
+    try:
+        doc, paths = merge_files(shards, out)
+    except (MergeError, ValueError, OSError) as exc:
+        print(f"merge: {exc}", file=sys.stderr)
+        return 2
+    print(verdict(doc))
+    for path in paths:
+        print(path)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from ..tolerances import describe_nonfinite
 from . import heatmap, summary
 from .blocks import Block, Figure, Heading, Items, Table, Text
 from .results import BAD_STATUSES
@@ -15,7 +16,8 @@ HEATMAP_PNG = "heatmap.png"
 
 _READING = (
     "How to read it: each cell of the summary matrix counts checks as pass / deviation / fail. A deviation "
-    "is a difference the registry (`conformance/deviations.toml`) explains, with its upstream link; a fail "
+    "is a difference a registry (`conformance/deviations.toml`, or a `--deviations` file: the Deviations "
+    "table names which) explains, with its upstream link; a fail "
     "is anything else, and comes with the smallest case that shows it. Conventions (momentum meaning, eps, "
     "channel axis, Bessel correction) are translated before comparing, never counted as differences. "
     "The error ratio is the worst |error| / tolerance of a family's passing or failing checks: up to 1 passes, and "
@@ -93,24 +95,34 @@ def _implementations(doc: dict) -> Table:
         p, d, f = _counts(total)
         version = (impl["version"] or "") if impl["available"] else f"unavailable: {impl['missing']}"
         rows.append([impl["name"], impl["framework"], version, impl["backend"] or "", ", ".join(impl["devices"]),
-                     impl["convention"], str(p), str(d), str(f), str(total["skip"])])
-    return Table(["implementation", "framework", "version", "backend", "devices", "convention", "pass", "deviation",
-                  "fail", "skip"], rows, id="implementations")
+                     _world(impl["environment"]), impl["convention"], str(p), str(d), str(f), str(total["skip"])])
+    return Table(["implementation", "framework", "version", "backend", "devices", "world", "convention", "pass",
+                  "deviation", "fail", "skip"], rows, id="implementations")
+
+
+def _world(environment: dict) -> str:
+    """A distributed implementation's engine, world size and transport (``adapters/synchronized.py``)."""
+    if "world_size" not in environment:
+        return ""
+    return f"{environment['engine']}, {environment['world_size']} ranks, {environment['transport']}"
 
 
 def _error_ratios(doc: dict) -> list[Block]:
+    """One row per implementation and dtype (float64 headroom says nothing about bfloat16's)."""
     worst = summary.worst_error_ratio(doc)
     measured = {f for values in worst.values() for f in values}
     families = [f for f in summary.families(doc) if f in measured]  # not the families without comparisons
-    names = summary.implementations(doc)
+    keys = [(name, dtype) for name in summary.implementations(doc) for dtype in summary.dtypes(doc)
+            if (name, dtype) in worst]
+    labels = [f"{name} {dtype}" for name, dtype in keys]
     rows, styles = [], []
-    for name in names:
-        values = [worst.get(name, {}).get(f) for f in families]
-        rows.append([name, *(heatmap.label(v) for v in values)])
-        styles.append(["", *(f"background:{heatmap.colour(v)}" for v in values)])
-    png = heatmap.png(names, families, worst)
+    for (name, dtype), row_label in zip(keys, labels):
+        cells = [worst[name, dtype].get(f) for f in families]
+        rows.append([name, dtype, *(heatmap.cell_label(c) for c in cells)])
+        styles.append(["", "", *(f"background:{heatmap.colour(c and c['error_ratio'])}" for c in cells)])
+    png = heatmap.png(labels, families, {row_label: worst[key] for key, row_label in zip(keys, labels)})
     return [
-        Table(["implementation", *families], rows, id="heatmap", styles=styles),
+        Table(["implementation", "dtype", *families], rows, id="heatmap", styles=styles),
         Figure(png, "heatmap of worst error / tolerance", "heatmap-png", HEATMAP_PNG),
     ]
 
@@ -125,11 +137,13 @@ def _deviations(doc: dict) -> list[Block]:
     if not entries:
         return [Text("No registered deviation matched.")]
     rows = [
-        [", ".join(e["implementations"]), e["check"] if isinstance(e["check"], str) else ", ".join(e["check"]), json.dumps(e["when"], sort_keys=True) if e["when"] else "any",
-         e["observed"], e["reason"], e["link"] or "(none found)", str(e["checks"])]
+        [", ".join(e["implementations"]), e["check"] if isinstance(e["check"], str) else ", ".join(e["check"]),
+         json.dumps(e["when"], sort_keys=True) if e["when"] else "any",
+         e["observed"], e["reason"], e["link"] or "(none found)", e["registry"], str(e["checks"])]
         for e in entries
     ]
-    return [Table(["implementations", "check", "when", "observed", "why", "upstream", "checks"], rows, id="deviations")]
+    return [Table(["implementations", "check", "when", "observed", "why", "upstream", "registry", "checks"], rows,
+                  id="deviations")]
 
 
 def _case(params: dict) -> str:
@@ -145,14 +159,19 @@ def _failures(doc: dict) -> list[Block]:
     rows = []
     for f in found:
         what = "; ".join(_describe(c) for c in f["failing_comparisons"]) or f["reason"].splitlines()[0][:300]
-        rows.append([f["implementation"], f["check"], f["status"], str(f["count"]), _case(f["params"]), what, f["test"]])
-    return [Table(["implementation", "check", "status", "checks", "smallest case", "what went wrong", "test"], rows,
-                  id="failures")]
+        when = ", ".join(f"{k}={v}" for k, v in sorted(f["when"].items())) or "-"
+        rows.append([f["implementation"], f["check"], f["status"], when, str(f["count"]), _case(f["params"]), what,
+                     f["test"]])
+    return [Table(["implementation", "check", "status", "in all of them", "checks", "smallest case", "what went wrong",
+                   "test"], rows, id="failures")]
 
 
 def _describe(c: dict) -> str:
     if c["note"]:
         return f"{c['quantity']}: {c['note']}"
+    if c["nonfinite_mismatches"]:
+        return describe_nonfinite(c["quantity"], c["nonfinite_mismatches"], c["actual_nonfinite"],
+                                  c["expected_nonfinite"])
     return (f"{c['quantity']}: max abs error {c['max_abs_error']:.3g} vs tolerance {c['tolerance']:.3g} "
             f"(error ratio {heatmap.label(c['error_ratio'])})")
 
@@ -166,6 +185,8 @@ def blocks(doc: dict) -> list[Block]:
         Text(f"{doc['created']}, {doc['duration_s']:.0f} s; {env['platform']}, {env['cpu_count']} CPUs, Python "
              f"{env['python']}, NumPy {env['numpy']}. {verdict(doc)}"),
         Items([f"{status}: {n}" for status, n in counts.items()]),
+        *([Text(f"Besides, {generated} checks were not generated: cases the implementation cannot build (counted "
+                "as skips in the tables below).")] if (generated := summary.not_generated_total(doc)) else []),
         Text(_READING),
         Heading(2, "Implementations"),
         _implementations(doc),
@@ -180,7 +201,7 @@ def blocks(doc: dict) -> list[Block]:
         _table(summary.conventions_table(doc), "conventions"),
         Heading(2, "Porting cheat-sheet"),
         Text("Carrying a trained BatchNorm (gamma, beta, running mean and variance) from one convention to "
-             "another. A line is verified when the checks it rests on (" + ", ".join(summary.PORTING_CHECKS) +
+             "another. A line is verified when the checks it rests on (" + ", ".join(summary.porting_checks(doc)) +
              ") passed for implementations of both conventions; the last column names their families."),
         _table(summary.porting(doc), "porting", drop=("verified",)),
         Heading(2, "Deviations"),

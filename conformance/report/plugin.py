@@ -2,8 +2,9 @@
 shows progress per implementation while the suite runs, and writes the report when the session ends.
 
 It runs in the pytest process that sees every test report (the xdist controller under ``-n``), so it
-reads only what reports carry: outcome, ``user_properties`` (implementation, environment, params,
-comparisons, deviation, defaults, attached by the suite's fixtures) and the failure text.
+reads only what reports carry: outcome, and the facts ``conformance.plugin`` attaches as
+``user_properties`` (implementation, environment, params, comparisons, deviation, defaults, unsupported,
+roles, crashed); the failure text is kept as the reason, never parsed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ..adapters.base import Implementation
+from ..plugin import not_generated
 from .content import verdict
 from .results import Result, finish_status, implementation_record, text
 from .write import write_report
@@ -27,7 +29,8 @@ class ReportPlugin:
         self.config = config
         self.directory = Path(config.getoption("--report"))
         self.impls = impls
-        # Longest names first, so "torch.BatchNorm2d_channels_last" never counts as "torch.BatchNorm2d".
+        # Progress only (the xdist controller sees collected test ids, not items): longest names first, so
+        # "torch.BatchNorm2d_channels_last" never counts as "torch.BatchNorm2d". Results name theirs as a fact.
         self._names = sorted((i.name for i in impls), key=len, reverse=True)
         self.results: dict[str, Result] = {}
         self.collection_errors: dict[str, str] = {}  # every xdist worker reports the same ones
@@ -35,6 +38,7 @@ class ReportPlugin:
         self.done: dict[str, int] = {}
         self.started = datetime.now(timezone.utc)
         self.clock = time.perf_counter()
+        self.not_generated: dict | None = None  # from the first xdist worker that finishes, else this process
 
     # -- progress --------------------------------------------------------------------------------
     def _implementation_of(self, nodeid: str) -> str | None:
@@ -56,6 +60,11 @@ class ReportPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
         self._count(ids)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        if self.not_generated is None and hasattr(node, "workeroutput"):
+            self.not_generated = not_generated(self.config, node)
 
     def _say(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -88,9 +97,7 @@ class ReportPlugin:
         result.update(report)
         if report.when == "teardown":
             finish_status(result)
-            if result.implementation is None:
-                result.implementation = self._implementation_of(report.nodeid)
-            if result.implementation is not None:
+            if result.implementation is not None:  # a check, not some other test of the session
                 self._progress(result)
 
     @pytest.hookimpl(trylast=True)
@@ -103,6 +110,7 @@ class ReportPlugin:
         doc, paths = write_report(
             self.directory, implementations, results, started=self.started,
             duration_s=time.perf_counter() - self.clock, command=list(self.config.invocation_params.args),
+            not_generated=self.not_generated if self.not_generated is not None else not_generated(self.config),
             collection_errors=[{"node": n, "reason": reason} for n, reason in sorted(self.collection_errors.items())],
         )
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

@@ -3,7 +3,7 @@
 Statuses:
     pass             every comparison within its tolerance
     fail             a comparison out of tolerance, or an unexpected exception
-    crash            the implementation's worker process died (segfault, abort, out of memory)
+    crash            the implementation's process died (segfault, abort, out of memory): ``crashed``
     deviation        failed as a registry entry says it does (strict xfail)
     unexpected_pass  a registry entry matched but the check passed: the entry is stale
     skip             not run, with the reason (framework missing, combination unsupported)
@@ -29,12 +29,12 @@ import numpy as np
 
 from reference import CONVENTIONS
 
-from ..adapters.base import Implementation
+from ..adapters.base import ALL_DTYPES, Implementation
 
 __all__ = ["FORMAT_VERSION", "SCHEMA", "STATUSES", "Result", "document", "dumps", "finish_status",
            "implementation_record", "load", "text"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SCHEMA = Path(__file__).with_name("conformance.schema.json")
 STATUSES = ("pass", "deviation", "fail", "crash", "unexpected_pass", "error", "skip")
 BAD_STATUSES = frozenset({"fail", "crash", "unexpected_pass", "error"})
@@ -55,8 +55,8 @@ class Result:
     """One test of one implementation."""
 
     test: str
-    check_family: str
-    check: str
+    check_family: str = ""
+    check: str = ""
     implementation: str | None = None
     params: dict = field(default_factory=dict)
     status: str = "error"
@@ -64,15 +64,16 @@ class Result:
     deviation: dict | None = None
     defaults: dict | None = None
     comparisons: list[dict] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # what a skip was for (``dtype float16``, ...)
+    roles: list[str] = field(default_factory=list)  # what the report reads the check for (porting, ...)
+    crashed: bool = False  # the implementation's process died during the test
     duration_s: float = 0.0
     environment: dict | None = None  # goes into the implementation's record, not the result's
     phases: dict[str, tuple[str, str, bool]] = field(default_factory=dict)
 
     @classmethod
     def start(cls, nodeid: str) -> Result:
-        path, _, name = nodeid.partition("::")
-        module = Path(path).stem.removeprefix("test_")
-        return cls(test=nodeid, check_family=module, check=name.partition("[")[0].removeprefix("test_"))
+        return cls(test=nodeid)
 
     def update(self, report: Any) -> None:
         """Take one phase's report (setup, call, teardown); properties are cumulative, keep the last."""
@@ -83,7 +84,8 @@ class Result:
         for name, value in report.user_properties:
             if name == "comparison":
                 comparisons.append(value)
-            elif name in ("implementation", "environment", "params", "deviation", "defaults"):
+            elif name in ("check", "check_family", "implementation", "environment", "params", "deviation", "defaults",
+                          "unsupported", "roles", "crashed"):
                 setattr(self, name, value)
         self.comparisons = comparisons
 
@@ -97,6 +99,7 @@ class Result:
         data["worst"] = None if worst is None else {
             "quantity": worst["quantity"], "error_ratio": worst["error_ratio"], "max_abs_error": worst["max_abs_error"],
             "max_rel_error": worst["max_rel_error"], "tolerance": worst["tolerance"],
+            "actual_nonfinite": worst["actual_nonfinite"],
         }
         return data
 
@@ -120,14 +123,15 @@ def finish_status(result: Result) -> None:
         phase, status = call, "unexpected_pass" if call[2] else "pass"
     if teardown[0] == "failed":
         phase, status = teardown, "error"
-    if status in ("fail", "error") and "WorkerCrashed" in phase[1]:
+    if status in ("fail", "error") and result.crashed:
         status = "crash"
     result.status, result.reason = status, phase[1]
 
 
 def implementation_record(impl: Implementation, environment: dict | None) -> dict:
     """Who was checked: name, framework and version, backend, device(s), convention, and whether it could
-    run here (``missing`` says why not: a framework not installed, no CUDA device)."""
+    run here (``missing`` says why not: a framework not installed, no CUDA device). The device is the one
+    the framework reports running on (``environment["device"]``), else the one the adapter declares."""
     environment = environment or {}
     missing = impl.missing()
     return {
@@ -138,7 +142,7 @@ def implementation_record(impl: Implementation, environment: dict | None) -> dic
         "version": environment.get("version"),
         "backend": environment.get("backend"),
         "environment": environment,
-        "devices": sorted(impl.capabilities.devices),
+        "devices": [environment.get("device") or impl.device],
         "available": missing is None,
         "missing": missing or "",
         "seeded_bug": None if impl.seeded_bug is None else asdict(impl.seeded_bug),
@@ -146,9 +150,12 @@ def implementation_record(impl: Implementation, environment: dict | None) -> dic
 
 
 def document(implementations: list[dict], results: list[Result], started: datetime, duration_s: float,
-             command: list[str], collection_errors: list[dict] | None = None) -> dict:
-    """The whole report as plain data (see ``conformance.schema.json``). ``collection_errors``: each test
-    module pytest could not collect (``node``, ``reason``), whose checks are therefore missing."""
+             command: list[str], not_generated: dict | None = None, collection_errors: list[dict] | None = None,
+             ) -> dict:
+    """The whole report as plain data (see ``conformance.schema.json``). ``not_generated``: implementation ->
+    check family -> ``{"checks": n, "unsupported": {capability: n}}``, the checks never generated because
+    the implementation cannot build their case (``conformance.plugin.NOT_GENERATED``). ``collection_errors``:
+    each test module pytest could not collect (``node``, ``reason``), whose checks are therefore missing."""
     counts = {status: 0 for status in STATUSES}
     for r in results:
         counts[r.status] += 1
@@ -164,15 +171,28 @@ def document(implementations: list[dict], results: list[Result], started: dateti
             "cpu_count": os.cpu_count(),
             "python": sys.version.split()[0],
             "numpy": np.__version__,
+            "project_version": _project_version(),
             "pythonhashseed": os.environ.get("PYTHONHASHSEED", ""),
             "seed": "inputs seeded by adler32 of the case id; Hypothesis derandomized (profile 'deterministic')",
         },
         "conventions": {name: asdict(conv) for name, conv in CONVENTIONS.items()},
+        "dtypes": list(ALL_DTYPES),
         "implementations": implementations,
         "counts": counts,
         "collection_errors": collection_errors or [],
         "results": [r.as_dict() for r in results],
+        "not_generated": not_generated or {},
     }
+
+
+def _project_version() -> str:
+    """This project's version, so that shards of different versions are never merged."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("batchnorm-conformance")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _finite(value: Any) -> Any:

@@ -9,22 +9,19 @@ from collections import Counter, defaultdict
 
 from .results import BAD_STATUSES
 
-__all__ = ["KILLING_STATUSES", "conventions_table", "deviations", "families", "failures", "kill_matrix", "matrix",
-           "porting", "skips", "worst_error_ratio"]
+__all__ = ["KILLING_STATUSES", "conventions_table", "deviations", "dtypes", "families", "failures", "kill_matrix",
+           "matrix", "not_generated_total", "porting", "porting_checks", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
-_ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases", "contract",
-          "large", "random")
+_ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases",
+          "contract", "large", "random")
 
-# The edge cases (1, 3), (1, 3, 1, 1) and (1, 3, 1, 1, 1): every implementation supports one of them.
-_ONE_VALUE = ("one_value_per_channel", "one_value_per_channel_4d", "one_value_per_channel_5d")
-
-# The checks each line of the porting cheat-sheet rests on.
-PORTING_CHECKS = ("defaults_match_convention", "running_statistics", "training_output", "inference_after_training")
+# The parameters that say where a case sits, not what it tests: a failure's group never splits on them.
+_LAYOUT = frozenset({"shape", "rank", "channel_axis"})
 
 
 def families(doc: dict) -> list[str]:
-    present = {r["check_family"] for r in doc["results"]}
+    present = {r["check_family"] for r in doc["results"]} | {f for fams in doc["not_generated"].values() for f in fams}
     return [f for f in _ORDER if f in present] + sorted(present - set(_ORDER))
 
 
@@ -33,10 +30,13 @@ def implementations(doc: dict) -> list[str]:
 
 
 def matrix(doc: dict) -> dict[str, dict[str, Counter]]:
-    """implementation -> check family -> status counts."""
+    """implementation -> check family -> status counts; checks never generated count as skips."""
     out: dict[str, dict[str, Counter]] = {name: defaultdict(Counter) for name in implementations(doc)}
     for r in doc["results"]:
         out.setdefault(r["implementation"], defaultdict(Counter))[r["check_family"]][r["status"]] += 1
+    for name, families in doc["not_generated"].items():
+        for family, counts in families.items():
+            out.setdefault(name, defaultdict(Counter))[family]["skip"] += counts["checks"]
     return out
 
 
@@ -59,27 +59,35 @@ def kill_matrix(doc: dict) -> list[dict]:
     return rows
 
 
-def worst_error_ratio(doc: dict) -> dict[str, dict[str, float]]:
-    """implementation -> check family -> worst error/tolerance over the checks that are held to the
-    tolerance (passes and failures; registered deviations are expected to exceed it)."""
-    out: dict[str, dict[str, float]] = defaultdict(dict)
+def dtypes(doc: dict) -> list[str]:
+    """The dtypes the results ran in, in the order of ``doc["dtypes"]`` (the suite's vocabulary)."""
+    present = {r["params"].get("dtype") for r in doc["results"]}
+    return [d for d in doc["dtypes"] if d in present]
+
+
+def worst_error_ratio(doc: dict) -> dict[tuple[str, str], dict[str, dict]]:
+    """(implementation, dtype) -> check family -> the worst comparison summary (``worst``: error ratio and
+    the non-finite values behind an infinite one) over the checks that are held to the tolerance (passes
+    and failures; registered deviations are expected to exceed it)."""
+    out: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for r in doc["results"]:
         if r["status"] in ("pass", "fail") and r["worst"] is not None:
-            family = out[r["implementation"]]
-            family[r["check_family"]] = max(family.get(r["check_family"], 0.0), r["worst"]["error_ratio"])
+            cell = out[r["implementation"], r["params"].get("dtype", "")]
+            seen = cell.get(r["check_family"])
+            if seen is None or r["worst"]["error_ratio"] > seen["error_ratio"]:
+                cell[r["check_family"]] = r["worst"]
     return out
 
 
 def _one_value_behaviour(doc: dict) -> dict[str, str]:
-    """What each implementation did when training on one value per channel (the edge case (1, 3))."""
+    """What each implementation did when training on one value per channel (the checks with that role)."""
     out = {}
     for r in doc["results"]:
-        p = r["params"]
-        if r["check"] == "edge_case" and p.get("edge") in _ONE_VALUE and p.get("training"):
-            outcome = next((c["note"] for c in r["comparisons"] if c["quantity"] == "outcome"), "")
-            if outcome.startswith("implementation raised "):  # "implementation raised ValueError: ...; reference ..."
-                out[r["implementation"]] = "raises " + outcome.removeprefix("implementation raised ").split(":")[0]
-            elif outcome:
+        if "one_value_per_channel" in r["roles"]:
+            outcome = next((c for c in r["comparisons"] if c["quantity"] == "outcome"), None)
+            if outcome is not None and outcome["raised"]:
+                out[r["implementation"]] = f"raises {outcome['raised']}"
+            elif outcome is not None:
                 out[r["implementation"]] = "returns an output, no error"
             elif r["status"] in ("pass", "fail"):
                 out[r["implementation"]] = "returns beta" if r["status"] == "pass" else "returns a wrong output"
@@ -110,12 +118,12 @@ def conventions_table(doc: dict) -> list[dict]:
 
 
 def deviations(doc: dict) -> list[dict]:
-    """Each registry entry that matched, with the implementations and number of checks it covered."""
+    """Each registry entry that matched, with its registry, the implementations and number of checks it covered."""
     grouped: dict[tuple, dict] = {}
     for r in doc["results"]:
         if r["status"] == "deviation" and r["deviation"]:
             d = r["deviation"]
-            key = (d["implementation"], str(d["check"]), str(d["when"]), d["observed"])
+            key = (d["registry"], d["implementation"], str(d["check"]), str(d["when"]), d["observed"])
             entry = grouped.setdefault(key, {**d, "implementations": set(), "checks": 0})
             entry["implementations"].add(r["implementation"])
             entry["checks"] += 1
@@ -126,33 +134,66 @@ def _size(params: dict) -> int:
     return math.prod(params.get("shape") or [0])
 
 
+def _symptom(r: dict) -> tuple:
+    """What went wrong, as facts: each failing quantity with how it failed (the exception type raised, the
+    non-finite values found, or out of tolerance); a crash; otherwise the status alone."""
+    if r["crashed"]:
+        return ("crash",)
+    return tuple(sorted(
+        (c["quantity"], c["raised"] or ",".join(c["actual_nonfinite"]) or
+         ("non-finite" if c["nonfinite_mismatches"] else "out of tolerance"))
+        for c in r["comparisons"] if not c["passed"]
+    ))
+
+
 def failures(doc: dict) -> list[dict]:
-    """Per implementation and check, the smallest case (fewest elements) that went wrong, and how many did."""
-    worst: dict[tuple, dict] = {}
-    counts: Counter = Counter()
+    """Every distinct failure: the failed checks grouped by implementation, check, status, dtype and what
+    went wrong (:func:`_symptom`), each group with its count, its smallest case (fewest elements) and, as
+    ``when``, the values its checks share of the parameters that differ among that implementation's
+    failures of that check (the layout aside): what sets the group apart."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in doc["results"]:
         if r["status"] in BAD_STATUSES:
-            key = (r["implementation"], r["check"], r["status"])
-            counts[key] += 1
-            if key not in worst or (_size(r["params"]), r["test"]) < (_size(worst[key]["params"]), worst[key]["test"]):
-                worst[key] = r
-    return [
-        {**worst[key], "failing_comparisons": [c for c in worst[key]["comparisons"] if not c["passed"]],
-         "count": counts[key]}
-        for key in sorted(worst)
-    ]
+            dtype = str(r["params"].get("dtype", ""))
+            groups[r["implementation"], r["check"], r["status"], dtype, _symptom(r)].append(r)
+    values: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for (implementation, check, *_), members in groups.items():
+        for m in members:
+            for k, v in m["params"].items():
+                values[implementation, check][k].add(repr(v))
+    out = []
+    for key in sorted(groups):
+        members = groups[key]
+        smallest = min(members, key=lambda r: (_size(r["params"]), r["test"]))
+        differ = {k for k, seen in values[key[:2]].items() if len(seen) > 1} - _LAYOUT
+        shared = {k: v for k, v in smallest["params"].items()
+                  if k in differ and all(m["params"].get(k) == v for m in members)}
+        out.append({**smallest, "failing_comparisons": [c for c in smallest["comparisons"] if not c["passed"]],
+                    "count": len(members), "when": shared})
+    return out
 
 
 def skips(doc: dict) -> dict[str, Counter]:
-    """implementation -> what it was skipped for -> number of checks. A capability skip ("X does not
-    support A, B") counts once for each of A and B; any other reason counts as itself."""
+    """implementation -> what it was skipped for -> number of checks, those never generated included. A
+    check without a capability counts once for each capability it lacks; any other skip counts under its
+    reason."""
     out: dict[str, Counter] = defaultdict(Counter)
     for r in doc["results"]:
         if r["status"] == "skip":
-            head, found, unsupported = r["reason"].partition(" does not support ")
-            reasons = unsupported.split(", ") if found and head == r["implementation"] else [r["reason"]]
-            out[r["implementation"]].update(reasons)
+            out[r["implementation"]].update(r["unsupported"] or [r["reason"]])
+    for name, families in doc["not_generated"].items():
+        for family in families.values():
+            out[name].update(family["unsupported"])
     return out
+
+
+def not_generated_total(doc: dict) -> int:
+    return sum(family["checks"] for families in doc["not_generated"].values() for family in families.values())
+
+
+def porting_checks(doc: dict) -> list[str]:
+    """The checks the porting cheat-sheet rests on: those with the ``porting`` role."""
+    return sorted({r["check"] for r in doc["results"] if "porting" in r["roles"]})
 
 
 def _backing(doc: dict, conventions: list[str]) -> tuple[bool, str]:
@@ -165,12 +206,12 @@ def _backing(doc: dict, conventions: list[str]) -> tuple[bool, str]:
     broken = set()
     for r in doc["results"]:
         conv = of.get(r["implementation"])
-        if conv in conventions and r["check"] in PORTING_CHECKS:
+        if conv in conventions and "porting" in r["roles"]:
             if r["status"] == "pass":
                 passed[conv, r["check"]] += 1
             elif r["status"] in BAD_STATUSES:
                 broken.add(f"{r['check']} on {r['implementation']}")
-    missing = [f"no passing {c} on {conv}" for conv in conventions for c in PORTING_CHECKS if not passed[conv, c]]
+    missing = [f"no passing {c} on {conv}" for conv in conventions for c in porting_checks(doc) if not passed[conv, c]]
     if broken or missing:
         return False, "not verified: " + "; ".join(sorted(broken) + missing)
     sides = "; ".join(f"{c}: {', '.join(families[c]) or 'the reference only'}" for c in conventions)

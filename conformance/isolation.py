@@ -1,4 +1,4 @@
-"""Running an implementation in a worker process of its own.
+"""Process isolation, the harness's part that runs an implementation in a worker process of its own.
 
 Frameworks fix process-wide state at import (Keras' backend) and can crash the interpreter; each
 isolated implementation family therefore lives in a spawned worker with its ``process_env``. The pytest
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Implementation, LayerSpec, State
+from .adapters.base import Implementation, ImplementationCrashed, LayerSpec, State
 
 __all__ = ["RemoteError", "WorkerCrashed", "isolate", "shutdown"]
 
@@ -40,7 +40,7 @@ class RemoteError(Exception):
         self.message = message
 
 
-class WorkerCrashed(RuntimeError):
+class WorkerCrashed(ImplementationCrashed):
     """The worker process died (segfault, abort, out of memory) while handling a call."""
 
 
@@ -58,7 +58,7 @@ def _remote_error_type(type_name: str) -> type[RemoteError]:
 
 
 def _serve(conn: Any, locator: str) -> None:
-    from . import load
+    from .adapters import load
 
     impls = {i.name: i for i in load(locator)}
     layers: dict[int, Any] = {}
@@ -156,11 +156,10 @@ _WORKERS: dict[tuple, _Worker] = {}
 
 
 def _worker_for(impl: Implementation) -> _Worker:
-    """One worker per adapter module, family and process environment: PyTorch's variants share one."""
-    key = (impl.locator, impl.family, tuple(sorted(impl.process_env.items())))
-    if key not in _WORKERS:
-        _WORKERS[key] = _Worker(impl)
-    return _WORKERS[key]
+    """One worker per :attr:`~Implementation.process_key`: PyTorch's variants share one."""
+    if impl.process_key not in _WORKERS:
+        _WORKERS[impl.process_key] = _Worker(impl)
+    return _WORKERS[impl.process_key]
 
 
 def shutdown() -> None:
@@ -192,6 +191,9 @@ class _RemoteLayer:
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         return self._worker.call("double_backward", self._id, x, dy, vx, vgamma, vbeta)
 
+    def fit(self, batches):  # a distributed layer trained through its framework's loop (conformance/world/)
+        return self._worker.call("fit", self._id, batches)
+
 
 class _Isolated(Implementation):
     """``impl`` with environment, defaults and build running in its worker process."""
@@ -199,7 +201,7 @@ class _Isolated(Implementation):
     def __init__(self, impl: Implementation) -> None:
         self.__dict__.update(
             {k: getattr(impl, k) for k in ("name", "family", "framework", "convention", "requires",
-                                          "process_env", "capabilities", "locator")}
+                                          "process_env", "capabilities", "locator", "device", "benchmarked")}
         )
         self.isolated = True
         self._impl = impl
@@ -207,7 +209,7 @@ class _Isolated(Implementation):
     def missing(self) -> str | None:
         return self._impl.missing()
 
-    def unsupported(self, spec: LayerSpec) -> str | None:
+    def unsupported(self, spec: LayerSpec) -> list[str]:
         return self._impl.unsupported(spec)
 
     def output_dtype(self, spec: LayerSpec) -> str:

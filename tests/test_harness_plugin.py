@@ -1,0 +1,88 @@
+"""The suite's pytest plugin (``conformance/plugin.py``) passes facts to the report, never sentences: the
+implementation from collection, what a skip was for, a crash as a flag, a check's report roles, and a
+Hypothesis-driven check's deciding example only; ``--deviations`` adds a user registry, and a bad one is
+a usage error naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance.report.results import load
+
+pytest_plugins = ["pytester"]
+
+
+class Properties:
+    """Plugin: each check's final user properties (the teardown report's), by test id."""
+
+    def __init__(self) -> None:
+        self.by_test: dict[str, list[tuple[str, object]]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "teardown":
+            self.by_test[report.nodeid] = list(report.user_properties)
+
+
+def values(properties: list[tuple[str, object]], name: str) -> list[object]:
+    return [v for k, v in properties if k == name]
+
+
+def test_random_check_records_the_deciding_example_only(run_checks) -> None:
+    seen = Properties()
+    run_checks("test_random.py", "--impl", "reference.torch", plugins=[seen], outcomes={"passed": 1})
+    (properties,) = seen.by_test.values()
+    params = values(properties, "params")
+    assert len(params) == 1  # the example that decided the outcome, not one per example tried
+    comparisons = values(properties, "comparison")
+    # That example's steps: forward+backward (y, dx, dgamma, dbeta), two forwards (y), then the state:
+    # gamma, beta, running mean, variance and num_batches_tracked.
+    assert [c["quantity"] for c in comparisons] == [
+        "y", "dx", "dgamma", "dbeta", "y", "y", "gamma", "beta", "running_mean", "running_var", "num_batches_tracked"]
+
+
+def test_facts_on_every_check(run_checks, tmp_path: Path) -> None:
+    seen = Properties()
+    result = run_checks("test_forward.py", "-k", "test_training_output and (2x3x4x5-cfirst-float32 or 2x4x5x3-clast-"
+                        "float32)", "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "--impl", "reference.torch",
+                        "--report", str(tmp_path), plugins=[seen])
+    result.assert_outcomes(passed=2)  # and no skip: deselected by -k, or never generated
+    for test, properties in seen.by_test.items():
+        assert values(properties, "implementation") == [test.split("[")[1].split("-")[0]]
+        assert values(properties, "roles") == [["porting"]]  # test_training_output declares it
+    # The seed layer is 2D only: its rank-4 checks are never generated, and the report counts them.
+    assert not any("seed.numpy" in t for t in seen.by_test)
+    doc = load(tmp_path / "conformance.json")
+    assert doc["not_generated"] == {"seed.numpy": {"forward": {"checks": 2, "unsupported": {"rank 4 input": 2}}}}
+    assert "| seed.numpy | rank 4 input (2) |" in (tmp_path / "conformance.md").read_text()
+
+
+def test_a_skip_for_a_missing_capability_names_it(run_checks) -> None:
+    seen = Properties()
+    run_checks("test_second_order.py", "-k", "16x3-cfirst-float64", "--impl", "examples.seed_adapter:IMPLEMENTATIONS",
+               plugins=[seen], outcomes={"skipped": 1})
+    (properties,) = seen.by_test.values()
+    assert values(properties, "unsupported") == [["double_backward"]]
+
+
+def test_crash_is_a_flag(run_checks) -> None:
+    seen = Properties()
+    run_checks("test_forward.py", "-k", "test_training_output and 16x3-cfirst-float32", "--impl",
+               "fake_adapters:CRASHING", "--impl", "fake_adapters:HEALTHY", plugins=[seen],
+               outcomes={"failed": 3, "passed": 1})
+    crashed = {t.split("[")[1].split("-")[0]: values(p, "crashed") for t, p in seen.by_test.items()}
+    assert crashed.pop("healthy.torch") == []
+    assert set(map(tuple, crashed.values())) == {(True,)}
+
+
+def test_bad_deviations_file_is_a_usage_error(run_checks, tmp_path: Path) -> None:
+    bad = tmp_path / "mine.toml"
+    bad.write_text('[[deviation]]\nimplementation = "x"\ncheck = "y"\n')
+    result = run_checks("test_conventions.py", "--deviations", str(bad))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--deviations: mine.toml entry 0: unknown keys [[]], missing [[]'link', 'observed',"
+                                 " 'reason'[]]*"])
+    result = run_checks("test_conventions.py", "--deviations", str(tmp_path / "absent.toml"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--deviations: */absent.toml is not a file*"])
