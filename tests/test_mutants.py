@@ -72,6 +72,7 @@ def write(tmp_path: Path, baseline=("pass", "pass", "skip"), mutant=("pass", "fa
     doc = document([record("baseline.torch"), record("mutant.eps", seeded_bug=BUG)],
                    results("baseline.torch", baseline) + results("mutant.eps", mutant), STARTED, 1.0, [],
                    collection_errors=collection_errors)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "conformance.json"
     path.write_text(dumps(doc))
     return path
@@ -128,3 +129,12 @@ def test_readme_catalogue_and_report_show_the_kill_matrix(tmp_path):
 
     render(load(path), tmp_path)
     assert "## Mutation self-test: kill matrix" in (tmp_path / "conformance.md").read_text()
+
+
+def test_merged_shards_keep_every_collection_error(tmp_path):
+    from conformance.report.merge import merge
+    from conformance.report.results import load
+
+    errors = [{"node": "conformance/checks/test_contract.py", "reason": "ImportError"}]
+    shards = {str(i): load(write(tmp_path / str(i), collection_errors=errors if i else [])) for i in range(2)}
+    assert merge(shards)["collection_errors"] == errors
