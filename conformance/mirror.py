@@ -187,6 +187,13 @@ class Mirror:
             self._record("dgamma", dgamma, None, 0.0)
             self._record("dbeta", dbeta, None, 0.0)
 
+    def training_step(self, x: np.ndarray, dy: np.ndarray) -> None:
+        """A training forward with its backward, where the implementation defines gradients."""
+        if self.impl.capabilities.no_gradients:
+            self.forward(x, training=True)
+        else:
+            self.forward_backward(x, dy, training=True)
+
     def double_backward(self, x: np.ndarray, dy: np.ndarray, direction: dict[str, np.ndarray | None]) -> None:
         """Second order in training mode: the layer's Hessian-vector product of ``sum(y * dy)`` along
         ``direction`` (``vx``, ``vgamma``, ``vbeta``) against :func:`reference.hvp_training`."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -110,8 +110,9 @@ def _registries(config: pytest.Config) -> list[Deviation]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{MARKER}(roles=()): a conformance check, run once per implementation; roles name what the "
-        "report reads it for (porting: the cheat-sheet rests on it; one_value_per_channel: its behaviour there)",
+        "markers", f"{MARKER}(roles=(), per_implementation=True): a conformance check, run once per implementation "
+        "(or choosing its own: per_implementation=False); roles name what the report reads it for "
+        "(one_value_per_channel: its behaviour there, for the conventions table)",
     )
     config.stash[IMPLEMENTATIONS] = _chosen(config)
     config.stash[REGISTRIES] = _registries(config)
@@ -129,13 +130,19 @@ def _is_check(node: pytest.Item | pytest.Function) -> bool:
     return node.get_closest_marker(MARKER) is not None
 
 
+def _per_implementation(node: pytest.Item | pytest.Function) -> bool:
+    """Run once per implementation, unless the check chooses its own (``per_implementation=False``: porting
+    pairs, whole networks), which then records its ``implementation`` itself."""
+    return all(mark.kwargs.get("per_implementation", True) for mark in node.iter_markers(MARKER))
+
+
 def _family(item: pytest.Item) -> str:
     """The check's family: its module's name (``conformance.checks.test_forward`` -> ``forward``)."""
     return item.module.__name__.rpartition(".")[2].removeprefix("test_")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if _is_check(metafunc.definition):
+    if _is_check(metafunc.definition) and _per_implementation(metafunc.definition):
         # Distributed implementations run the checks that take a world (``synchronized``), and only those.
         wants_world = "synchronized" in metafunc.fixturenames
         impls = [i for i in metafunc.config.stash[IMPLEMENTATIONS] if (i.capabilities.world is not None) == wants_world]
@@ -148,7 +155,8 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     if _is_check(item):
         item.user_properties.append(("check", item.originalname.removeprefix("test_")))
         item.user_properties.append(("check_family", _family(item)))
-        item.user_properties.append(("implementation", item.callspec.params["impl"].name))
+        if _per_implementation(item):
+            item.user_properties.append(("implementation", item.callspec.params["impl"].name))
         roles = sorted({role for mark in item.iter_markers(MARKER) for role in mark.kwargs.get("roles", ())})
         item.user_properties.append(("roles", roles))
 
@@ -161,7 +169,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     lacking: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     kept, dropped = [], []
     for item in items:
-        params = item.callspec.params if _is_check(item) else {}
+        params = item.callspec.params if _is_check(item) and _per_implementation(item) else {}
         if isinstance(case := params.get("case"), Case):
             impl = params["impl"]
             if missing := impl.unsupported(case.spec(impl.convention)):
@@ -210,7 +218,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 @pytest.fixture(autouse=True)
 def _record_environment(request: pytest.FixtureRequest) -> None:
     """The implementation's versions (when it is installed) on every check's report."""
-    if _is_check(request.node):
+    if _is_check(request.node) and _per_implementation(request.node):
         impl = request.getfixturevalue("impl")
         if not impl.missing():
             environment = {k: str(v) for k, v in impl.environment().items()}  # plain str for xdist's wire format
@@ -280,3 +288,10 @@ class Conformance:
 def conformance(request: pytest.FixtureRequest, impl: Implementation) -> Conformance:
     """The :class:`Conformance` of this check and implementation (a missing framework skips here)."""
     return Conformance(request, impl)
+
+
+@pytest.fixture
+def record_comparison(request: pytest.FixtureRequest) -> Callable[[Comparison], None]:
+    """Attach a comparison to this test's report: for the checks that choose their own implementations
+    (``per_implementation=False``), which have no :class:`Conformance`."""
+    return lambda comparison: request.node.user_properties.append(("comparison", comparison.as_dict()))

@@ -37,7 +37,8 @@ half-precision input in half precision fails. With ``P = 1 + |xhat|`` (``xhat`` 
     dgamma   u|dgamma| + rho (1 + kappa) sum(|dy| P)
     dx       u|dx| + |gamma| / sigma * rho (1 + kappa)(|dy| + mean|dy|) P
     running  per training step: u|run| + rho (|mean| + std) for the mean, u|run| + rho (1 + kappa) var
-             for the variance (times n/(n-1), the most a Bessel correction amplifies it), summed over the
+             + (rho |mean|)**2 for the variance (times n/(n-1), the most a Bessel correction amplifies it;
+             the last term is the mean's rounding, squared in a two-pass variance), summed over the
              steps, plus u|run| for the value compared (:class:`RunningTolerance`).
 
 Inference with running statistics the implementation accumulated itself: those may differ from the
@@ -163,8 +164,9 @@ class Conditioning:
         return self.u * np.abs(run) + self.rho * (np.abs(self.mean) + batch_std)
 
     def running_var_step(self, run: np.ndarray) -> np.ndarray:
-        """One training step's error in the running variance ``run`` it stored."""
-        return self.u * np.abs(run) + self.rho * (1 + self.kappa) * self.var
+        """One training step's error in the running variance ``run`` it stored; the last term is the mean's
+        own rounding, which a two-pass variance takes in squared (all there is of a constant channel's)."""
+        return self.u * np.abs(run) + self.rho * (1 + self.kappa) * self.var + (self.rho * np.abs(self.mean)) ** 2
 
     def second_order(self, dy: np.ndarray, vx: np.ndarray, vgamma: np.ndarray, xhat: np.ndarray) -> dict:
         """Tolerances of ``hvp_x`` and ``hvp_gamma`` less their ``u|result|`` term (see the module

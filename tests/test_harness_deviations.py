@@ -117,6 +117,8 @@ PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": 
 PARAM_VALUES |= {name: {*values, "default"} for name, (values, _) in FRAMEWORK_OPTIONS.items()}
 # The synchronized checks' (test_synchronized): how the global batch is sharded over the ranks.
 PARAM_VALUES |= {"sharding": set(SHARDINGS), "shard_sizes": None, "world_size": set(WORLD_SIZES)}
+# The porting check's pair (checks/test_porting.py): implementation names.
+PARAM_VALUES |= {"source": None, "target": None}
 REGISTRY = load_registry()
 
 

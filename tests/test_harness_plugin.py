@@ -44,18 +44,18 @@ def test_random_check_records_the_deciding_example_only(run_checks) -> None:
 
 def test_facts_on_every_check(run_checks, tmp_path: Path) -> None:
     seen = Properties()
-    result = run_checks("test_forward.py", "-k", "test_training_output and (2x3x4x5-cfirst-float32 or 2x4x5x3-clast-"
-                        "float32)", "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "--impl", "reference.torch",
+    result = run_checks("test_edge_cases.py", "-k", "one_value_per_channel_4d-training",
+                        "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "--impl", "reference.torch",
                         "--report", str(tmp_path), plugins=[seen])
-    result.assert_outcomes(passed=2)  # and no skip: deselected by -k, or never generated
+    result.assert_outcomes(passed=1)  # and no skip: deselected by -k, or never generated
     for test, properties in seen.by_test.items():
         assert values(properties, "implementation") == [test.split("[")[1].split("-")[0]]
-        assert values(properties, "roles") == [["porting"]]  # test_training_output declares it
+        assert values(properties, "roles") == [["one_value_per_channel"]]  # the edge case declares it
     # The seed layer is 2D only: its rank-4 checks are never generated, and the report counts them.
     assert not any("seed.numpy" in t for t in seen.by_test)
     doc = load(tmp_path / "conformance.json")
-    assert doc["not_generated"] == {"seed.numpy": {"forward": {"checks": 2, "unsupported": {"rank 4 input": 2}}}}
-    assert "| seed.numpy | rank 4 input (2) |" in (tmp_path / "conformance.md").read_text()
+    assert doc["not_generated"] == {"seed.numpy": {"edge_cases": {"checks": 1, "unsupported": {"rank 4 input": 1}}}}
+    assert "| seed.numpy | rank 4 input (1) |" in (tmp_path / "conformance.md").read_text()
 
 
 def test_a_skip_for_a_missing_capability_names_it(run_checks) -> None:

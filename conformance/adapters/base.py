@@ -245,6 +245,9 @@ class Implementation(ABC):
             lacks is selected only when asked for by name (``conformance.adapters.select``).
         benchmarked: timed by the benchmarks by default (``benchmarks/common.py``); False for a variant
             that runs the same kernels as another (PyTorch's functional form, the reference per convention).
+        compiled_from: the eager implementation whose layer this one runs through a compiler
+            (``torch.compile``, XLA, ``jax.jit``); empty for the rest. It holds the same variables, so
+            porting pairs leave it out (``checks/test_porting.py``).
         capabilities: see :class:`Capabilities`.
         locator: ``module`` or ``module:attribute`` it was loaded from (set by the loader), so a
             worker process can load the same implementation.
@@ -264,6 +267,7 @@ class Implementation(ABC):
     seeded_bug: SeededBug | None = None
     device: str = "cpu"
     benchmarked: bool = True
+    compiled_from: str = ""
 
     @property
     def process_key(self) -> tuple:

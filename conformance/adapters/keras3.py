@@ -144,18 +144,25 @@ class KerasLayer:
         return y, dx, *(dparams or (None, None))
 
     def _grad_jax(self, x, dy, training):
-        import jax
-
         layer = self.layer
+        trainable = [v.value for v in layer.trainable_variables]
         non_trainable = [v.value for v in layer.non_trainable_variables]
-        y, vjp, new_non_trainable = jax.vjp(
-            lambda trainable, x: layer.stateless_call(trainable, non_trainable, x, training=training),
-            [v.value for v in layer.trainable_variables], x, has_aux=True,
-        )
-        dparams, dx = vjp(dy)
+        y, dx, dparams, new_non_trainable = self._jax_gradients(trainable, non_trainable, x, dy, training)
         for var, value in zip(layer.non_trainable_variables, new_non_trainable):
             var.assign(value)  # stateless_call returns the updated statistics instead of assigning them
         return y, dx, *(dparams if self.layer.center and layer.trainable else (None, None))
+
+    def _jax_gradients(self, trainable, non_trainable, x, dy, training: bool) -> tuple:
+        """A pure function of the variables' values: ``(y, dx, dparams, new non-trainable values)``."""
+        import jax
+
+        layer = self.layer
+        y, vjp, new_non_trainable = jax.vjp(
+            lambda trainable, x: layer.stateless_call(trainable, non_trainable, x, training=training),
+            trainable, x, has_aux=True,
+        )
+        dparams, dx = vjp(dy)  # dy is the gradient of y
+        return y, dx, dparams, new_non_trainable
 
     def _grad_torch(self, x, dy, training):
         import torch

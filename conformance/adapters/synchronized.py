@@ -70,7 +70,7 @@ class SynchronizedImplementation(Implementation):
 
     def __init__(self, layer: _Layer, world_size: int) -> None:
         self.layer, self.world_size = layer, world_size
-        self.name = f"{layer.name}-ws{world_size}"
+        self.name = f"synchronized.{layer.name}-ws{world_size}"  # the family is the name's prefix
         self.framework, self.convention, self.requires = layer.framework, layer.convention, layer.requires
         world = World(layer.engine, layer.transport, world_size, layer.parameter_gradients, layer.model_fit)
         features = frozenset({"affine_false"})

@@ -16,13 +16,10 @@ CASES = layout_cases(steps=3) + layout_cases(("float32",), new_batch_weight=None
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_state_from_construction(conformance, impl, case):
+def test_state_from_construction(conformance, case):
     mirror = conformance(case, constructed=True)
     first, later, evaluate = case.batches()
-    if impl.capabilities.no_gradients:
-        mirror.forward(first, training=True)
-    else:
-        mirror.forward_backward(first, case.cotangent(), training=True)
+    mirror.training_step(first, case.cotangent())
     mirror.compare_state()
     mirror.forward(later, training=True)
     mirror.compare_state()

@@ -56,7 +56,7 @@ MISMATCHED_DY = [(case, training) for case in LAYOUTS for training in (True, Fal
                          ids=[_id("mismatched_dy", c, t) for c, t in MISMATCHED_DY])
 def test_mismatched_dy(impl, conformance, case, training):
     if reason := impl.capabilities.no_gradients:
-        pytest.skip(f"{impl.name}: {reason}")
+        conformance.unsupported(f"gradients ({reason})")
     mirror = conformance(case, bad_input="mismatched_dy", training=training)
     x = case.batches()[0]
     dy = case.cotangent()[:-1]  # one sample fewer: no broadcasting can reconcile the shapes

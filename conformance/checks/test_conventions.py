@@ -8,7 +8,6 @@ from reference import get_convention
 pytestmark = pytest.mark.conformance
 
 
-@pytest.mark.conformance(roles=("porting",))
 def test_defaults_match_convention(impl, conformance, request):
     conformance.expect_deviation({})
     conv = get_convention(impl.convention)

@@ -6,13 +6,11 @@ import pytest
 from conformance.cases import layout_cases
 
 pytestmark = pytest.mark.conformance
-PORTING = pytest.mark.conformance(roles=("porting",))  # the porting cheat-sheet rests on these
 
 CASES = layout_cases()
 ids = [c.id for c in CASES]
 
 
-@PORTING
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_training_output(conformance, case):
     mirror = conformance(case)
@@ -32,7 +30,6 @@ def test_inference_output(conformance, case):
 AFTER_TRAINING = [c.with_(steps=4) for c in CASES]
 
 
-@PORTING
 @pytest.mark.parametrize("case", AFTER_TRAINING, ids=[c.id for c in AFTER_TRAINING])
 def test_inference_after_training(conformance, case):
     mirror = conformance(case)

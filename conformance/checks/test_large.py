@@ -17,13 +17,10 @@ CASES = [Case(shape, axis, dtype, data="large", steps=2) for shape, axis in SHAP
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_production_size(impl, conformance, case):
+def test_production_size(conformance, case):
     mirror = conformance(case)
     train, evaluate = case.batches()
-    if impl.capabilities.no_gradients:
-        mirror.forward(train, training=True)
-    else:
-        mirror.forward_backward(train, case.cotangent(), training=True)
+    mirror.training_step(train, case.cotangent())
     mirror.compare_state()
     mirror.forward(evaluate, training=False)
     mirror.verify()

@@ -47,10 +47,7 @@ def test_random_case(available: Conformance, data) -> None:
         assume(available.deviation(case.params() | {"training": True}, check=check) is None)
     mirror = available.example(case)
     first, second, evaluate = case.batches()
-    if impl.capabilities.no_gradients:  # the same steps, the first one without its backward
-        mirror.forward(first, training=True)
-    else:
-        mirror.forward_backward(first, case.cotangent(), training=True)
+    mirror.training_step(first, case.cotangent())
     mirror.forward(second, training=True)
     mirror.forward(evaluate, training=False)
     mirror.compare_state()

@@ -13,7 +13,6 @@ NEW_BATCH_WEIGHTS = (0.0, 0.1, 0.5, 1.0, None)
 SEQUENCES = [c for w in NEW_BATCH_WEIGHTS for c in layout_cases(("float32", "float64"), new_batch_weight=w, steps=3)]
 
 
-@pytest.mark.conformance(roles=("porting",))  # the porting cheat-sheet rests on it
 @pytest.mark.parametrize("case", SEQUENCES, ids=[c.id for c in SEQUENCES])
 def test_running_statistics(conformance, case):
     mirror = conformance(case)

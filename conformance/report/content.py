@@ -176,6 +176,55 @@ def _describe(c: dict) -> str:
             f"(error ratio {heatmap.label(c['error_ratio'])})")
 
 
+def _porting(doc: dict) -> list[Block]:
+    """The porting cheat-sheet and matrix, from the porting pairs' results (``checks/test_porting.py``)."""
+    head = [Heading(2, "Porting cheat-sheet")]
+    rows = summary.porting(doc)
+    if not rows:
+        return [*head, Text("No pair of frameworks was ported in this run (the porting checks need implementations "
+                            "of two frameworks or conventions).")]
+    dtypes = summary.porting_dtypes(doc)
+    names, matrix = summary.porting_matrix(doc)
+    exceptions = summary.porting_exceptions(doc)
+    return [
+        *head,
+        Text("Carrying a trained BatchNorm (gamma, beta, running mean and variance, eps, momentum, channel axis) "
+             "from one framework to another with `conformance.porting.port`. Each pair of implementations was "
+             "trained, ported and checked: the target's inference output equals the source's within the derived "
+             "tolerance, and one further training step updates each side's statistics by its own convention. "
+             "The dtype columns count the verified pairs of implementations."),
+        _table(rows, "porting"),
+        Heading(3, "Porting matrix (source rows, target columns)"),
+        Text(f"One mark per dtype ({', '.join(dtypes)}): ok (verified), dev (registered deviation), FAIL, "
+             "- (not run: unsupported)."),
+        Table(["source \\ target", *names], matrix, id="porting-matrix"),
+        Heading(3, "Pairs not verified"),
+        _table(exceptions, "porting-exceptions") if exceptions else Text("None: every pair that ran was verified."),
+    ]
+
+
+def _section(title: str, text: str, rows: list[dict], id: str) -> list[Block]:
+    """A section with one table, or nothing when no check produced its rows."""
+    return [Heading(2, title), Text(text), _table(rows, id)] if rows else []
+
+
+def _exported(doc: dict) -> list[Block]:
+    return _section(
+        "Exported models",
+        "Eval-mode PyTorch BatchNorm exported to ONNX and run in onnxruntime (`conformance/exported.py`): the output "
+        "against the reference, and what the exporter wrote (epsilon as eps and momentum as 1 - m, float32 "
+        "attributes; one BatchNormalization node; in the CNN, every BatchNorm folded into its convolution: no "
+        "BatchNormalization node, two Conv nodes).", summary.exported(doc), "exported")
+
+
+def _cnn(doc: dict) -> list[Block]:
+    return _section(
+        "The seeds' CNN end to end",
+        "Conv-BN-ReLU-MaxPool twice and a Linear layer (`examples/port_cnn.py`), weights made in PyTorch's layout "
+        "and ported, one SGD step in training mode, then inference: worst error ratio against PyTorch in float64 "
+        "(<= 1 passes; tolerances derived in the example's docstring).", summary.cnn(doc), "cnn")
+
+
 def blocks(doc: dict) -> list[Block]:
     env = doc["environment"]
     counts = doc["counts"]
@@ -199,11 +248,9 @@ def blocks(doc: dict) -> list[Block]:
         Text("Rules of each implementation's declared convention, with the defaults its constructor really has "
              "(`test_defaults_match_convention`) and what it did when training on one value per channel."),
         _table(summary.conventions_table(doc), "conventions"),
-        Heading(2, "Porting cheat-sheet"),
-        Text("Carrying a trained BatchNorm (gamma, beta, running mean and variance) from one convention to "
-             "another. A line is verified when the checks it rests on (" + ", ".join(summary.porting_checks(doc)) +
-             ") passed for implementations of both conventions; the last column names their families."),
-        _table(summary.porting(doc), "porting", drop=("verified",)),
+        *_porting(doc),
+        *_cnn(doc),
+        *_exported(doc),
         Heading(2, "Deviations"),
         *_deviations(doc),
         Heading(2, "Failures"),

@@ -65,7 +65,7 @@ class Result:
     defaults: dict | None = None
     comparisons: list[dict] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)  # what a skip was for (``dtype float16``, ...)
-    roles: list[str] = field(default_factory=list)  # what the report reads the check for (porting, ...)
+    roles: list[str] = field(default_factory=list)  # what the report reads the check for (one_value_per_channel)
     crashed: bool = False  # the implementation's process died during the test
     duration_s: float = 0.0
     environment: dict | None = None  # goes into the implementation's record, not the result's

@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 
+from ..adapters.base import ALL_DTYPES
 from .results import BAD_STATUSES
 
-__all__ = ["KILLING_STATUSES", "conventions_table", "deviations", "dtypes", "families", "failures", "kill_matrix",
-           "matrix", "not_generated_total", "porting", "porting_checks", "skips", "worst_error_ratio"]
+__all__ = ["KILLING_STATUSES", "cnn", "conventions_table", "deviations", "dtypes", "exported", "families", "failures",
+           "kill_matrix", "matrix", "not_generated_total", "porting", "porting_dtypes", "porting_exceptions",
+           "porting_matrix", "porting_results", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
 _ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases",
@@ -191,58 +193,137 @@ def not_generated_total(doc: dict) -> int:
     return sum(family["checks"] for families in doc["not_generated"].values() for family in families.values())
 
 
-def porting_checks(doc: dict) -> list[str]:
-    """The checks the porting cheat-sheet rests on: those with the ``porting`` role."""
-    return sorted({r["check"] for r in doc["results"] if "porting" in r["roles"]})
+def _group(impl: dict) -> str:
+    """The cheat-sheet's key for an implementation: its framework and its convention."""
+    return f"{impl['framework']} ({impl['convention']})"
 
 
-def _backing(doc: dict, conventions: list[str]) -> tuple[bool, str]:
-    """Whether the checks a porting line rests on passed for implementations of both conventions, and
-    on which: a convention checked only through the reference says so."""
-    of = {i["name"]: i["convention"] for i in doc["implementations"]}
-    families = {c: sorted({i["family"] for i in doc["implementations"] if i["available"] and i["convention"] == c
-                           and i["family"] != "reference"}) for c in conventions}
-    passed: dict[tuple[str, str], int] = Counter()
-    broken = set()
-    for r in doc["results"]:
-        conv = of.get(r["implementation"])
-        if conv in conventions and "porting" in r["roles"]:
-            if r["status"] == "pass":
-                passed[conv, r["check"]] += 1
-            elif r["status"] in BAD_STATUSES:
-                broken.add(f"{r['check']} on {r['implementation']}")
-    missing = [f"no passing {c} on {conv}" for conv in conventions for c in porting_checks(doc) if not passed[conv, c]]
-    if broken or missing:
-        return False, "not verified: " + "; ".join(sorted(broken) + missing)
-    sides = "; ".join(f"{c}: {', '.join(families[c]) or 'the reference only'}" for c in conventions)
-    return True, f"{sum(passed.values())} passing checks ({sides})"
+def _translation(src: dict, dst: dict) -> dict:
+    """How each setting carries from convention ``src`` to ``dst`` (``conformance.porting.port``)."""
+    if src["momentum_weights"] == dst["momentum_weights"]:
+        momentum = "same meaning: keep m"
+    else:
+        momentum = f"m -> 1 - m (default {src['default_momentum']:g} -> {1 - src['default_momentum']:g})"
+    if src["cumulative_momentum"] and not dst["cumulative_momentum"]:
+        momentum += "; momentum=None (cumulative average) has no equivalent: pick a fixed m"
+    eps = (f"same default {src['default_eps']:g}" if src["default_eps"] == dst["default_eps"]
+           else f"pass eps={src['default_eps']:g} (target default {dst['default_eps']:g})")
+    axis = (f"same default {src['channel_axis']}" if src["channel_axis"] == dst["channel_axis"]
+            else f"move channels {src['channel_axis']} -> {dst['channel_axis']} in the inputs")
+    variance = "copy as is: inference normalizes with it on both sides"
+    if src["bessel"] != dst["bessel"]:
+        stored = "biased" if dst["bessel"] is False else "unbiased n/(n-1)"
+        variance += f"; further training stores the {stored} batch variance"
+    return {"momentum": momentum, "eps": eps, "channel axis": axis, "running variance": variance}
+
+
+def porting_results(doc: dict) -> list[dict]:
+    """The porting pairs' results (``checks/test_porting.py``): one per source, target and dtype."""
+    return [r for r in doc["results"] if r["check"] == "porting" and r["params"].get("target")]
+
+
+def porting_dtypes(doc: dict) -> list[str]:
+    """The dtypes the porting pairs ran at, widest first."""
+    found = {r["params"]["dtype"] for r in porting_results(doc)}
+    return [d for d in ALL_DTYPES if d in found] + sorted(found - set(ALL_DTYPES))
+
+
+def _verdict(results: list[dict]) -> str:
+    """One cheat-sheet cell: how many pairs of a group were verified at one dtype, and what the rest did."""
+    counts = Counter("bad" if r["status"] in BAD_STATUSES else r["status"] for r in results)
+    ran = counts["pass"] + counts["deviation"] + counts["bad"]
+    if not ran:
+        return "not run"
+    text = f"{counts['pass']}/{ran} pairs verified"
+    if counts["deviation"]:
+        text += f"; {counts['deviation']} registered deviation(s)"
+    if counts["bad"]:
+        worst = max((r["worst"]["error_ratio"] for r in results if r["status"] in BAD_STATUSES and r["worst"]),
+                    default=math.inf)
+        text += f"; {counts['bad']} FAILED (worst error ratio {worst:.3g})"
+    return text
 
 
 def porting(doc: dict) -> list[dict]:
-    """How to carry a trained BatchNorm between each ordered pair of conventions that were checked."""
-    of = {i["convention"] for i in doc["implementations"] if i["available"]}
-    names = [n for n in doc["conventions"] if n in of]
+    """The porting cheat-sheet: per ordered pair of frameworks (with their conventions) whose pairs of
+    implementations were ported, how each setting carries over, and per dtype how many pairs were verified."""
+    impls = {i["name"]: i for i in doc["implementations"]}
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in porting_results(doc):
+        source, target = impls.get(r["params"]["source"]), impls.get(r["params"]["target"])
+        if source and target and _group(source) != _group(target):
+            grouped[_group(source), _group(target)].append(r)
+    conventions = {_group(i): i["convention"] for i in doc["implementations"]}
     rows = []
-    for a in names:
-        for b in names:
-            if a == b:
-                continue
-            src, dst = doc["conventions"][a], doc["conventions"][b]
-            if src["momentum_weights"] == dst["momentum_weights"]:
-                momentum = "same meaning: keep m"
-            else:
-                momentum = f"m -> 1 - m (default {src['default_momentum']:g} -> {1 - src['default_momentum']:g})"
-            if src["cumulative_momentum"] and not dst["cumulative_momentum"]:
-                momentum += "; momentum=None (cumulative average) has no equivalent: pick a fixed m"
-            eps = (f"same default {src['default_eps']:g}" if src["default_eps"] == dst["default_eps"]
-                   else f"pass eps={src['default_eps']:g} (target default {dst['default_eps']:g})")
-            axis = (f"same default {src['channel_axis']}" if src["channel_axis"] == dst["channel_axis"]
-                    else f"pass axis={src['channel_axis']} (target default {dst['channel_axis']})")
-            variance = "copy as is: inference normalizes with it on both sides"
-            if src["bessel"] != dst["bessel"]:
-                stored = "biased" if dst["bessel"] is False else "unbiased n/(n-1)"
-                variance += f"; further training stores the {stored} batch variance"
-            ok, backing = _backing(doc, [a, b])
-            rows.append({"from": a, "to": b, "momentum": momentum, "eps": eps, "channel axis": axis,
-                         "running variance": variance, "verified": ok, "backed by": backing})
+    for (a, b), results in sorted(grouped.items()):
+        src, dst = doc["conventions"][conventions[a]], doc["conventions"][conventions[b]]
+        by_dtype = {d: _verdict([r for r in results if r["params"]["dtype"] == d]) for d in porting_dtypes(doc)}
+        rows.append({"from": a, "to": b, **_translation(src, dst), **by_dtype})
+    return rows
+
+
+_SYMBOL = {"pass": "ok", "deviation": "dev", "skip": "-"}
+
+
+def porting_matrix(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """Source x target implementations; each cell has one mark per dtype (``porting_dtypes`` order): ok,
+    dev (a registered deviation), FAIL, or - (not run)."""
+    marks: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for r in porting_results(doc):
+        marks[r["params"]["source"], r["params"]["target"]][r["params"]["dtype"]] = _SYMBOL.get(r["status"], "FAIL")
+    names = [n for n in implementations(doc) if any(n in pair for pair in marks)]
+    dtypes = porting_dtypes(doc)
+    rows = [[a, *("" if a == b else " ".join(marks[a, b].get(d, "-") for d in dtypes) for b in names)] for a in names]
+    return names, rows
+
+
+def porting_exceptions(doc: dict) -> list[dict]:
+    """Every ported pair and dtype that was not verified, with its measured error and the reason."""
+    rows = []
+    for r in porting_results(doc):
+        if r["status"] in ("pass", "skip"):
+            continue
+        worst = r["worst"]
+        error = "no comparison" if not worst else (
+            f"{worst['quantity']}: max abs error {worst['max_abs_error']:.3g}, error ratio {worst['error_ratio']:.3g}")
+        reason = r["deviation"]["observed"] if r["deviation"] else r["reason"].splitlines()[0][:200]
+        link = r["deviation"]["link"] if r["deviation"] else ""
+        rows.append({"source": r["params"]["source"], "target": r["params"]["target"], "dtype": r["params"]["dtype"],
+                     "status": r["status"], "measured": error, "reason": reason, "upstream": link})
+    return rows
+
+
+def cnn(doc: dict) -> list[dict]:
+    """The seeds' CNN end to end (``checks/test_cnn.py``): per framework, its status and the error ratio of
+    each compared quantity group (BN statistics, BN gradients, logits) against PyTorch float64."""
+    rows = []
+    for r in doc["results"]:
+        if r["check"] != "cnn_one_step" or r["status"] == "skip":
+            continue
+        groups: dict[str, float] = {}
+        for c in r["comparisons"]:
+            q = c["quantity"]
+            group = "logits" if q == "logits" else "BN gradients" if ".d" in q else "BN statistics"
+            groups[group] = max(groups.get(group, 0.0), c["error_ratio"])
+        cells = {g: f"{groups[g]:.3g}" if g in groups else "-" for g in ("BN statistics", "BN gradients", "logits")}
+        rows.append({"framework": r["params"].get("framework", r["implementation"]), "status": r["status"], **cells})
+    return rows
+
+
+def exported(doc: dict) -> list[dict]:
+    """PyTorch modules exported to ONNX (``checks/test_export.py``): per module, its status, the output's
+    error ratio against the reference and whether the exporter wrote the attributes and nodes expected."""
+    rows = []
+    for r in doc["results"]:
+        if r["check"] not in ("exported_inference", "exported_cnn") or r["status"] == "skip":
+            continue
+        by = {c["quantity"]: c for c in r["comparisons"]}
+        output = by.get("y") or by.get("logits")
+        written = [q for q in ("epsilon", "momentum", "batchnorm_nodes", "conv_nodes") if q in by]
+        model = "seed 002 CNN" if r["check"] == "exported_cnn" else r["implementation"]
+        rows.append({"model": model, "exporter": r["params"].get("exporter", ""),
+                     "runtime": r["params"].get("runtime", ""), "status": r["status"],
+                     "output error ratio": f"{output['error_ratio']:.3g}" if output else "-",
+                     "written as expected": ", ".join(f"{q}: {'yes' if by[q]['passed'] else by[q]['note']}"
+                                                      for q in written)})
     return rows
