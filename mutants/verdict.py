@@ -19,7 +19,7 @@ from conformance.report.__main__ import update_readme
 from conformance.report.blocks import Text, to_markdown
 from conformance.report.content import kill_matrix_table
 from conformance.report.results import load
-from conformance.report.summary import kill_matrix
+from conformance.report.summary import involved, kill_matrix
 
 __all__ = ["judge", "main"]
 
@@ -28,18 +28,23 @@ BEGIN, END = "<!-- mutants:begin -->", "<!-- mutants:end -->"
 BASELINE_STATUSES = frozenset({"pass", "skip"})
 
 
-def _statuses(doc: dict) -> dict[str, Counter]:
-    out: dict[str, Counter] = {i["name"]: Counter() for i in doc["implementations"]}
+def _statuses(doc: dict, baselines: set[str]) -> tuple[dict[str, Counter], dict[str, Counter]]:
+    """Per implementation: the statuses of all its results, and of those that involve baselines only (a
+    porting check from a baseline to a mutant fails because of the mutant)."""
+    every: dict[str, Counter] = {i["name"]: Counter() for i in doc["implementations"]}
+    clean: dict[str, Counter] = {i["name"]: Counter() for i in doc["implementations"]}
     for r in doc["results"]:
-        out.setdefault(r["implementation"], Counter())[r["status"]] += 1
-    return out
+        every.setdefault(r["implementation"], Counter())[r["status"]] += 1
+        if involved(r) <= baselines:
+            clean.setdefault(r["implementation"], Counter())[r["status"]] += 1
+    return every, clean
 
 
 def judge(doc: dict) -> list[str]:
     """Every reason the self-test failed; empty when it passed."""
     problems = [f"collection error in {e['node']}: its checks did not run" for e in doc["collection_errors"]]
-    statuses = _statuses(doc)
     baselines = {i["convention"]: i["name"] for i in doc["implementations"] if i["seeded_bug"] is None}
+    statuses, baseline_only = _statuses(doc, set(baselines.values()))
     mutants = [i for i in doc["implementations"] if i["seeded_bug"] is not None]
     if not baselines:
         problems.append("no correct baseline (an implementation without a seeded bug) in the report")
@@ -49,7 +54,7 @@ def judge(doc: dict) -> list[str]:
         if not impl["available"]:
             problems.append(f"{impl['name']} could not run: {impl['missing']}")
     for name in baselines.values():
-        wrong = {s: n for s, n in statuses[name].items() if s not in BASELINE_STATUSES}
+        wrong = {s: n for s, n in baseline_only[name].items() if s not in BASELINE_STATUSES}
         if wrong:
             problems.append(f"baseline {name} is not clean: {', '.join(f'{n} {s}' for s, n in sorted(wrong.items()))}")
         if not statuses[name]["pass"]:

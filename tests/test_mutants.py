@@ -138,3 +138,18 @@ def test_merged_shards_keep_every_collection_error(tmp_path):
     errors = [{"node": "conformance/checks/test_contract.py", "reason": "ImportError"}]
     shards = {str(i): load(write(tmp_path / str(i), collection_errors=errors if i else [])) for i in range(2)}
     assert merge(shards)["collection_errors"] == errors
+
+
+def test_a_check_between_a_baseline_and_a_mutant_counts_for_the_mutant(tmp_path, capsys):
+    """Porting from the baseline into the mutant fails because of the mutant: it kills the mutant and leaves
+    the baseline clean."""
+    porting = Result("conformance/checks/test_porting.py::test_porting[baseline.torch-to-mutant.eps]", "porting",
+                     "porting", "baseline.torch", params={"source": "baseline.torch", "target": "mutant.eps"},
+                     status="fail", reason="fail: running_var_target")
+    doc = document([record("baseline.torch"), record("mutant.eps", seeded_bug=BUG)],
+                   results("baseline.torch", ("pass",)) + [porting] + results("mutant.eps", ("pass", "pass")),
+                   STARTED, 1.0, [])
+    path = tmp_path / "conformance.json"
+    path.write_text(dumps(doc))
+    assert main([str(path)]) == 0
+    assert "1 of 1 mutants killed, passed" in capsys.readouterr().out
