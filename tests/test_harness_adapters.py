@@ -114,7 +114,8 @@ def test_second_order_check_fails_a_missing_hessian_term(run_checks) -> None:
 def test_families_are_spelled_like_their_names_and_select_by_that_spelling() -> None:
     for impl in builtin():
         assert impl.name.startswith(f"{impl.family}."), impl.name
-    assert {i.name for i in select(["tf_keras"])} == {"tf_keras.fused", "tf_keras.nonfused"}
+    assert {i.name for i in select(["tf_keras"])} == {"tf_keras.fused", "tf_keras.nonfused", "tf_keras.fused.xla",
+                                                    "tf_keras.nonfused.xla"}
 
 
 def test_an_absent_device_is_collected_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,4 +133,7 @@ def test_process_groups_follow_the_process_key() -> None:
     assert all(len({i.process_key for i in group}) == 1 for group in groups)
     assert len({group[0].process_key for group in groups}) == len(groups)
     keras = [g for g in groups if g[0].family == "keras"]
-    assert len(keras) == 3  # one process per Keras backend, fixed at import
+    backends = [g[0].process_env["KERAS_BACKEND"] for g in keras]
+    # Every backend has processes of its own (per adapter module: eager, compiled), fixed at import.
+    assert set(backends) == {"tensorflow", "jax", "torch"}
+    assert len(keras) == len({(g[0].locator, backend) for g, backend in zip(keras, backends)})

@@ -34,7 +34,7 @@ def _expected() -> dict:
     return port_cnn.run_isolated("torch.float64", _weights())
 
 
-@pytest.mark.parametrize("framework", list(FRAMEWORKS))
+@pytest.mark.parametrize("framework", list(FRAMEWORKS), ids=list(FRAMEWORKS))
 def test_cnn_one_step(request: pytest.FixtureRequest, record_comparison, framework: str) -> None:
     implementation, modules = FRAMEWORKS[framework]
     properties = request.node.user_properties

@@ -73,7 +73,7 @@ def _count(name: str, ops: list[str], op: str, expected: int) -> Comparison:
                       0, "" if found == expected else f"{found} {op} nodes, expected {expected}: {ops}")
 
 
-@pytest.mark.parametrize("module", list(SHAPES))
+@pytest.mark.parametrize("module", list(SHAPES), ids=list(SHAPES))
 def test_exported_inference(request: pytest.FixtureRequest, record_comparison, module: str) -> None:
     _start(request, f"torch.{module}", {"shape": list(SHAPES[module]), "eps": EPS, "momentum": MOMENTUM})
     state, _, _, x = _job(module)

@@ -170,7 +170,7 @@ def _further_step(run: Run, dtype: str, side: str) -> list[Comparison]:
                     tolerance.tolerance(name, getattr(ref, name))) for name in ("running_mean", "running_var")]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=list(DTYPES))
 def test_porting(request: pytest.FixtureRequest, record_comparison, source, target, dtype: str) -> None:
     properties = request.node.user_properties
     sides = Side.of(source), Side.of(target)
