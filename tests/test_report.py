@@ -94,11 +94,11 @@ SYNTHETIC = {
 def implementations() -> list[dict]:
     return [
         {"name": n, "family": "fake", "framework": "fakelib", "convention": conv, "version": "1.0", "backend": None,
-         "environment": {"version": "1.0"}, "devices": ["cpu"], "available": True, "missing": ""}
+         "environment": {"version": "1.0"}, "devices": ["cpu"], "available": True, "missing": "", "seeded_bug": None}
         for n, conv in (("fake.a", "torch"), ("fake.b", "keras"), ("fake.c", "keras"))
     ] + [{"name": "fake.gone", "family": "fake", "framework": "gonelib", "convention": "onnx", "version": None,
           "backend": None, "environment": {}, "devices": ["cpu"], "available": False,
-          "missing": "fake.gone: gonelib is not installed"}]
+          "missing": "fake.gone: gonelib is not installed", "seeded_bug": None}]
 
 
 def synthetic_doc(statuses=tuple(SYNTHETIC)) -> dict:

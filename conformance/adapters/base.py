@@ -28,7 +28,8 @@ import numpy as np
 
 __all__ = [
     "ALL_DTYPES", "OPERATIONS", "PER_CHANNEL", "Benchmarkable", "Capabilities", "DoubleBackward", "Implementation",
-    "ImplementationCrashed", "Layer", "LayerSpec", "State", "World", "as_numpy_float", "framework_input",
+    "ImplementationCrashed", "Layer", "LayerSpec", "SeededBug", "State", "World", "as_numpy_float",
+    "framework_input",
 ]
 
 # The dtype vocabulary of cases, capabilities and tolerances (``cases.dtype_of`` maps each to NumPy).
@@ -219,6 +220,16 @@ class Capabilities:
         return [what for ok, what in checks if not ok]
 
 
+@dataclass(frozen=True)
+class SeededBug:
+    """A bug an implementation carries on purpose, for the suite's mutation self-test (``mutants/``): the
+    bug class, where a real implementation had it, and the upstream report."""
+
+    bug: str
+    origin: str
+    link: str
+
+
 class Implementation(ABC):
     """One implementation under test. Subclass it in one adapter module (see ``adapters/__init__``).
 
@@ -242,6 +253,8 @@ class Implementation(ABC):
         capabilities: see :class:`Capabilities`.
         locator: ``module`` or ``module:attribute`` it was loaded from (set by the loader), so a
             worker process can load the same implementation.
+        seeded_bug: the bug it carries on purpose (a mutant of the suite's self-test), None for a real
+            implementation; the report's kill matrix lists the implementations that have one.
     """
 
     name: str
@@ -253,6 +266,7 @@ class Implementation(ABC):
     isolated: bool = True
     capabilities: Capabilities = Capabilities()
     locator: str = ""
+    seeded_bug: SeededBug | None = None
     device: str = "cpu"
     benchmarked: bool = True
     compiled_from: str = ""

@@ -32,12 +32,14 @@ def readme_section(doc: dict) -> str:
     return to_markdown([intro, matrix_table(doc)])
 
 
-def update_readme(readme: Path, doc: dict) -> None:
+def update_readme(readme: Path, doc: dict, markers: tuple[str, str] = (BEGIN, END), section=readme_section) -> None:
+    """Replace what lies between ``markers`` in ``readme`` with ``section(doc)``."""
+    begin, end = markers
     text = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers")
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{readme_section(doc)}{END}", text))
+        raise ValueError(f"{readme} has no {begin} ... {end} markers")
+    readme.write_text(pattern.sub(lambda _: f"{begin}\n{section(doc)}{end}", text))
 
 
 def main(argv: list[str] | None = None) -> int:

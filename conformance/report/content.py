@@ -10,7 +10,7 @@ from . import heatmap, summary
 from .blocks import Block, Figure, Heading, Items, Table, Text
 from .results import BAD_STATUSES
 
-__all__ = ["HEATMAP_PNG", "blocks", "matrix_table", "verdict"]
+__all__ = ["HEATMAP_PNG", "blocks", "kill_matrix_table", "matrix_table", "verdict"]
 
 HEATMAP_PNG = "heatmap.png"
 
@@ -59,6 +59,32 @@ def matrix_table(doc: dict) -> Table:
                 cells.append("%d / %d / %d" % _counts(counter))
         rows.append([name, *cells])
     return Table(["implementation", *families], rows, id="matrix")
+
+
+def kill_matrix_table(doc: dict) -> Table:
+    """Mutant x check family: how many checks of each family failed the mutant (``-``: none)."""
+    families = summary.families(doc)
+    rows = [
+        [row["implementation"], row["bug"], f"{row['origin']}: {row['link']}",
+         *(str(row["killed_by"].get(f, "-")) for f in families), "killed" if row["killed"] else "SURVIVED"]
+        for row in summary.kill_matrix(doc)
+    ]
+    return Table(["mutant", "bug class", "where it happened", *families, "verdict"], rows, id="kill-matrix")
+
+
+def _mutants(doc: dict) -> list[Block]:
+    """The mutation self-test's section, where the run has mutants (implementations with a seeded bug)."""
+    rows = summary.kill_matrix(doc)
+    if not rows:
+        return []
+    survivors = [r["implementation"] for r in rows if not r["killed"]]
+    return [
+        Heading(2, "Mutation self-test: kill matrix"),
+        Text(f"Each mutant carries one bug a real BatchNorm has had; a cell counts the checks of a family that "
+             f"failed it. {len(rows) - len(survivors)} of {len(rows)} mutants killed"
+             + (f"; survivors: {', '.join(survivors)}." if survivors else ".")),
+        kill_matrix_table(doc),
+    ]
 
 
 def _implementations(doc: dict) -> Table:
@@ -215,6 +241,7 @@ def blocks(doc: dict) -> list[Block]:
         _implementations(doc),
         Heading(2, "Summary matrix (pass / deviation / fail)"),
         matrix_table(doc),
+        *_mutants(doc),
         Heading(2, "Error ratio: worst |error| / tolerance"),
         *_error_ratios(doc),
         Heading(2, "Conventions side by side"),

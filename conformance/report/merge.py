@@ -71,9 +71,12 @@ def merge(docs: dict[str, dict]) -> dict:
     first = next(iter(docs.values()))
     results = _results(docs)
     counts = {status: sum(r["status"] == status for r in results) for status in STATUSES}
+    # Every shard collects every module: the same error may come from each, once per module here.
+    errors = {e["node"]: e for d in docs.values() for e in d["collection_errors"]}
     return {**first, "created": min(d["created"] for d in docs.values()),
             "duration_s": round(sum(d["duration_s"] for d in docs.values()), 3),
-            "implementations": _implementations(docs), "counts": counts, "results": results}
+            "implementations": _implementations(docs), "counts": counts, "results": results,
+            "collection_errors": [errors[node] for node in sorted(errors)]}
 
 
 def merge_files(paths: list[Path], directory: Path) -> tuple[dict, list[Path]]:

@@ -18,7 +18,7 @@ import pytest
 from ..adapters.base import Implementation
 from ..plugin import not_generated
 from .content import verdict
-from .results import Result, finish_status, implementation_record
+from .results import Result, finish_status, implementation_record, text
 from .write import write_report
 
 __all__ = ["ReportPlugin"]
@@ -33,6 +33,7 @@ class ReportPlugin:
         # "torch.BatchNorm2d_channels_last" never counts as "torch.BatchNorm2d". Results name theirs as a fact.
         self._names = sorted((i.name for i in impls), key=len, reverse=True)
         self.results: dict[str, Result] = {}
+        self.collection_errors: dict[str, str] = {}  # every xdist worker reports the same ones
         self.totals: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.started = datetime.now(timezone.utc)
@@ -85,6 +86,10 @@ class ReportPlugin:
             self._say(f"{name}: done: {summary} [{finished}/{overall} checks, {100 * finished // max(overall, 1)}%]")
 
     # -- results ---------------------------------------------------------------------------------
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collection_errors[report.nodeid] = text(report.longrepr)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = self.results.get(report.nodeid)
         if result is None:
@@ -106,6 +111,7 @@ class ReportPlugin:
             self.directory, implementations, results, started=self.started,
             duration_s=time.perf_counter() - self.clock, command=list(self.config.invocation_params.args),
             not_generated=self.not_generated if self.not_generated is not None else not_generated(self.config),
+            collection_errors=[{"node": n, "reason": reason} for n, reason in sorted(self.collection_errors.items())],
         )
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:

@@ -32,15 +32,15 @@ from reference import CONVENTIONS
 from ..adapters.base import ALL_DTYPES, Implementation
 
 __all__ = ["FORMAT_VERSION", "SCHEMA", "STATUSES", "Result", "document", "dumps", "finish_status",
-           "implementation_record", "load"]
+           "implementation_record", "load", "text"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SCHEMA = Path(__file__).with_name("conformance.schema.json")
 STATUSES = ("pass", "deviation", "fail", "crash", "unexpected_pass", "error", "skip")
 BAD_STATUSES = frozenset({"fail", "crash", "unexpected_pass", "error"})
 
 
-def _text(longrepr: Any) -> str:
+def text(longrepr: Any) -> str:
     """The one-paragraph message of a failure or skip (pytest gives tuples, objects or strings)."""
     if longrepr is None:
         return ""
@@ -79,7 +79,7 @@ class Result:
         """Take one phase's report (setup, call, teardown); properties are cumulative, keep the last."""
         self.duration_s += report.duration
         xfail = hasattr(report, "wasxfail")
-        self.phases[report.when] = (report.outcome, _text(report.longrepr) or getattr(report, "wasxfail", ""), xfail)
+        self.phases[report.when] = (report.outcome, text(report.longrepr) or getattr(report, "wasxfail", ""), xfail)
         comparisons = []
         for name, value in report.user_properties:
             if name == "comparison":
@@ -145,14 +145,17 @@ def implementation_record(impl: Implementation, environment: dict | None) -> dic
         "devices": [environment.get("device") or impl.device],
         "available": missing is None,
         "missing": missing or "",
+        "seeded_bug": None if impl.seeded_bug is None else asdict(impl.seeded_bug),
     }
 
 
 def document(implementations: list[dict], results: list[Result], started: datetime, duration_s: float,
-             command: list[str], not_generated: dict | None = None) -> dict:
+             command: list[str], not_generated: dict | None = None, collection_errors: list[dict] | None = None,
+             ) -> dict:
     """The whole report as plain data (see ``conformance.schema.json``). ``not_generated``: implementation ->
     check family -> ``{"checks": n, "unsupported": {capability: n}}``, the checks never generated because
-    the implementation cannot build their case (``conformance.plugin.NOT_GENERATED``)."""
+    the implementation cannot build their case (``conformance.plugin.NOT_GENERATED``). ``collection_errors``:
+    each test module pytest could not collect (``node``, ``reason``), whose checks are therefore missing."""
     counts = {status: 0 for status in STATUSES}
     for r in results:
         counts[r.status] += 1
@@ -176,6 +179,7 @@ def document(implementations: list[dict], results: list[Result], started: dateti
         "dtypes": list(ALL_DTYPES),
         "implementations": implementations,
         "counts": counts,
+        "collection_errors": collection_errors or [],
         "results": [r.as_dict() for r in results],
         "not_generated": not_generated or {},
     }

@@ -10,9 +10,9 @@ from collections import Counter, defaultdict
 from ..adapters.base import ALL_DTYPES
 from .results import BAD_STATUSES
 
-__all__ = ["cnn", "conventions_table", "deviations", "dtypes", "exported", "families", "failures", "matrix",
-           "not_generated_total", "porting", "porting_dtypes", "porting_exceptions", "porting_matrix",
-           "porting_results", "skips", "worst_error_ratio"]
+__all__ = ["KILLING_STATUSES", "cnn", "conventions_table", "deviations", "dtypes", "exported", "families", "failures",
+           "involved", "kill_matrix", "matrix", "not_generated_total", "porting", "porting_dtypes",
+           "porting_exceptions", "porting_matrix", "porting_results", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
 _ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases",
@@ -40,6 +40,40 @@ def matrix(doc: dict) -> dict[str, dict[str, Counter]]:
         for family, counts in families.items():
             out.setdefault(name, defaultdict(Counter))[family]["skip"] += counts["checks"]
     return out
+
+
+# A check kills a mutant when it fails it (or its worker dies); a harness error or a stale deviation does not.
+KILLING_STATUSES = frozenset({"fail", "crash"})
+
+
+# Checks that involve a second implementation name it in these parameters (porting: source -> target).
+_PARTIES = ("source", "target")
+
+
+def involved(result: dict) -> frozenset[str]:
+    """The implementations a result's outcome depends on: its own, and those its parameters name."""
+    return frozenset({result["implementation"], *(result["params"][k] for k in _PARTIES if k in result["params"])})
+
+
+def kill_matrix(doc: dict) -> list[dict]:
+    """Per implementation carrying a seeded bug (a mutant of the suite's self-test): its bug, and per check
+    family the number of checks that failed it (``killed_by``); ``killed`` when any did. A check that
+    involves other implementations (porting between two) counts only when all the others carry no seeded
+    bug, so that the failure is this mutant's."""
+    seeded = {i["name"] for i in doc["implementations"] if i["seeded_bug"] is not None}
+    counts: dict[str, Counter] = {name: Counter() for name in seeded}
+    for r in doc["results"]:
+        if r["status"] in KILLING_STATUSES:
+            parties = involved(r) & seeded
+            if len(parties) == 1:
+                counts[next(iter(parties))][r["check_family"]] += 1
+    rows = []
+    for impl in doc["implementations"]:
+        if impl["seeded_bug"] is not None:
+            killed_by = {f: counts[impl["name"]][f] for f in families(doc) if counts[impl["name"]][f]}
+            rows.append({"implementation": impl["name"], **impl["seeded_bug"], "killed_by": killed_by,
+                         "killed": bool(killed_by)})
+    return rows
 
 
 def dtypes(doc: dict) -> list[str]:
