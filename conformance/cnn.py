@@ -21,8 +21,8 @@ exact. Per quantity, the sum of ``sqrt(n)`` over the reductions it depends on (`
 ``SAFETY * u`` and the float64 result's largest magnitude is its tolerance; a quantity that depends on the
 step (statistics and logits after it) adds the gradients' bound times ``LR``.
 
-Run ``python examples/port_cnn.py`` (or ``python -m conformance.cnn``) to print the comparison; each framework runs once, in a process of
-its own (Keras picks its backend at import).
+Run ``python examples/port_cnn.py`` (or ``python -m conformance.cnn``) to print the comparison; each framework
+runs once, in a process of its own (Keras picks its backend at import).
 """
 
 from __future__ import annotations

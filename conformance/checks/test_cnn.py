@@ -12,9 +12,9 @@ import importlib.util
 import numpy as np
 import pytest
 
+from conformance import cnn as port_cnn
 from conformance.plugin import IMPLEMENTATIONS
 from conformance.tolerances import compare
-from conformance import cnn as port_cnn
 
 pytestmark = pytest.mark.conformance(per_implementation=False)  # whole networks, exported models
 

@@ -36,8 +36,8 @@ def _job(module: str) -> tuple:
 
 @functools.cache
 def _exported() -> dict[str, dict]:
-    from conformance.exported import run_isolated
     from conformance.cnn import weights
+    from conformance.exported import run_isolated
 
     results = run_isolated([*(("export_and_run", _job(m)) for m in SHAPES), ("export_cnn", (weights(),))])
     return dict(zip([*SHAPES, "cnn"], results))
