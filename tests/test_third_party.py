@@ -8,6 +8,7 @@ installs it)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -29,11 +30,15 @@ SELECTION = "edge_case or defaults_match_convention or (training_output and (16x
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This project installed into a directory of its own (its dependencies are the environment's)."""
     target = tmp_path_factory.mktemp("site-packages")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-cache-dir",
-         "--target", str(target), str(ROOT)],
-        check=True, capture_output=True, text=True,
-    )
+    # pip builds in the source tree (build/, *.egg-info): xdist workers installing at once would collide, so
+    # they take turns on a lock in the directory all of this session's workers share.
+    with open(tmp_path_factory.getbasetemp().parent / "install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-cache-dir",
+             "--target", str(target), str(ROOT)],
+            check=True, capture_output=True, text=True,
+        )
     return target
 
 
