@@ -137,3 +137,9 @@ def test_process_groups_follow_the_process_key() -> None:
     # Every backend has processes of its own (per adapter module: eager, compiled), fixed at import.
     assert set(backends) == {"tensorflow", "jax", "torch"}
     assert len(keras) == len({(g[0].locator, backend) for g, backend in zip(keras, backends)})
+
+
+def test_compiled_variants_are_not_benchmarked_by_default() -> None:
+    # Compiling per shape (and JIT code valgrind cannot run) belongs to no default benchmark run.
+    compiled = [i for i in builtin() if i.compiled_from]
+    assert compiled and not any(i.benchmarked for i in compiled)

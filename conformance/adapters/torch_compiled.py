@@ -49,10 +49,9 @@ class CompiledTorchLayer(TorchLayer):
 
 
 class CompiledTorchImplementation(TorchImplementation):
-    benchmarked = False  # compiled per shape: the eager variant is the one the benchmarks time
-
     def __init__(self, module: str | None, memory_format: str | None = None) -> None:
         super().__init__(module, memory_format)
+        self.benchmarked = False  # compiled per shape: the eager variant is the one the benchmarks time
         self.compiled_from = self.name
         self.name = self.name.replace("torch.", "torch.compile.", 1)
         ranks = self.capabilities.ranks & COMPILED_RANKS or self.capabilities.ranks
