@@ -3,8 +3,9 @@ model and the copy-bandwidth probe.
 
 Environment, read once per process (asv gives every process of one run the same):
     BN_BENCH_IMPL    comma-separated implementations, as the conformance suite's ``--impl`` takes them:
-                     built-in names, families or globs, or a third-party ``package.module:attribute``
-                     (default: every built-in implementation marked ``benchmarked``, on BN_BENCH_DEVICE)
+                     built-in names, families or globs (these give the ones marked ``benchmarked``), or a
+                     third-party ``package.module:attribute`` (default: every built-in implementation
+                     marked ``benchmarked``, on BN_BENCH_DEVICE)
     BN_BENCH_GRID    ``full`` (default) or ``ci``: small shapes, float32, channels first, one sample per
                      measurement and a smaller copy probe, to check that every benchmark runs
     BN_BENCH_DEVICE  ``cpu`` (default) or ``cuda``
@@ -63,7 +64,9 @@ PASSES = {"forward_inference": 2, "forward_training": 3, "forward_backward": 8}
 
 def _selected() -> dict[str, Implementation]:
     specs = [s for s in os.environ.get("BN_BENCH_IMPL", "").split(",") if s]
-    chosen = select(specs) if specs else [impl for impl in builtin() if impl.benchmarked]
+    # A family or glob gives the benchmarked implementations it matches; a name gives that one whatever it is.
+    chosen = [impl for impl in select(specs) if impl.benchmarked or impl.name in specs] if specs else [
+        impl for impl in builtin() if impl.benchmarked]
     # Implementation.missing itself (not an adapter's override, which may import its framework to ask for
     # a device) only looks for the modules: no framework is imported here, in asv's parent processes.
     return {
