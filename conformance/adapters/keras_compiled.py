@@ -110,7 +110,17 @@ class XlaTfKerasLayer(_XlaCalls, TfKerasLayer):
     def __init__(self, spec: LayerSpec, fused: bool) -> None:
         super().__init__(spec, fused)
         self._forward = _xla(lambda x, training: self.layer(x, training=training))
-        self._step = _xla(lambda x, dy, training: TfKerasLayer._forward_backward(self, x, dy, training))
+        self._step = _xla(self._tape)
+
+    def _tape(self, x, dy, training: bool) -> tuple:
+        tf = self.tf
+        params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = self.layer(x, training=training)
+            loss = tf.reduce_sum(y * dy)
+        dx, *dparams = tape.gradient(loss, [x, *params])
+        return y, dx, *(dparams or (None, None))
 
     def forward_backward(self, x, dy, training):
         y, *gradients = self._step(self._tensor(x), self._tensor(dy), training)
