@@ -113,6 +113,8 @@ class XlaTfKerasLayer(_XlaCalls, TfKerasLayer):
         self._step = _xla(self._tape)
 
     def _tape(self, x, dy, training: bool) -> tuple:
+        """The backward with dy as a product, not as ``output_gradients``: given a dy of the wrong shape, XLA's
+        gradient with ``output_gradients`` aborts the process (SIGABRT) instead of raising."""
         tf = self.tf
         params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
         with tf.GradientTape() as tape:
