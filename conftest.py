@@ -1,6 +1,6 @@
 """Root test setup shared by every test directory.
 
-The suite's plugin (``conformance/plugin.py``, installed as a pytest plugin) is loaded here too, so that a
+The suite's plugin (``conformance/harness/plugin.py``, installed as a pytest plugin) is loaded here too, so that a
 checkout runs without installing. It registers the Hypothesis profiles: "deterministic" is the default so
 that CI and every developer see the same examples; "dev" explores new ones. Choose with the Hypothesis
 plugin's standard option: ``pytest --hypothesis-profile dev``.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["conformance.plugin"]
+pytest_plugins = ["conformance.harness.plugin"]
 
 
 @dataclass

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     # This module's own import comes before pytest's: the package cannot be assertion-rewritten, which only
     # concerns its __init__ (the checks are imported, and rewritten, by pytest).
     quiet = "ignore:Module already imported so cannot be rewritten; conformance:pytest.PytestAssertRewriteWarning"
-    return int(pytest.main(["-W", quiet, "-p", "conformance.plugin", "--pyargs", "conformance.checks", *args]))
+    return int(pytest.main(["-W", quiet, "-p", "conformance.harness.plugin", "--pyargs", "conformance.checks", *args]))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""The specification: a float64 NumPy BatchNorm with every framework's running-statistics convention.
+"""The specification: a float64 NumPy BatchNorm, parametrized by a convention record.
 
 Public API: :class:`BatchNorm` (stateful layer), the pure functions of :mod:`reference.batchnorm` (second
-order: :func:`hvp_training`), and the conventions (:data:`CONVENTIONS`, :class:`Convention`,
-:func:`get_convention`, :func:`convert_momentum`), and synchronized BatchNorm over a world of ranks
+order: :func:`hvp_training`); conventions as validated records (:class:`Convention`, the built-ins
+:data:`CONVENTIONS`, :data:`REQUIRED` for a missing default, :func:`get_convention`,
+:func:`convert_momentum`) and the running state of any record (:mod:`reference.running`); porting a state
+between conventions (:mod:`reference.porting`); and synchronized BatchNorm over a world of ranks
 (:mod:`reference.sharding`: :func:`split_batch`, :func:`synchronized_training`).
 
 Modules: :mod:`reference.textbook` is the specification as the papers write it (read it first);
@@ -19,28 +21,61 @@ from .batchnorm import (
     forward_training,
     hvp_training,
     normalize,
-    update_running_statistics,
 )
-from .conventions import CONVENTIONS, Convention, convert_momentum, get_convention
+from .conventions import (
+    CONVENTIONS,
+    FLAX,
+    KERAS,
+    ONNX,
+    REQUIRED,
+    TF_KERAS_FUSED,
+    TORCH,
+    Convention,
+    check_momentum,
+    convert_momentum,
+    get_convention,
+)
 from .layer import BatchNorm
+from .porting import Settings, move_channels, port
+from .running import (
+    debias_factor,
+    initial_running_state,
+    running_state_for,
+    running_statistics,
+    update_running_state,
+)
 from .sharding import RankExpectation, split_batch, synchronized_training
 
 __all__ = [
     "BatchNorm",
     "CONVENTIONS",
     "Convention",
+    "FLAX",
+    "KERAS",
+    "ONNX",
+    "TF_KERAS_FUSED",
+    "TORCH",
+    "REQUIRED",
+    "RankExpectation",
+    "Settings",
     "backward_inference",
     "backward_training",
     "batch_statistics",
     "channel_axis_index",
+    "check_momentum",
     "convert_momentum",
+    "debias_factor",
     "forward_inference",
     "forward_training",
     "get_convention",
     "hvp_training",
+    "initial_running_state",
+    "move_channels",
     "normalize",
-    "RankExpectation",
+    "port",
+    "running_state_for",
+    "running_statistics",
     "split_batch",
     "synchronized_training",
-    "update_running_statistics",
+    "update_running_state",
 ]

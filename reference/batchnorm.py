@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import engine, textbook
-from .conventions import Convention, check_eps, check_momentum, get_convention
+from .conventions import check_eps
 from .validation import channel_axis_index, check_array, check_dy, per_channel
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "normalize",
     "forward_training",
     "forward_inference",
-    "update_running_statistics",
     "backward_training",
     "backward_inference",
     "hvp_training",
@@ -129,37 +128,6 @@ def forward_inference(
 ) -> np.ndarray:
     """Inference-mode forward: normalize with the running statistics."""
     return normalize(x, running_mean, running_var, eps, gamma, beta, channel_axis)
-
-
-def update_running_statistics(
-    running_mean: np.ndarray,
-    running_var: np.ndarray,
-    mean: np.ndarray,
-    var: np.ndarray,
-    count: int,
-    momentum: float | None,
-    convention: str | Convention,
-    num_batches_tracked: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """New running mean and variance after one training batch, under ``convention``.
-
-    ``mean`` and ``var`` are the batch statistics (biased variance) over ``count`` values per channel;
-    ``num_batches_tracked`` counts this batch, and matters only for ``momentum=None``.
-    """
-    conv = get_convention(convention)
-    momentum = check_momentum(momentum, conv)
-    if conv.bessel and count < 2:
-        raise ValueError(
-            f"the {conv.name!r} convention stores the Bessel-corrected variance, which needs more than "
-            f"1 value per channel when training, got {count}"
-        )
-    if momentum is None and num_batches_tracked < 1:
-        raise ValueError(f"num_batches_tracked must count the current batch (>= 1), got {num_batches_tracked}")
-    w = conv.new_value_weight(momentum, num_batches_tracked)
-    stored_var = var * (count / (count - 1)) if conv.bessel else var
-    new_mean = (1.0 - w) * np.asarray(running_mean, dtype=np.float64) + w * mean
-    new_var = (1.0 - w) * np.asarray(running_var, dtype=np.float64) + w * stored_var
-    return new_mean, new_var
 
 
 def backward_training(

@@ -1,4 +1,5 @@
-"""The stateful reference layer: the pure functions of :mod:`reference.batchnorm` plus running state."""
+"""The stateful reference layer: the pure functions of :mod:`reference.batchnorm` plus the running state of
+any convention record (:mod:`reference.running`)."""
 
 from __future__ import annotations
 
@@ -7,42 +8,24 @@ import numbers
 import numpy as np
 
 from . import batchnorm as bn
-from .conventions import Convention, check_eps, check_momentum, get_convention
+from .conventions import REQUIRED, Convention, check_eps, check_momentum, get_convention
+from .running import initial_running_state, running_statistics, update_running_state
 
 __all__ = ["BatchNorm"]
 
 _DEFAULT = object()  # "use the convention's default" (None is a meaningful momentum)
 
 
-class _PerChannel:
-    """A float64 array of shape (C,) that exists only while the layer's ``flag`` is on.
-
-    Assignment validates and copies, so a layer never holds a wrongly shaped or aliased buffer;
-    assigning into the array (``layer.running_var[:] = 0``) works as with any NumPy array.
-    """
-
-    def __init__(self, flag: str) -> None:
-        self.flag = flag
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, layer: object, owner: type | None = None) -> np.ndarray | None:
-        return self if layer is None else layer.__dict__[self.name]
-
-    def __set__(self, layer: object, value: object) -> None:
-        enabled = getattr(layer, self.flag)
-        if (value is None) == enabled:
-            want = "an array" if enabled else "None"
-            raise ValueError(f"{self.name} must be {want} when {self.flag}={enabled}")
-        if value is not None:
-            value = np.array(value)
-            if value.dtype.kind not in "fiu":
-                raise TypeError(f"{self.name} must be real numbers, got dtype {value.dtype}")
-            value = value.astype(np.float64)
-            if value.shape != (layer.num_features,):
-                raise ValueError(f"{self.name} must have shape ({layer.num_features},), got {value.shape}")
-        layer.__dict__[self.name] = value
+def _per_channel(layer: BatchNorm, name: str, value: object) -> np.ndarray:
+    """``value`` as a validated float64 copy of shape (C,), so a layer never holds a wrongly shaped or
+    aliased buffer."""
+    value = np.array(value)
+    if value.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be real numbers, got dtype {value.dtype}")
+    value = value.astype(np.float64)
+    if value.shape != (layer.num_features,):
+        raise ValueError(f"{name} must have shape ({layer.num_features},), got {value.shape}")
+    return value
 
 
 class BatchNorm:
@@ -50,24 +33,23 @@ class BatchNorm:
 
     Args:
         num_features: number of channels C.
-        convention: a name from :data:`reference.CONVENTIONS` or a :class:`Convention`; fixes the
-            meaning of ``momentum``, the Bessel correction of ``running_var`` and the defaults below.
+        convention: a :class:`Convention` record or a built-in's name; fixes the meaning of ``momentum``,
+            the running state (:attr:`Convention.running_fields`) and the defaults below. An argument whose
+            default the convention does not give (:data:`REQUIRED`) must be passed.
         momentum: in the convention's own meaning; ``None`` (PyTorch) is the cumulative average.
         eps: added to the variance before the square root.
         affine: learnable ``gamma`` (ones) and ``beta`` (zeros); otherwise both are ``None``.
-        track_running_stats: keep ``running_mean`` (zeros) and ``running_var`` (ones); otherwise both
-            are ``None`` and inference normalizes with the batch statistics too.
+        track_running_stats: keep the convention's running state (``running_mean`` zeros, ``running_var``
+            ones, a counter at 0; see :mod:`reference.running`); otherwise each field is ``None`` and
+            inference normalizes with the batch statistics too.
         channel_axis: position of the channel axis; negative values count from the end.
 
-    ``forward(x, training)`` returns a new float64 array; ``backward(dy)`` after it returns ``dx`` and
-    sets ``dgamma`` and ``dbeta``. Every check happens before any state changes, so an error leaves
-    the layer as it was.
+    Every field of the state is an attribute (``bn.running_var``, ``bn.num_batches_tracked``); assignment
+    validates and copies, and assigning into an array (``bn.running_var[:] = 0``) works as with any NumPy
+    array. ``forward(x, training)`` returns a new float64 array; ``backward(dy)`` after it returns ``dx`` and
+    sets ``dgamma`` and ``dbeta``. Every check happens before any state changes, so an error leaves the
+    layer as it was.
     """
-
-    gamma = _PerChannel("affine")
-    beta = _PerChannel("affine")
-    running_mean = _PerChannel("track_running_stats")
-    running_var = _PerChannel("track_running_stats")
 
     def __init__(
         self,
@@ -84,28 +66,62 @@ class BatchNorm:
             raise TypeError(f"num_features must be an integer, got {type(num_features).__name__}")
         if num_features < 1:
             raise ValueError(f"num_features must be positive, got {num_features}")
-        self.convention = get_convention(convention)
-        c = int(num_features)
-        self.num_features = c
-        self.momentum = check_momentum(
-            self.convention.default_momentum if momentum is _DEFAULT else momentum, self.convention
-        )
-        self.eps = check_eps(self.convention.default_eps if eps is _DEFAULT else eps)
-        axis = self.convention.channel_axis if channel_axis is _DEFAULT else channel_axis
+        conv = get_convention(convention)
+        given = {"momentum": momentum, "eps": eps, "channel_axis": channel_axis}
+        values = {k: conv.defaults()[k] if v is _DEFAULT else v for k, v in given.items()}
+        if missing := [k for k, v in values.items() if v is REQUIRED]:
+            raise TypeError(f"the {conv.name!r} convention has no default for {', '.join(missing)}: pass it")
+        axis = values["channel_axis"]
         if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
             raise TypeError(f"channel_axis must be an integer, got {type(axis).__name__}")
-        self.channel_axis = int(axis)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
-        self.gamma = np.ones(c) if affine else None
-        self.beta = np.zeros(c) if affine else None
-        self.running_mean = np.zeros(c) if track_running_stats else None
-        self.running_var = np.ones(c) if track_running_stats else None
-        self.num_batches_tracked = 0
-        self.dgamma: np.ndarray | None = None
-        self.dbeta: np.ndarray | None = None
-        self._saved: tuple | None = None
+        c = int(num_features)
+        fields = {
+            "convention": conv, "num_features": c, "momentum": check_momentum(values["momentum"], conv),
+            "eps": check_eps(values["eps"]), "channel_axis": int(axis), "affine": bool(affine),
+            "track_running_stats": bool(track_running_stats), "dgamma": None, "dbeta": None, "_saved": None,
+            "gamma": np.ones(c) if affine else None, "beta": np.zeros(c) if affine else None,
+            "_running": initial_running_state(c, conv) if track_running_stats else {},
+        }
+        self.__dict__.update(fields)
 
+    # -- the state ---------------------------------------------------------------------------------
+    @property
+    def state_fields(self) -> tuple[str, ...]:
+        """Every field of the state: the parameters, then the convention's running state."""
+        return ("gamma", "beta", *self.convention.running_fields)
+
+    @property
+    def state(self) -> dict[str, np.ndarray | int | None]:
+        """A copy of every field of the state (``None`` where the layer has none)."""
+        return {name: _copy(getattr(self, name)) for name in self.state_fields}
+
+    def __getattr__(self, name: str) -> object:  # the running fields, which depend on the convention
+        conv = self.__dict__.get("convention")
+        if conv is not None and name in conv.running_fields:
+            return self.__dict__["_running"].get(name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("gamma", "beta"):
+            enabled, flag = self.affine, "affine"
+        elif name in self.convention.running_fields:
+            enabled, flag = self.track_running_stats, "track_running_stats"
+        else:
+            raise AttributeError(f"{name} is not a field of the state {self.state_fields}")
+        if (value is None) == enabled:
+            want = "a value" if enabled else "None"
+            raise ValueError(f"{name} must be {want} when {flag}={enabled}")
+        if value is None:
+            return
+        if name == self.convention.counter:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+            value = int(value)
+        else:
+            value = _per_channel(self, name, value)
+        (self._running if name in self.convention.running_fields else self.__dict__)[name] = value
+
+    # -- the calls ---------------------------------------------------------------------------------
     def _check_input(self, x: object) -> tuple[np.ndarray, int]:
         x = bn.check_array(x)
         axis = bn.channel_axis_index(x.ndim, self.channel_axis)
@@ -116,35 +132,31 @@ class BatchNorm:
         return x, axis
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        """Normalize ``x``; in training mode also update the running statistics."""
+        """Normalize ``x``; in training mode also update the running state."""
         x, axis = self._check_input(x)
         use_batch_stats = training or not self.track_running_stats
         update = training and self.track_running_stats
         count = x.size // self.num_features
+        conv = self.convention
         if use_batch_stats:
             if count == 0:
                 raise ValueError(f"cannot normalize an empty batch with batch statistics (input shape {x.shape})")
             # PyTorch checks whenever it normalizes with batch statistics, updating or not.
-            if self.convention.bessel and count < 2:
+            if count <= conv.running_var_ddof:
                 raise ValueError(
                     f"expected more than 1 value per channel when using batch statistics under the "
-                    f"{self.convention.name!r} convention (Bessel-corrected running variance), "
-                    f"got input of shape {x.shape}"
+                    f"{conv.name!r} convention (Bessel-corrected running variance), got input of shape {x.shape}"
                 )
             y, mean, var = bn.forward_training(x, self.gamma, self.beta, self.eps, axis)
         else:
-            mean, var = self.running_mean, self.running_var
+            mean, var = running_statistics(self._running, self.momentum, conv)
             y = bn.forward_inference(x, mean, var, self.gamma, self.beta, self.eps, axis)
         if update:
-            n = self.num_batches_tracked + 1
-            self.__dict__["running_mean"], self.__dict__["running_var"] = bn.update_running_statistics(
-                self.running_mean, self.running_var, mean, var, count, self.momentum, self.convention, n
-            )
-            self.num_batches_tracked = n
+            self.__dict__["_running"] = update_running_state(self._running, mean, var, count, self.momentum, conv)
         # Saved for backward: copies of everything dx depends on, so that later assignments (to the
         # caller's array, gamma or eps) cannot change the gradient of the forward that ran.
         gamma = None if self.gamma is None else self.gamma.copy()
-        self._saved = (np.array(x), axis, use_batch_stats, mean.copy(), var.copy(), gamma, self.eps)
+        self.__dict__["_saved"] = (np.array(x), axis, use_batch_stats, mean.copy(), var.copy(), gamma, self.eps)
         return y
 
     __call__ = forward
@@ -156,7 +168,7 @@ class BatchNorm:
         x, axis, batch_stats, mean, var, gamma, eps = self._saved
         backward = bn.backward_training if batch_stats else bn.backward_inference
         dx, dgamma, dbeta = backward(dy, x, mean, var, gamma, eps, axis)
-        self.dgamma, self.dbeta = (dgamma, dbeta) if self.affine else (None, None)
+        self.__dict__.update(dgamma=dgamma if self.affine else None, dbeta=dbeta if self.affine else None)
         return dx
 
     def __repr__(self) -> str:
@@ -165,3 +177,7 @@ class BatchNorm:
             f"eps={self.eps}, affine={self.affine}, track_running_stats={self.track_running_stats}, "
             f"channel_axis={self.channel_axis})"
         )
+
+
+def _copy(value: object) -> object:
+    return value.copy() if isinstance(value, np.ndarray) else value

@@ -54,16 +54,31 @@ def forward_inference(
     return np.moveaxis(y, -1, channel_axis)
 
 
-def update_running_statistics(
-    running_mean: np.ndarray, running_var: np.ndarray, mean: np.ndarray, var: np.ndarray, count: int,
-    momentum: float | None, convention: str | Convention, step: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``run = (1 - w) run + w batch``; ``w`` is the new batch's weight in ``convention`` (``1 / step`` for
-    ``momentum=None``), and the stored variance is ``var * n / (n - 1)`` where the convention says so."""
+def update_running_state(
+    state: dict, mean: np.ndarray, var: np.ndarray, count: int, momentum: float | None, convention: str | Convention,
+) -> dict:
+    """``run = (1 - w) run + w batch`` for the mean and for ``var * n / (n - ddof)`` (its square root where
+    the convention averages the standard deviation); ``w`` is the new batch's weight in ``convention``
+    (``1 / t`` for ``momentum=None``, ``t`` counting this batch, which the counter then holds)."""
     conv = get_convention(convention)
-    w = 1.0 / step if momentum is None else momentum if conv.momentum_weights == "new" else 1.0 - momentum
-    stored_var = var * count / (count - 1) if conv.bessel else var
-    return (1 - w) * running_mean + w * mean, (1 - w) * running_var + w * stored_var
+    t = state[conv.counter] + 1 if conv.counter else 1
+    w = 1.0 / t if momentum is None else momentum if conv.momentum_weights == "new" else 1.0 - momentum
+    spread = var * count / (count - conv.running_var_ddof)
+    spread = np.sqrt(spread) if conv.averaged_spread == "std" else spread
+    new = {"running_mean": (1 - w) * state["running_mean"] + w * mean,
+           conv.spread_field: (1 - w) * state[conv.spread_field] + w * spread}
+    return new | ({conv.counter: t} if conv.counter else {})
+
+
+def running_statistics(state: dict, momentum: float | None, convention: str | Convention) -> tuple[np.ndarray, ...]:
+    """What inference normalizes with: the averages, divided by ``1 - (1 - w)**t`` after ``t >= 1`` batches
+    where the convention debiases, the standard deviation's squared where it averages that."""
+    conv = get_convention(convention)
+    t = state[conv.counter] if conv.counter else 0
+    w = momentum if conv.momentum_weights == "new" else 1.0 - momentum if momentum is not None else None
+    d = 1 - (1 - w) ** t if conv.debiased and t > 0 else 1.0
+    mean, spread = state["running_mean"] / d, state[conv.spread_field] / d
+    return mean, spread**2 if conv.averaged_spread == "std" else spread
 
 
 def backward_training(

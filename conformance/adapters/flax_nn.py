@@ -19,6 +19,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from reference import FLAX
+
 from .base import Capabilities, Implementation, LayerSpec, State, framework_input
 
 _PARAMS = {"gamma": "scale", "beta": "bias"}
@@ -275,7 +277,7 @@ class NnxLayer:
 class FlaxImplementation(Implementation):
     family = "flax"
     framework = "flax"
-    convention = "flax"
+    convention = FLAX
     requires = ("flax", "jax")
     # Without it JAX computes float64 layers in float32; set before JAX is imported in the worker.
     process_env = MappingProxyType({"JAX_ENABLE_X64": "1"})

@@ -13,10 +13,12 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State, framework_input
+from reference import KERAS
 
-# State's per-channel fields -> the layer's variables.
-_VARIABLES = dict(zip(PER_CHANNEL, ("gamma", "beta", "moving_mean", "moving_variance"), strict=True))
+from .base import Capabilities, Implementation, LayerSpec, State, framework_input
+
+# State's fields -> the layer's variables.
+_VARIABLES = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 
 
 class KerasLayer:
@@ -176,7 +178,7 @@ class KerasLayer:
 class KerasImplementation(Implementation):
     family = "keras"
     framework = "keras"
-    convention = "keras"
+    convention = KERAS
     capabilities = Capabilities(features=frozenset({"affine_false", "trainable_false"}), double_backward=True)
 
     def __init__(self, backend: str, requires: tuple[str, ...]) -> None:

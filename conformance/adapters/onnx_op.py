@@ -16,6 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from reference import ONNX
+
+from ..core.dtypes import dtype_of
 from .base import Capabilities, Implementation, LayerSpec, State
 
 OPSETS = (9, 14, 15)
@@ -80,8 +83,6 @@ def _session(engine: str, opset: int, rank: int, dtype: str, training: bool, eps
 
 class OnnxLayer:
     def __init__(self, spec: LayerSpec, engine: str, opset: int) -> None:
-        from ..cases import dtype_of
-
         self.dtype = dtype_of(spec.dtype)
         self.spec, self.engine, self.opset = spec, engine, opset
         c = spec.num_features
@@ -130,7 +131,7 @@ class OnnxLayer:
 
 class OnnxImplementation(Implementation):
     family = "onnx"
-    convention = "onnx"
+    convention = ONNX
 
     def __init__(self, engine: str, opset: int) -> None:
         self.engine, self.opset = engine, opset

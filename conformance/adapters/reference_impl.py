@@ -1,4 +1,4 @@
-"""The reference itself behind the adapter protocol, once per convention: a self-check that the
+"""The reference itself behind the adapter protocol, once per built-in convention: a self-check that the
 harness (conversions, state handling, comparisons) is honest."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from collections.abc import Callable
 import numpy as np
 
 import reference
-from reference import CONVENTIONS
+from reference import CONVENTIONS, Convention
 
-from .base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State, as_numpy_float, framework_input
+from .base import Capabilities, Implementation, LayerSpec, State, as_numpy_float, framework_input
 
 
 class ReferenceLayer:
-    def __init__(self, spec: LayerSpec, convention: str) -> None:
+    def __init__(self, spec: LayerSpec, convention: Convention) -> None:
         self.bn = reference.BatchNorm(
             spec.num_features,
             convention=convention,
@@ -27,13 +27,11 @@ class ReferenceLayer:
         self.trainable = spec.trainable
 
     def set_state(self, state: State) -> None:
-        for name in PER_CHANNEL:
-            if getattr(state, name) is not None:
-                setattr(self.bn, name, getattr(state, name))
+        for name, value in state.assigned().items():
+            setattr(self.bn, name, value)
 
     def get_state(self) -> State:
-        bn = self.bn
-        return State(bn.gamma, bn.beta, bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.eps, bn.momentum)
+        return State(**self.bn.state, eps=self.bn.eps, momentum=self.bn.momentum)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         # Keras semantics: a non-trainable layer runs in inference mode whatever ``training`` says.
@@ -63,21 +61,19 @@ class ReferenceImplementation(Implementation):
     framework = "numpy"
     isolated = False
 
-    def __init__(self, convention: str) -> None:
-        self.name = f"reference.{convention}"
+    def __init__(self, convention: Convention) -> None:
+        self.name = f"reference.{convention.name}"
         self.convention = convention
-        self.benchmarked = convention == "torch"  # the conventions differ only in the running statistics
-        conv = CONVENTIONS[convention]
+        self.benchmarked = convention.name == "torch"  # the conventions differ only in the running statistics
         features = {"affine_false", "no_running_stats", "trainable_false"}
-        features |= {"momentum_none"} if conv.cumulative_momentum else set()
+        features |= {"momentum_none"} if convention.cumulative_momentum else set()
         self.capabilities = Capabilities(features=frozenset(features), double_backward=True)
 
     def environment(self) -> dict[str, str]:
         return {"version": np.__version__}
 
-    def defaults(self) -> dict[str, float | int]:
-        conv = CONVENTIONS[self.convention]
-        return {"momentum": conv.default_momentum, "eps": conv.default_eps, "channel_axis": conv.channel_axis}
+    def defaults(self) -> dict[str, object]:
+        return self.convention.defaults()
 
     def output_dtype(self, spec: LayerSpec) -> str:
         return "float64"  # the specification computes and returns float64 whatever the input
@@ -86,4 +82,4 @@ class ReferenceImplementation(Implementation):
         return ReferenceLayer(spec, self.convention)
 
 
-IMPLEMENTATIONS = [ReferenceImplementation(name) for name in CONVENTIONS]
+IMPLEMENTATIONS = [ReferenceImplementation(convention) for convention in CONVENTIONS.values()]

@@ -11,10 +11,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State, framework_input
+from reference import KERAS, TF_KERAS_FUSED
 
-# State's per-channel fields -> the layer's variables.
-_VARIABLES = dict(zip(PER_CHANNEL, ("gamma", "beta", "moving_mean", "moving_variance"), strict=True))
+from .base import Capabilities, Implementation, LayerSpec, State, framework_input
+
+# State's fields -> the layer's variables.
+_VARIABLES = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 
 
 class TfKerasLayer:
@@ -101,7 +103,7 @@ class TfKerasImplementation(Implementation):
     def __init__(self, fused: bool) -> None:
         self.fused = fused
         self.name = f"tf_keras.{'fused' if fused else 'nonfused'}"
-        self.convention = "tf_keras_fused" if fused else "keras"
+        self.convention = TF_KERAS_FUSED if fused else KERAS
         features = frozenset({"affine_false", "trainable_false"})
         self.capabilities = (
             Capabilities(dtypes=frozenset({"float32", "float16", "bfloat16"}), ranks=frozenset({4, 5}),

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from reference import TORCH
+
 from .base import Capabilities, Implementation, LayerSpec, State, framework_input
 
 _MODULE_RANKS = {"BatchNorm1d": {2, 3}, "BatchNorm2d": {4}, "BatchNorm3d": {5}}
@@ -66,11 +68,14 @@ class TorchLayer:
         )
 
     def set_state(self, state: State) -> None:
+        tracked = getattr(self.module, "num_batches_tracked", None)
         with self.torch.no_grad():
             for name, t in {**self.params, **self.buffers}.items():
                 value = getattr(state, name)
                 if value is not None:
                     t.copy_(self.torch.from_numpy(np.asarray(value, dtype=np.float64)))
+            if tracked is not None and state.num_batches_tracked is not None:
+                tracked.fill_(state.num_batches_tracked)
 
     def get_state(self) -> State:
         held = self.module if self.module is not None else self  # the functional form's are the adapter's
@@ -157,7 +162,7 @@ def _to_numpy(t) -> np.ndarray | None:
 class TorchImplementation(Implementation):
     family = "torch"
     framework = "torch"
-    convention = "torch"
+    convention = TORCH
     requires = ("torch",)
 
     def __init__(self, module: str | None, memory_format: str | None = None, device: str = "cpu") -> None:

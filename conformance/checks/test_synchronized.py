@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.cases import Case
-from conformance.world_mirror import WorldMirror
+from conformance.operators.batchnorm.cases import BatchNormCase as Case
+from conformance.transforms.world_mirror import WorldMirror
 
-pytestmark = pytest.mark.conformance
+pytestmark = pytest.mark.conformance(transform="shard")
 
 SHARDINGS = {
     "equal": {2: (3, 3), 4: (2, 2, 2, 2)},
@@ -43,7 +43,7 @@ def synchronized(impl, conformance):
     implementation's skips and registered deviations applied."""
 
     def start(rank: int, sharding: str, position: str, steps: int = 1) -> WorldMirror:
-        world = impl.capabilities.world
+        world = impl.world
         sizes = SHARDINGS[sharding][world.world_size]
         axes = impl.capabilities.channel_axes
         default = -1 if -1 in axes else 1
@@ -90,7 +90,7 @@ FIT = [(r, "equal", "default") for r in (2, 4)] + [(4, "unequal", "default")]
 def test_synchronized_model_fit(impl, synchronized, rank, sharding, position):
     """``model.fit`` splits each global batch over the replicas itself (tf.data): here the sharding only
     sets the global batch size (the sum of its sizes: 6 to 12 samples)."""
-    if not impl.capabilities.world.model_fit:
+    if not impl.world.model_fit:
         pytest.skip(f"{impl.name}: no framework training loop is driven (World.model_fit)")
     mirror = synchronized(rank, sharding, position, steps=3)
     mirror.fit(mirror.case.batches())

@@ -10,13 +10,13 @@ roles, crashed); the failure text is kept as the reason, never parsed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from ..adapters.base import Implementation
-from ..plugin import not_generated
 from .content import verdict
 from .results import Result, finish_status, implementation_record, text
 from .write import write_report
@@ -25,8 +25,11 @@ __all__ = ["ReportPlugin"]
 
 
 class ReportPlugin:
-    def __init__(self, config: pytest.Config, impls: list[Implementation]) -> None:
-        self.config = config
+    def __init__(self, config: pytest.Config, impls: list[Implementation],
+                 not_generated: Callable[[object], dict]) -> None:
+        """``not_generated(node=None)``: the checks never generated, of this process or of the xdist worker
+        ``node`` (the harness's facts, :data:`conformance.harness.plugin.NOT_GENERATED`)."""
+        self.config, self._not_generated = config, not_generated
         self.directory = Path(config.getoption("--report"))
         self.impls = impls
         # Progress only (the xdist controller sees collected test ids, not items): longest names first, so
@@ -64,7 +67,7 @@ class ReportPlugin:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
         if self.not_generated is None and hasattr(node, "workeroutput"):
-            self.not_generated = not_generated(self.config, node)
+            self.not_generated = self._not_generated(node)
 
     def _say(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -110,7 +113,7 @@ class ReportPlugin:
         doc, paths = write_report(
             self.directory, implementations, results, started=self.started,
             duration_s=time.perf_counter() - self.clock, command=list(self.config.invocation_params.args),
-            not_generated=self.not_generated if self.not_generated is not None else not_generated(self.config),
+            not_generated=self.not_generated if self.not_generated is not None else self._not_generated(None),
             collection_errors=[{"node": n, "reason": reason} for n, reason in sorted(self.collection_errors.items())],
         )
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

@@ -16,9 +16,10 @@ import numpy as np
 import reference
 from reference.sharding import split_batch, synchronized_training
 
-from .adapters.base import Implementation, State
-from .cases import Case
-from .tolerances import Comparison, Conditioning, RunningTolerance, compare
+from ..adapters.base import Implementation, State
+from ..core.comparison import Comparison, compare
+from ..operators.batchnorm.cases import BatchNormCase as Case
+from ..operators.batchnorm.tolerances import Conditioning, RunningTolerance
 
 __all__ = ["WorldMirror"]
 
@@ -27,15 +28,15 @@ class WorldMirror:
     def __init__(self, impl: Implementation, case: Case, sizes: tuple[int, ...],
                  on_compare: Callable[[Comparison], None]) -> None:
         self.impl, self.case, self.sizes, self.on_compare = impl, case, sizes, on_compare
-        self.world = impl.capabilities.world
+        self.world = impl.world
         self.spec = case.spec(impl.convention)
         self.layer = impl.build(self.spec)
-        state = case.initial_state()
+        state = case.initial_state(impl.convention)
         self.layer.set_state(State(**state))
         self.gamma, self.beta = state.get("gamma"), state.get("beta")
         self.running = {k: state[k].copy() for k in ("running_mean", "running_var")}
         self.steps = 0
-        self.running_tolerance = RunningTolerance(case.dtype)
+        self.running_tolerance = RunningTolerance(case.dtype, impl.convention, self.spec.momentum)
         self.comparisons: list[Comparison] = []
 
     def _last(self, a: np.ndarray) -> np.ndarray:
@@ -64,11 +65,11 @@ class WorldMirror:
 
     def _update_running(self, cond: Conditioning, mean: np.ndarray, var: np.ndarray) -> None:
         self.steps += 1
-        self.running["running_mean"], self.running["running_var"] = reference.update_running_statistics(
-            self.running["running_mean"], self.running["running_var"], mean, var, self.case.values_per_channel,
-            self.spec.momentum, self.impl.convention, self.steps)
-        self.running_tolerance.add_step(cond, self.running["running_mean"], self.running["running_var"],
-                                        self.case.values_per_channel)
+        state = {**self.running, **({self.impl.convention.counter: self.steps - 1} if self.impl.convention.counter else {})}
+        new = reference.update_running_state(state, mean, var, self.case.values_per_channel, self.spec.momentum,
+                                             self.impl.convention)
+        self.running = {k: new[k] for k in ("running_mean", "running_var")}
+        self.running_tolerance.add_step(cond, new, self.case.values_per_channel)
 
     def train(self, x: np.ndarray, dy: np.ndarray | None = None) -> None:
         """One training step on every rank (with gradients when ``dy`` is given)."""

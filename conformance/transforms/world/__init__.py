@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..adapters.base import State
+from ...adapters.base import State
 
 __all__ = ["FittedWorldLayer", "WorldLayer", "WorldStep"]
 

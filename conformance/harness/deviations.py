@@ -2,9 +2,8 @@
 
 ``deviations.toml`` lists entries of ``[[deviation]]`` with ``implementation`` (a glob) and ``check`` (a
 glob or a list of globs),
-``when`` (case parameters that must match: a value or a list of values; a framework option of
-``cases.FRAMEWORK_OPTIONS`` that a case leaves unset has the value ``"default"``), ``observed`` (what the
-implementation does), ``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a
+``when`` (case parameters that must match: a value or a list of values; a parameter a check leaves unset,
+a framework option say, has the value ``"default"``), ``observed`` (what the implementation does), ``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a
 PEP 440 specifier on the framework's version). A matching check is expected to fail (pytest's strict
 xfail): if it passes, the entry no longer deviates and the run fails until the entry is removed.
 
@@ -21,11 +20,9 @@ from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
-from .cases import FRAMEWORK_OPTIONS
-
 __all__ = ["Deviation", "load_registry", "match"]
 
-REGISTRY = Path(__file__).with_name("deviations.toml")
+REGISTRY = Path(__file__).parent.parent / "deviations.toml"
 _KEYS = {"implementation", "check", "when", "observed", "reason", "link", "versions"}
 
 
@@ -59,8 +56,8 @@ class Deviation:
             return False
         for key, wanted in self.when.items():
             options = wanted if isinstance(wanted, list) else [wanted]
-            # A framework option the case leaves unset is at the framework's default: "default" matches it.
-            if params.get(key, "default" if key in FRAMEWORK_OPTIONS else None) not in options:
+            # A parameter the check leaves unset (a framework option, say) is at its default.
+            if params.get(key, "default") not in options:
                 return False
         # Release candidates and nightlies are ordered like any version (packaging < 24 would leave them out).
         in_range = SpecifierSet(self.versions).contains(version.split("+")[0], prereleases=True) if version else True
@@ -94,7 +91,8 @@ def load_registry(path: Path = REGISTRY) -> list[Deviation]:
 
 
 def match(
-    registry: list[Deviation], implementation: str, check: str, params: dict, version: str | None
+    registry: list[Deviation], names: tuple[str, ...], check: str, params: dict, version: str | None
 ) -> Deviation | None:
-    """The first entry covering this check, or None."""
-    return next((d for d in registry if d.matches(implementation, check, params, version)), None)
+    """The first entry covering this check of an implementation known by ``names`` (its own, and for a
+    derived one those whose entries it takes: :meth:`Implementation.deviation_names`), or None."""
+    return next((d for name in names for d in registry if d.matches(name, check, params, version)), None)

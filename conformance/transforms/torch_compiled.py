@@ -21,7 +21,8 @@ import functools
 from collections.abc import Callable
 from dataclasses import replace
 
-from .torch_nn import TorchImplementation, TorchLayer
+from ..adapters.base import Derivation
+from ..adapters.torch_nn import TorchImplementation, TorchLayer
 
 # What every compiled implementation (here and ``keras_compiled``) runs: each combination of layer, mode,
 # dtype and shape is a compilation of about a second on two CPU cores, so the whole grid would take
@@ -52,7 +53,7 @@ class CompiledTorchImplementation(TorchImplementation):
     def __init__(self, module: str | None, memory_format: str | None = None) -> None:
         super().__init__(module, memory_format)
         self.benchmarked = False  # compiled per shape: the eager variant is the one the benchmarks time
-        self.compiled_from = self.name
+        self.derivation = Derivation("compile", (self.name,))
         self.name = self.name.replace("torch.", "torch.compile.", 1)
         ranks = self.capabilities.ranks & COMPILED_RANKS or self.capabilities.ranks
         # A rejected batch's effect on num_batches_tracked depends on what Dynamo compiled, or failed to, before

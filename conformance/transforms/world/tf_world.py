@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 
-from ..adapters.base import LayerSpec, State
+from ...adapters.base import LayerSpec, State
 from . import WorldStep
 from .ranks import LayerRank
 

@@ -1,8 +1,6 @@
-"""The tolerance model: every tolerance the suite holds an implementation to, derived in one place.
-
-Vocabulary, end to end (this module, ``mirror.py``, the report's JSON and its tables): a comparison
-holds each element to its **tolerance**; the **error ratio** is |error| / tolerance, and a comparison
-passes when its worst error ratio is <= 1.
+"""BatchNorm's tolerance model: every tolerance the suite holds a BatchNorm to, derived in one place
+(:func:`conformance.core.comparison.compare` applies them; ``tests/test_harness_tolerances.py`` shows every
+bound rejects wrong answers).
 
 An implementation computing in a dtype with unit roundoff ``u`` (float64 2**-53, float32 2**-24,
 float16 2**-11, bfloat16 2**-8) makes errors from three sources, which the tolerances add up per element:
@@ -59,33 +57,27 @@ holds ``mean(xhat * vx)``). With the magnitudes ``G = |dy| + mean|dy| + P mean(|
     hvp_gamma  u|hvp_gamma| + 2 rho (1 + kappa) sum(|dy| T)
     hvp_beta   exactly 0 (nothing depends on beta)
 
-Every comparison records its worst error ratio, the maximum absolute and relative errors, and the
-tolerance at the worst element, so a report shows how close each check came. NaN and infinities must
-sit exactly where the reference has them.
+Running state under other conventions (:mod:`reference.running`): an average of the standard deviation
+``s = sqrt(v)`` gets ``min(Ev / sqrt(v), sqrt(Ev))`` per step from the variance's ``Ev`` (both bound
+``|sqrt(a) - sqrt(b)|``), and inference's variance ``s**2`` then ``2 s Es + Es**2``; a debiased convention's
+hidden averages accumulate like plain ones, and what inference reads of them carries their error divided by
+the debiasing factor. Counters are exact.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
-from .adapters.base import ALL_DTYPES
-from .cases import dtype_of
+from reference import Convention, debias_factor
 
-__all__ = ["SAFETY", "SECOND_ORDER", "UNIT_ROUNDOFF", "Comparison", "Conditioning", "RunningTolerance", "compare",
-           "describe_nonfinite",
-           "unit_roundoff"]
+from ...core.dtypes import unit_roundoff
+
+__all__ = ["SAFETY", "SECOND_ORDER", "Conditioning", "RunningTolerance"]
 
 SAFETY = 4.0
 SECOND_ORDER = 2.0
-# Half the machine epsilon of each dtype of the vocabulary: float64 2**-53 ... bfloat16 2**-8.
-UNIT_ROUNDOFF = {name: float(ml_dtypes.finfo(dtype_of(name)).eps) / 2 for name in ALL_DTYPES}
-
-
-def unit_roundoff(dtype: str) -> float:
-    return UNIT_ROUNDOFF[dtype]
 
 
 def _channel_mean(a: np.ndarray) -> np.ndarray:
@@ -183,115 +175,57 @@ class Conditioning:
 
 
 class RunningTolerance:
-    """The running statistics' tolerances, accumulated over training steps: each step adds the batch
+    """The running state's tolerances, accumulated over training steps: each step adds the batch
     statistics' error and the rounding of the stored values (the variance's weighted by ``n/(n-1)``, the
     most a Bessel correction amplifies it; a momentum weight < 1 only shrinks old errors, so the plain sum
-    is an upper bound), and the final comparison adds the rounding ``u|run|`` of the value compared."""
+    is an upper bound), and the final comparison adds the rounding ``u|run|`` of the value compared. Fields
+    are the convention's (:attr:`Convention.running_fields`); its counter is exact."""
 
-    def __init__(self, dtype: str) -> None:
-        self.dtype = dtype
-        self.accumulated = {"running_mean": 0.0, "running_var": 0.0}
+    def __init__(self, dtype: str, convention: Convention, momentum: float | None) -> None:
+        self.dtype, self.convention, self.momentum = dtype, convention, momentum
+        self.accumulated = {"running_mean": 0.0, convention.spread_field: 0.0}
 
-    def add_step(self, cond: Conditioning, running_mean: np.ndarray, running_var: np.ndarray, count: int) -> None:
+    def add_step(self, cond: Conditioning, state: dict, count: int) -> None:
         """Account for one training step with ``cond``'s batch statistics over ``count`` values per
-        channel, after which the reference holds ``running_mean`` and ``running_var``."""
+        channel, after which the reference holds ``state``."""
         # n/(n-1) bounds the Bessel correction's amplification whether or not the convention applies it.
         correction = count / max(count - 1, 1)
-        mean_step = cond.running_mean_step(running_mean, np.sqrt(cond.var))
-        self.accumulated["running_mean"] = self.accumulated["running_mean"] + mean_step
-        var_step = correction * cond.running_var_step(running_var)
-        self.accumulated["running_var"] = self.accumulated["running_var"] + var_step
+        self.accumulated["running_mean"] = self.accumulated["running_mean"] + cond.running_mean_step(
+            state["running_mean"], np.sqrt(cond.var))
+        spread = self.convention.spread_field
+        if spread == "running_std":
+            var_error = correction * cond.running_var_step(state[spread] ** 2)
+            exact = np.sqrt(cond.var * correction)  # what the stored root should take in, at its smallest
+            with np.errstate(divide="ignore", invalid="ignore"):
+                root_error = np.where(exact > 0, var_error / exact, np.inf)
+            step = unit_roundoff(self.dtype) * np.abs(state[spread]) + np.minimum(root_error, np.sqrt(var_error))
+        else:
+            step = correction * cond.running_var_step(state[spread])
+        self.accumulated[spread] = self.accumulated[spread] + step
 
-    def accumulated_error(self, name: str) -> np.ndarray | float:
-        """The error the steps so far allow in ``running_mean`` or ``running_var`` (0 before any)."""
-        return self.accumulated[name]
+    def carry(self, mean_error: np.ndarray | float, var_error: np.ndarray | float, state: dict) -> None:
+        """Start from statistics already allowed ``mean_error`` and ``var_error`` (a state ported in from
+        another convention), held in this convention's fields as ``state``."""
+        conv = self.convention
+        factor = debias_factor(int(state.get(conv.counter) or 0) if conv.counter else 0, self.momentum, conv)
+        spread_error = var_error
+        if conv.averaged_spread == "std":
+            root = np.abs(np.asarray(state["running_std"], dtype=np.float64)) / factor
+            with np.errstate(divide="ignore", invalid="ignore"):
+                spread_error = np.minimum(np.where(root > 0, var_error / root, np.inf), np.sqrt(var_error))
+        self.accumulated = {"running_mean": mean_error * factor, conv.spread_field: spread_error * factor}
 
     def tolerance(self, name: str, expected: np.ndarray) -> np.ndarray:
-        """Tolerance of ``running_mean`` or ``running_var`` against the reference's value ``expected``."""
+        """Tolerance of a running field against the reference's value ``expected``."""
         return unit_roundoff(self.dtype) * np.abs(expected) + self.accumulated[name]
 
-
-@dataclass(frozen=True)
-class Comparison:
-    """One quantity of one check, compared with the reference."""
-
-    quantity: str
-    passed: bool
-    error_ratio: float  # worst |error| / tolerance; <= 1 passes (0 when identical, inf on a NaN mismatch)
-    max_abs_error: float
-    max_rel_error: float
-    tolerance: float  # the tolerance at the element with the worst error ratio
-    nonfinite_mismatches: int
-    note: str = ""  # observed behaviour where it is not a number (an exception, say)
-    raised: str = ""  # the exception type the implementation raised ("" when it returned)
-    reference_raised: str = ""  # the exception type the reference raised ("" when it returned)
-    # At the non-finite mismatches: which of "NaN", "Inf", "-Inf" each side has there (none: finite values).
-    actual_nonfinite: list[str] = field(default_factory=list)
-    expected_nonfinite: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def describe(self) -> str:
-        if self.note:
-            return f"{self.quantity}: {self.note}"
-        if self.nonfinite_mismatches:
-            return describe_nonfinite(self.quantity, self.nonfinite_mismatches, self.actual_nonfinite,
-                                      self.expected_nonfinite)
-        return (
-            f"{self.quantity}: max |error| {self.max_abs_error:.3g} (relative {self.max_rel_error:.3g}), "
-            f"error/tolerance {self.error_ratio:.3g} at tolerance {self.tolerance:.3g}"
-        )
-
-
-def describe_nonfinite(quantity: str, count: int, actual: list[str], expected: list[str]) -> str:
-    """``running_var: NaN at 3 places where the reference has finite values``."""
-    return (f"{quantity}: {'/'.join(actual) or 'finite values'} at {count} places where the reference has "
-            f"{'/'.join(expected) or 'finite values'}")
-
-
-def _nonfinite_names(values: np.ndarray) -> list[str]:
-    """Which of NaN, Inf and -Inf occur in ``values``."""
-    found = (("NaN", np.isnan(values)), ("Inf", values == np.inf), ("-Inf", values == -np.inf))
-    return [name for name, where in found if where.any()]
-
-
-def compare(quantity: str, actual: np.ndarray | None, expected: np.ndarray | None, tolerance: np.ndarray) -> Comparison:
-    """Compare elementwise against ``tolerance``; shapes must match and non-finite values must coincide."""
-    if actual is None or expected is None:
-        ok = actual is None and expected is None
-        has = {True: "has none", False: "has values"}
-        note = "" if ok else f"the implementation {has[actual is None]} where the reference {has[expected is None]}"
-        return Comparison(quantity, ok, 0.0 if ok else np.inf, 0.0, 0.0, 0.0, 0 if ok else 1, note)
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    if actual.shape != expected.shape:
-        raise AssertionError(f"{quantity}: shape {actual.shape} differs from the reference's {expected.shape}")
-    tolerance = np.broadcast_to(tolerance, expected.shape)
-    finite, actual_finite = np.isfinite(expected), np.isfinite(actual)
-    if finite.all() and actual_finite.all():  # the usual case, in a few passes over production-size arrays
-        mismatched, both = np.zeros(expected.shape, bool), True
-    else:
-        same_nonfinite = (np.isnan(actual) & np.isnan(expected)) | (actual == expected)
-        mismatched = (~finite & ~same_nonfinite) | (finite & ~actual_finite)
-        both = finite & actual_finite
-    mismatches = int(np.count_nonzero(mismatched))
-    with np.errstate(divide="ignore", invalid="ignore"):  # inf - inf and x / 0 are masked out or meant
-        err = np.where(both, np.abs(actual - expected), 0.0)
-        ratio = np.divide(err, tolerance, out=np.zeros_like(err), where=err != 0)  # exact agreement: 0
-        rel = np.divide(err, np.abs(expected), out=np.zeros_like(err), where=expected != 0)
-    worst = int(np.argmax(ratio)) if ratio.size else 0
-    error_ratio = float(ratio.flat[worst]) if ratio.size else 0.0
-    if mismatches:
-        error_ratio = np.inf
-    return Comparison(
-        quantity,
-        passed=error_ratio <= 1.0,
-        error_ratio=error_ratio,
-        max_abs_error=float(err.max()) if err.size else 0.0,
-        max_rel_error=float(rel.max()) if rel.size else 0.0,
-        tolerance=float(tolerance.flat[worst]) if tolerance.size else 0.0,
-        nonfinite_mismatches=mismatches,
-        actual_nonfinite=_nonfinite_names(actual[mismatched]),
-        expected_nonfinite=_nonfinite_names(expected[mismatched]),
-    )
+    def statistics_error(self, state: dict) -> tuple[np.ndarray | float, np.ndarray | float]:
+        """The errors the steps so far allow in the mean and variance inference reads (0 before any)."""
+        conv = self.convention
+        factor = debias_factor(int(state.get(conv.counter) or 0) if conv.counter else 0, self.momentum, conv)
+        mean_error = self.accumulated["running_mean"] / factor
+        spread_error = self.accumulated[conv.spread_field] / factor
+        if conv.averaged_spread == "std":
+            root = np.abs(np.asarray(state["running_std"], dtype=np.float64)) / factor
+            return mean_error, 2 * root * spread_error + spread_error**2
+        return mean_error, spread_error

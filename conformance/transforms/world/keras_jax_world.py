@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from ..adapters.base import LayerSpec, State
+from ...adapters.base import LayerSpec, State
 from . import WorldStep
 
 _FIELDS = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}

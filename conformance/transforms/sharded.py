@@ -16,11 +16,31 @@ import os
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from .base import Capabilities, Implementation, LayerSpec, World
+from reference import get_convention
+
+from ..adapters.base import Capabilities, Implementation, LayerSpec
 
 WORLD_SIZES = (2, 4)
 _JAX_ENV = {"JAX_ENABLE_X64": "1", "KERAS_BACKEND": "jax",
             "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(WORLD_SIZES)}"}
+
+
+@dataclass(frozen=True)
+class World:
+    """A data-parallel world a distributed implementation runs on (``world/``).
+
+    ``engine`` is the framework's distribution API (``jax.shard_map``, ``tf.distribute.MirroredStrategy``),
+    ``transport`` what carries its collectives, ``world_size`` the number of ranks. ``parameter_gradients``
+    says what each rank's dgamma/dbeta hold after a backward: ``"local"``, its own shard's share (the
+    framework sums them across replicas when it applies them), or ``"sum"``, already the global sum.
+    """
+
+    engine: str
+    transport: str
+    world_size: int
+    parameter_gradients: str
+    # Also trained through the framework's own training loop (``model.fit``): the layer has ``fit``.
+    model_fit: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,11 +91,13 @@ class SynchronizedImplementation(Implementation):
     def __init__(self, layer: _Layer, world_size: int) -> None:
         self.layer, self.world_size = layer, world_size
         self.name = f"synchronized.{layer.name}-ws{world_size}"  # the family is the name's prefix
-        self.framework, self.convention, self.requires = layer.framework, layer.convention, layer.requires
-        world = World(layer.engine, layer.transport, world_size, layer.parameter_gradients, layer.model_fit)
+        self.framework, self.requires = layer.framework, layer.requires
+        self.convention = get_convention(layer.convention)
+        self.world = World(layer.engine, layer.transport, world_size, layer.parameter_gradients, layer.model_fit)
+        self.families = frozenset({"synchronized"})
         features = frozenset({"affine_false"})
         self.capabilities = Capabilities(dtypes=frozenset({"float32"}), ranks=layer.ranks,
-                                         channel_axes=layer.channel_axes, features=features, world=world)
+                                         channel_axes=layer.channel_axes, features=features)
         if "jax" in layer.engine:
             env = _JAX_ENV
         elif layer.framework in ("keras", "tf_keras"):
@@ -88,7 +110,7 @@ class SynchronizedImplementation(Implementation):
         if reason := super().missing():
             return reason
         if self.layer.transport.startswith("NCCL"):
-            from ..world.torch_world import cuda_devices
+            from .world.torch_world import cuda_devices
 
             if (found := cuda_devices()) < self.world_size:
                 return (f"{self.name}: needs {self.world_size} CUDA devices, found {found} (nn.SyncBatchNorm has no "
@@ -107,7 +129,7 @@ class SynchronizedImplementation(Implementation):
                 "parameter_gradients": layer.parameter_gradients}
 
     def defaults(self) -> dict[str, float | int]:
-        from . import select
+        from ..harness.registry import select
 
         keras = "keras.jax" if "jax" in self.layer.engine else "keras.tensorflow"
         single = {"flax": f"flax.{self.layer.name.split('.')[1]}", "keras": keras,
@@ -117,10 +139,10 @@ class SynchronizedImplementation(Implementation):
 
     def build(self, spec: LayerSpec):
         kind = self.layer.name
-        from ..world.ranks import RankWorldLayer
+        from .world.ranks import RankWorldLayer
 
         if self.layer.framework == "flax":
-            from ..world import jax_world
+            from .world import jax_world
 
             _, api, mapping, *processes = kind.split(".")
             if processes:
@@ -128,15 +150,15 @@ class SynchronizedImplementation(Implementation):
             return jax_world.JaxWorldLayer(api, mapping, self.world_size, spec)
 
         if self.layer.framework in ("fairscale", "torch"):
-            from ..world.torch_world import world
+            from .world.torch_world import world
 
             return RankWorldLayer(world(self.world_size, "gloo" if self.layer.framework == "fairscale" else "nccl"),
                                   spec)
         if kind == "keras.jax.data_parallel":
-            from ..world.keras_jax_world import KerasDataParallelLayer
+            from .world.keras_jax_world import KerasDataParallelLayer
 
             return KerasDataParallelLayer(self.world_size, spec)
-        from ..world import tf_world
+        from .world import tf_world
 
         tf_kind = {"keras": "keras", "tf_keras": "tf_keras"}[kind.split(".")[0]]
         tf_kind = "tf_keras_sync" if "SyncBatchNormalization" in kind else tf_kind

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from ..adapters.base import LayerSpec, State
+from ...adapters.base import LayerSpec, State
 from .ranks import World
 
 _TIMEOUT = timedelta(seconds=60)  # a collective waiting for a dead peer gives up after this

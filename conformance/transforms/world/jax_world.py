@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..adapters.base import LayerSpec, State
+from ...adapters.base import LayerSpec, State
 from . import WorldStep
 from .ranks import LayerRank
 
@@ -46,7 +46,7 @@ def _pure_apply(api: str, spec: LayerSpec):
     import jax
     import jax.numpy as jnp
 
-    from ..adapters.flax_nn import _constructor_args
+    from ...adapters.flax_nn import _constructor_args
 
     args = {**_constructor_args(spec), "axis_name": _AXIS}
     if api == "linen":

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..adapters.base import State
+from ...adapters.base import State
 from . import WorldStep
 
 __all__ = ["LayerRank", "RankFailed", "RankWorldLayer", "World", "free_ports"]

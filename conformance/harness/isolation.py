@@ -7,6 +7,12 @@ proxy Layer whose calls run remotely. A worker that dies fails the call in fligh
 :class:`WorkerCrashed` and is started afresh on the next call. The boundary is transparent to in-place
 writes: an argument array the implementation modified is written back into the caller's array, so that
 the suite sees the modification it would see in-process (a pickled copy would hide it).
+
+Workers are bounded: at most :data:`MAX_WORKERS` are alive per pytest process (``BN_MAX_WORKERS``, default
+1: the plugin runs each implementation group's checks together, so one suffices), the least recently used
+one stopped to start another, and :func:`recycle` (after every check) stops a worker whose proportional set
+size passed ``BN_WORKER_MAX_PSS`` (bytes, default 3 GiB), so that no framework's caches grow without bound.
+Every worker dies with the process that started it (:mod:`.processes`).
 """
 
 from __future__ import annotations
@@ -19,16 +25,20 @@ import socket
 import subprocess
 import sys
 import traceback
+from collections import OrderedDict
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
-from .adapters.base import Implementation, ImplementationCrashed, LayerSpec, State
+from ..adapters.base import Implementation, ImplementationCrashed, LayerSpec, State
+from .processes import adopt, spawn, tree_pss
 
-__all__ = ["RemoteError", "WorkerCrashed", "isolate", "shutdown"]
+__all__ = ["MAX_WORKERS", "RemoteError", "WorkerCrashed", "isolate", "recycle", "shutdown", "started"]
 
 _TIMEOUT_S = 600.0  # one call; generous for a first framework import on a slow machine
+MAX_WORKERS = max(1, int(os.environ.get("BN_MAX_WORKERS", "1")))
+_MAX_PSS = int(os.environ.get("BN_WORKER_MAX_PSS", str(3 << 30)))
 
 
 class RemoteError(Exception):
@@ -58,7 +68,7 @@ def _remote_error_type(type_name: str) -> type[RemoteError]:
 
 
 def _serve(conn: Any, locator: str) -> None:
-    from .adapters import load
+    from .registry import load
 
     impls = {i.name: i for i in load(locator)}
     layers: dict[int, Any] = {}
@@ -82,7 +92,8 @@ def _serve(conn: Any, locator: str) -> None:
             else:
                 layer_id, *rest = args
                 if layer_id not in layers:
-                    raise KeyError(f"layer {layer_id} is not in this worker: an earlier worker built it and died")
+                    raise KeyError(f"layer {layer_id} is not in this worker: an earlier worker built it and was "
+                                   "stopped (it died, or BN_MAX_WORKERS workers were alive already)")
                 result = getattr(layers[layer_id], op)(*rest)
             reply: tuple = ("ok", result)
         except Exception as exc:  # every failure goes back to the caller, with its type and traceback
@@ -106,19 +117,21 @@ class _Worker:
         self.layer_ids = itertools.count()
 
     def _start(self) -> None:
+        _make_room(self)
         ours, theirs = socket.socketpair()
-        # The worker sees what this process imports from (a third-party adapter's path included).
-        env = {**os.environ, **self.impl.process_env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, self.impl.locator, str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            env=env,
-        )
+        self.process = spawn([sys.executable, "-m", __name__, self.impl.locator, str(theirs.fileno())],
+                             {**os.environ, **self.impl.process_env}, pass_fds=[theirs.fileno()])
         theirs.close()
         self.conn = Connection(ours.detach())
+        _STARTS[self.impl.process_key] = _STARTS.get(self.impl.process_key, 0) + 1
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def call(self, op: str, *args: Any) -> Any:
-        if self.process is None or self.process.poll() is not None:
+        _WORKERS.move_to_end(self.impl.process_key)  # the most recently used
+        if not self.alive:
             self._start()
         dropped, self.pending_drops = self.pending_drops, []
         try:
@@ -152,7 +165,8 @@ class _Worker:
         return process.wait()
 
 
-_WORKERS: dict[tuple, _Worker] = {}
+_WORKERS: OrderedDict[tuple, _Worker] = OrderedDict()  # least recently used first
+_STARTS: dict[tuple, int] = {}
 
 
 def _worker_for(impl: Implementation) -> _Worker:
@@ -160,6 +174,25 @@ def _worker_for(impl: Implementation) -> _Worker:
     if impl.process_key not in _WORKERS:
         _WORKERS[impl.process_key] = _Worker(impl)
     return _WORKERS[impl.process_key]
+
+
+def _make_room(starting: _Worker) -> None:
+    """Stop the least recently used workers until ``starting`` keeps the count within :data:`MAX_WORKERS`."""
+    alive = [w for w in _WORKERS.values() if w.alive and w is not starting]
+    for worker in alive[: max(0, len(alive) + 1 - MAX_WORKERS)]:
+        worker.stop()
+
+
+def recycle(max_pss: int = _MAX_PSS) -> None:
+    """Stop every worker whose process tree has grown past ``max_pss`` bytes (the next call starts it afresh)."""
+    for worker in _WORKERS.values():
+        if worker.alive and tree_pss(worker.process.pid)[0] > max_pss:
+            worker.stop()
+
+
+def started() -> dict[tuple, int]:
+    """How many times each worker was started in this process (process key -> starts)."""
+    return dict(_STARTS)
 
 
 def shutdown() -> None:
@@ -170,29 +203,19 @@ def shutdown() -> None:
 
 
 class _RemoteLayer:
+    """A layer in the worker: every public method call (``forward``, ``get_state``, a transform's own) runs
+    there, with the layer's id."""
+
     def __init__(self, worker: _Worker, layer_id: int) -> None:
         self._worker, self._id = worker, layer_id
 
     def __del__(self) -> None:  # the worker forgets the layer with the next message it gets
         self._worker.pending_drops.append(self._id)
 
-    def set_state(self, state: State) -> None:
-        self._worker.call("set_state", self._id, state)
-
-    def get_state(self) -> State:
-        return self._worker.call("get_state", self._id)
-
-    def forward(self, x, training):
-        return self._worker.call("forward", self._id, x, training)
-
-    def forward_backward(self, x, dy, training):
-        return self._worker.call("forward_backward", self._id, x, dy, training)
-
-    def double_backward(self, x, dy, vx, vgamma, vbeta):
-        return self._worker.call("double_backward", self._id, x, dy, vx, vgamma, vbeta)
-
-    def fit(self, batches):  # a distributed layer trained through its framework's loop (conformance/world/)
-        return self._worker.call("fit", self._id, batches)
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return functools.partial(self._worker.call, method, self._id)
 
 
 class _Isolated(Implementation):
@@ -200,8 +223,9 @@ class _Isolated(Implementation):
 
     def __init__(self, impl: Implementation) -> None:
         self.__dict__.update(
-            {k: getattr(impl, k) for k in ("name", "family", "framework", "convention", "requires",
-                                          "process_env", "capabilities", "locator", "device", "benchmarked")}
+            {k: getattr(impl, k) for k in ("name", "family", "framework", "convention", "operator", "requires",
+                                          "process_env", "capabilities", "locator", "device", "benchmarked",
+                                          "derivation", "families", "seeded_bug")}
         )
         self.isolated = True
         self._impl = impl
@@ -214,6 +238,12 @@ class _Isolated(Implementation):
 
     def output_dtype(self, spec: LayerSpec) -> str:
         return self._impl.output_dtype(spec)  # a stated policy: no framework needed
+
+    def reference(self, case, spec):
+        return self._impl.reference(case, spec)  # the reference runs here, in this process
+
+    def deviation_names(self) -> tuple[str, ...]:
+        return self._impl.deviation_names()
 
     @functools.cache
     def environment(self) -> dict[str, str]:
@@ -234,4 +264,5 @@ def isolate(impl: Implementation) -> Implementation:
 
 
 if __name__ == "__main__":
+    adopt()
     _serve(Connection(int(sys.argv[2])), sys.argv[1])

@@ -21,9 +21,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from .base import LayerSpec
-from .keras3 import KerasImplementation, KerasLayer
-from .tf_keras import TfKerasImplementation, TfKerasLayer
+from ..adapters.base import Derivation, LayerSpec
+from ..adapters.keras3 import KerasImplementation, KerasLayer
+from ..adapters.tf_keras import TfKerasImplementation, TfKerasLayer
 from .torch_compiled import COMPILED_DTYPES, COMPILED_RANKS
 
 
@@ -134,7 +134,7 @@ class CompiledKerasImplementation(KerasImplementation):
 
     def __init__(self, backend: str, requires: tuple[str, ...]) -> None:
         super().__init__(backend, requires)
-        self.compiled_from = self.name
+        self.derivation = Derivation("compile", (self.name,))
         self.name = f"keras.{backend}.{'xla' if backend == 'tensorflow' else 'jit'}"
         self.capabilities = replace(self.capabilities, dtypes=COMPILED_DTYPES, ranks=COMPILED_RANKS,
                                     double_backward=backend == "tensorflow")
@@ -153,7 +153,7 @@ class CompiledTfKerasImplementation(TfKerasImplementation):
 
     def __init__(self, fused: bool) -> None:
         super().__init__(fused)
-        self.compiled_from = self.name
+        self.derivation = Derivation("compile", (self.name,))
         self.name += ".xla"
         caps = self.capabilities
         self.capabilities = replace(caps, dtypes=caps.dtypes & COMPILED_DTYPES,

@@ -1,0 +1,106 @@
+"""Cases, declared once as data: frozen records with stable readable ids, and the seeded data they run on.
+
+An operator declares its case record as a frozen dataclass deriving from :class:`Case`, with at least the
+fields ``shape``, ``dtype``, ``data``, ``steps`` and ``options`` (framework options that change the
+numerics, sorted ``(name, value)`` pairs) besides its own settings; this base gives every such record its
+id, its parameters and its data. Inputs are seeded from the case id (adler32, as JAX seeds from test
+names), so every run and every pytest-xdist worker sees the same numbers.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, fields, replace
+
+import numpy as np
+
+from .dtypes import ALL_DTYPES, round_to
+
+__all__ = ["DATA_KINDS", "Case"]
+
+# How the data looks per statistics group (a channel, for BatchNorm): ``normal`` offsets in [-2, 2] and
+# spreads in [0.5, 2]; ``offset`` puts the mean 1e4 spreads away (|mean| / std ~ 1e4), hostile to one-pass
+# variances; ``constant`` makes group 0 constant (zero variance); ``nan`` and ``inf`` poison one value of
+# group 0; ``large`` is production-scale magnitudes: spreads 150-300 and offsets 3-10 spreads away (|x| from
+# ~450 to ~5000, where a float16 square already overflows: x**2 > 65504), |mean| / std kept <= 10 so that
+# the bounds reject wrong answers even in bfloat16 (tests/test_harness_tolerances.py).
+DATA_KINDS = ("normal", "offset", "constant", "nan", "inf", "large")
+
+
+class Case:
+    """The behaviour every operator's case record shares. Subclasses say which axes index the statistics
+    groups (:attr:`group_axes`: offsets and spreads are drawn per group) and, optionally, a :attr:`layout`
+    word for the id and the fields that word stands for (:attr:`LAYOUT_FIELDS`)."""
+
+    LAYOUT_FIELDS: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """A misspelt data kind or dtype would otherwise silently give normal data or fail only in a framework."""
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"Case data {self.data!r} is not one of {DATA_KINDS}")
+        if self.dtype not in ALL_DTYPES:
+            raise ValueError(f"Case dtype {self.dtype!r} is not one of {ALL_DTYPES}")
+
+    @property
+    def group_axes(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def layout(self) -> str:
+        return ""
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def id(self) -> str:
+        """``shape-layout-dtype``, then every other field that differs from its default, then the options."""
+        parts = ["x".join(map(str, self.shape)) or "scalar", *([self.layout] if self.layout else []), self.dtype]
+        head = {"shape", "dtype", "options", *self.LAYOUT_FIELDS}
+        for f in fields(self):
+            if f.name not in head and (value := getattr(self, f.name)) != f.default:
+                parts.append(f"{f.name}={value}")
+        parts += [f"{name}={value}" for name, value in self.options]
+        return "-".join(parts)
+
+    def params(self) -> dict:
+        """Flat parameters for reports and deviation matching; each option is a parameter of its own."""
+        params = {k: v for k, v in asdict(self).items() if k != "options"}
+        return {**params, **dict(self.options), "shape": list(self.shape), "rank": self.rank}
+
+    def rng(self, salt: str = "") -> np.random.Generator:
+        return np.random.default_rng(zlib.adler32(f"{self.id}/{salt}".encode()))
+
+    def batches(self) -> list[np.ndarray]:
+        """``steps`` different inputs of this case's shape, rounded to its dtype."""
+        rng = self.rng("x")
+        axes = [a % max(self.rank, 1) for a in self.group_axes]
+        per_group = [self.shape[a] if a in axes else 1 for a in range(self.rank)]
+        groups = int(np.prod([self.shape[a] for a in axes]))
+        out = []
+        for _ in range(self.steps):
+            # Production-size data is drawn in float32 (twice as fast; its values are rounded anyway).
+            z = rng.standard_normal(self.shape, np.float32 if self.data == "large" else np.float64)
+            spread = rng.uniform(0.5, 2.0, groups).reshape(per_group)
+            offset = rng.uniform(-2.0, 2.0, groups).reshape(per_group)
+            if self.data == "offset":
+                offset = 1e4 * spread * np.sign(offset)
+            elif self.data == "large":
+                spread = 200 * (spread + 1) / 2  # in [150, 300]
+                offset = spread * np.sign(offset) * rng.uniform(3.0, 10.0, groups).reshape(per_group)
+            x = offset + spread * z
+            group0 = np.moveaxis(x, axes, range(len(axes)))[(0,) * len(axes)]  # a view: writes land in x
+            if self.data == "constant":
+                group0[...] = offset.flat[0]
+            elif self.data in ("nan", "inf") and group0.size:
+                group0.flat[0] = np.nan if self.data == "nan" else np.inf
+            out.append(round_to(x, self.dtype))
+        return out
+
+    def cotangent(self) -> np.ndarray:
+        """The ``dy`` of the gradient checks."""
+        return round_to(self.rng("dy").standard_normal(self.shape), self.dtype)
+
+    def with_(self, **changes) -> Case:
+        return replace(self, **changes)

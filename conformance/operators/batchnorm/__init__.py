@@ -1,0 +1,31 @@
+"""The BatchNorm operator: :data:`BATCHNORM`, assembled from its parts.
+
+- :mod:`.spec`: what an adapter builds (:class:`LayerSpec`);
+- :mod:`.cases`: the case record and which cases each check runs;
+- :mod:`.reference`: the reference side of a Mirror, over :class:`reference.BatchNorm` in any convention
+  record (:mod:`reference.conventions`);
+- :mod:`.tolerances`: the tolerance model;
+- :mod:`.vocabulary`: what the report says about it.
+"""
+
+from reference import CONVENTIONS
+
+from .. import Operator
+from .cases import FRAMEWORK_OPTIONS, GRIDS, BatchNormCase, draw_case
+from .reference import BatchNormReference
+from .spec import LayerSpec
+from .vocabulary import VOCABULARY
+
+__all__ = ["BATCHNORM", "BatchNormCase", "LayerSpec"]
+
+BATCHNORM = Operator(
+    name="batchnorm",
+    parameters=("gamma", "beta"),
+    case=BatchNormCase,
+    conventions=CONVENTIONS,
+    grids=GRIDS,
+    reference=BatchNormReference,
+    draw_case=draw_case,
+    vocabulary=VOCABULARY,
+    options=FRAMEWORK_OPTIONS,
+)

@@ -1,0 +1,11 @@
+"""Transforms: paths beyond the eager call, each wrapping implementations into new ones that the generic
+checks run on (:class:`~conformance.adapters.base.Derivation` says how each was made).
+
+- compile: ``torch_compiled`` (``torch.compile``), ``keras_compiled`` (XLA, ``jax.jit``);
+- export and run in a runtime: ``exported``;
+- port weights into another convention: ``porting`` (derived from whatever a run selects);
+- shard over a world of ranks: ``sharded``, with the engines in ``world/``.
+
+A new transform is one module here defining ``IMPLEMENTATIONS`` or ``derive(selected)``
+(:mod:`conformance.harness.registry`).
+"""
