@@ -243,6 +243,11 @@ class Implementation(ABC):
         (porting, sharding) returns the reference side of what it does."""
         return self.operator.reference(case, self.convention, spec)
 
+    def conventions(self) -> tuple[Convention, ...]:
+        """Every convention record its checks involve (the report lists them): its own (a ported pair: its
+        source's and its target's)."""
+        return (self.convention,)
+
     def deviation_names(self) -> tuple[str, ...]:
         """The names whose deviation registry entries apply to this implementation: its own (a ported pair
         adds its parties')."""

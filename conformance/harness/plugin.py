@@ -34,6 +34,7 @@ from ..core.comparison import Comparison
 from . import isolation
 from .conformance import Conformance
 from .deviations import REGISTRY, Deviation, load_registry
+from .processes import TreeSampler
 from .registry import conventions, derived, select
 
 __all__ = ["IMPLEMENTATIONS", "MARKER", "NOT_GENERATED", "REGISTRIES"]
@@ -122,7 +123,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--report") and not hasattr(config, "workerinput"):  # the xdist controller only
         from ..report.plugin import ReportPlugin
 
-        plugin = ReportPlugin(config, config.stash[IMPLEMENTATIONS], lambda node=None: not_generated(config, node))
+        sampler = TreeSampler()  # the whole run's process tree: xdist workers, implementation workers, ranks
+        plugin = ReportPlugin(config, config.stash[IMPLEMENTATIONS], lambda node=None: not_generated(config, node),
+                              sampler.stop)
         config.pluginmanager.register(plugin, "bn_report")
 
 

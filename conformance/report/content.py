@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from ..tolerances import describe_nonfinite
+from ..core.comparison import describe_nonfinite
 from . import heatmap, summary
 from .blocks import Block, Figure, Heading, Items, Table, Text
 from .results import BAD_STATUSES
@@ -91,13 +91,18 @@ def _implementations(doc: dict) -> Table:
     m = summary.matrix(doc)
     rows = []
     for impl in doc["implementations"]:
+        if (impl["derivation"] or {}).get("row"):
+            continue  # counted in the row it names
         total = sum(m[impl["name"]].values(), Counter())
         p, d, f = _counts(total)
         version = (impl["version"] or "") if impl["available"] else f"unavailable: {impl['missing']}"
-        rows.append([impl["name"], impl["framework"], version, impl["backend"] or "", ", ".join(impl["devices"]),
-                     _world(impl["environment"]), impl["convention"], str(p), str(d), str(f), str(total["skip"])])
-    return Table(["implementation", "framework", "version", "backend", "devices", "world", "convention", "pass",
-                  "deviation", "fail", "skip"], rows, id="implementations")
+        derived = impl["derivation"]
+        made = f"{derived['transform']} of {', '.join(derived['bases'])}" if derived else ""
+        rows.append([impl["name"], impl["operator"], impl["framework"], version, impl["backend"] or "",
+                     ", ".join(impl["devices"]), _world(impl["environment"]), impl["convention"], made, str(p), str(d),
+                     str(f), str(total["skip"])])
+    return Table(["implementation", "operator", "framework", "version", "backend", "devices", "world", "convention",
+                  "made by", "pass", "deviation", "fail", "skip"], rows, id="implementations")
 
 
 def _world(environment: dict) -> str:
@@ -181,25 +186,28 @@ def _porting(doc: dict) -> list[Block]:
     head = [Heading(2, "Porting cheat-sheet")]
     rows = summary.porting(doc)
     if not rows:
-        return [*head, Text("No pair of frameworks was ported in this run (the porting checks need implementations "
-                            "of two frameworks or conventions).")]
+        return [*head, Text("Nothing was ported in this run (the porting checks pair every selected implementation "
+                            "with the reference in each convention).")]
     dtypes = summary.porting_dtypes(doc)
-    names, matrix = summary.porting_matrix(doc)
+    header, matrix = summary.porting_matrix(doc)
     exceptions = summary.porting_exceptions(doc)
     return [
         *head,
-        Text("Carrying a trained BatchNorm (gamma, beta, running mean and variance, eps, momentum, channel axis) "
-             "from one framework to another with `conformance.porting.port`. Each pair of implementations was "
-             "trained, ported and checked: the target's inference output equals the source's within the derived "
-             "tolerance, and one further training step updates each side's statistics by its own convention. "
-             "The dtype columns count the verified pairs of implementations."),
+        Text("Carrying a trained BatchNorm (gamma, beta, running statistics, eps, momentum) from one convention to "
+             "another with `reference.port`, the recipe below. Every implementation was ported both ways, out of "
+             "its convention into each other one and in from each, with the reference on the other side: trained "
+             "three steps, ported at its first inference call, then used there (inference, the eps and momentum the "
+             "target holds, one further training step), against the reference in the source's convention and then "
+             "in the target's, built from the case rather than the ported settings. Between two frameworks a port "
+             "is the two halves, meeting in a float64 state. The dtype columns count the verified ports."),
         _table(rows, "porting"),
-        Heading(3, "Porting matrix (source rows, target columns)"),
-        Text(f"One mark per dtype ({', '.join(dtypes)}): ok (verified), dev (registered deviation), FAIL, "
-             "- (not run: unsupported)."),
-        Table(["source \\ target", *names], matrix, id="porting-matrix"),
-        Heading(3, "Pairs not verified"),
-        _table(exceptions, "porting-exceptions") if exceptions else Text("None: every pair that ran was verified."),
+        Heading(3, "Porting matrix"),
+        Text(f"`to C`: the implementation's trained state ported into convention C; `from C`: a state of convention "
+             f"C ported into it. One mark per dtype ({', '.join(dtypes)}): ok (verified), dev (registered deviation), "
+             "FAIL, - (not run: unsupported)."),
+        Table(header, matrix, id="porting-matrix"),
+        Heading(3, "Ports not verified"),
+        _table(exceptions, "porting-exceptions") if exceptions else Text("None: every port that ran was verified."),
     ]
 
 

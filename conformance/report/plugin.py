@@ -18,23 +18,26 @@ import pytest
 
 from ..adapters.base import Implementation
 from .content import verdict
-from .results import Result, finish_status, implementation_record, text
+from .results import Result, document, finish_status, implementation_record, test_id, text
 from .write import write_report
 
 __all__ = ["ReportPlugin"]
 
 
 class ReportPlugin:
-    def __init__(self, config: pytest.Config, impls: list[Implementation],
-                 not_generated: Callable[[object], dict]) -> None:
+    def __init__(self, config: pytest.Config, impls: list[Implementation], not_generated: Callable[[object], dict],
+                 resources: Callable[[], dict] | None = None) -> None:
         """``not_generated(node=None)``: the checks never generated, of this process or of the xdist worker
-        ``node`` (the harness's facts, :data:`conformance.harness.plugin.NOT_GENERATED`)."""
-        self.config, self._not_generated = config, not_generated
+        ``node`` (the harness's facts, :data:`conformance.harness.plugin.NOT_GENERATED`); ``resources()``: what
+        the run's process tree took, asked for once at the end (the harness measures it)."""
+        self.config, self._not_generated, self._resources = config, not_generated, resources
         self.directory = Path(config.getoption("--report"))
         self.impls = impls
         # Progress only (the xdist controller sees collected test ids, not items): longest names first, so
         # "torch.BatchNorm2d_channels_last" never counts as "torch.BatchNorm2d". Results name theirs as a fact.
         self._names = sorted((i.name for i in impls), key=len, reverse=True)
+        # Progress is per row of the report: a derived implementation shown in another's row counts there.
+        self._rows = {i.name: (i.derivation.row if i.derivation and i.derivation.row else i.name) for i in impls}
         self.results: dict[str, Result] = {}
         self.collection_errors: dict[str, str] = {}  # every xdist worker reports the same ones
         self.totals: dict[str, int] = {}
@@ -45,8 +48,10 @@ class ReportPlugin:
 
     # -- progress --------------------------------------------------------------------------------
     def _implementation_of(self, nodeid: str) -> str | None:
-        params = nodeid.partition("[")[2]
-        return next((n for n in self._names if params == f"{n}]" or params.startswith(f"{n}-")), None)
+        """The report row a collected test id counts in (its implementation's, or the one it is shown in)."""
+        params = test_id(nodeid).partition("[")[2]
+        name = next((n for n in self._names if params == f"{n}]" or params.startswith(f"{n}-")), None)
+        return self._rows.get(name, name)
 
     def _count(self, nodeids: list[str]) -> None:
         if self.totals:
@@ -54,7 +59,7 @@ class ReportPlugin:
         for nodeid in nodeids:
             if name := self._implementation_of(nodeid):
                 self.totals[name] = self.totals.get(name, 0) + 1
-        order = [i.name for i in self.impls if i.name in self.totals]
+        order = list(dict.fromkeys(self._rows[i.name] for i in self.impls if self._rows[i.name] in self.totals))
         self._say(f"{sum(self.totals.values())} checks over {len(order)} implementations: {', '.join(order)}")
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -74,14 +79,14 @@ class ReportPlugin:
         if reporter is not None:
             reporter.write_line(f"[report] {line}")
 
-    def _progress(self, result: Result) -> None:
-        name = result.implementation
+    def _progress(self, result: Result, name: str) -> None:
+        """Count ``result`` in the row ``name``; say so when the row is done."""
         self.done[name] = self.done.get(name, 0) + 1
         total = self.totals.get(name, 0)
         if self.done[name] == total:
             counts = {}
             for r in self.results.values():
-                if r.implementation == name:
+                if r.implementation is not None and self._rows.get(r.implementation, r.implementation) == name:
                     counts[r.status] = counts.get(r.status, 0) + 1
             finished = sum(self.done.values())
             overall = sum(self.totals.values())
@@ -96,26 +101,28 @@ class ReportPlugin:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = self.results.get(report.nodeid)
         if result is None:
-            result = self.results[report.nodeid] = Result.start(report.nodeid)
+            result = self.results[report.nodeid] = Result.start(test_id(report.nodeid))
         result.update(report)
         if report.when == "teardown":
             finish_status(result)
             if result.implementation is not None:  # a check, not some other test of the session
-                self._progress(result)
+                self._progress(result, self._rows.get(result.implementation, result.implementation))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         environments = {r.implementation: r.environment for r in self.results.values() if r.environment}
         implementations = [implementation_record(impl, environments.get(impl.name)) for impl in self.impls]
+        conventions = {c.name: c.as_dict() for impl in self.impls for c in impl.conventions()}
         results = sorted(
             (r for r in self.results.values() if r.implementation is not None), key=lambda r: (r.implementation, r.test)
         )
-        doc, paths = write_report(
-            self.directory, implementations, results, started=self.started,
+        doc, paths = write_report(self.directory, document(
+            implementations, conventions, results, started=self.started,
             duration_s=time.perf_counter() - self.clock, command=list(self.config.invocation_params.args),
             not_generated=self.not_generated if self.not_generated is not None else self._not_generated(None),
             collection_errors=[{"node": n, "reason": reason} for n, reason in sorted(self.collection_errors.items())],
-        )
+            resources=self._resources() if self._resources else None,
+        ))
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write("\n")

@@ -27,17 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from reference import CONVENTIONS
-
 from ..adapters.base import ALL_DTYPES, Implementation
 
 __all__ = ["FORMAT_VERSION", "SCHEMA", "STATUSES", "Result", "document", "dumps", "finish_status",
-           "implementation_record", "load", "text"]
+           "implementation_record", "load", "test_id", "text"]
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 SCHEMA = Path(__file__).with_name("conformance.schema.json")
 STATUSES = ("pass", "deviation", "fail", "crash", "unexpected_pass", "error", "skip")
 BAD_STATUSES = frozenset({"fail", "crash", "unexpected_pass", "error"})
+
+
+def test_id(nodeid: str) -> str:
+    """The node id pytest accepts back: without the ``@group`` xdist's ``--dist loadgroup`` appends."""
+    head, at, group = nodeid.rpartition("@")
+    return head if at and "]" not in group else nodeid
 
 
 def text(longrepr: Any) -> str:
@@ -129,16 +133,21 @@ def finish_status(result: Result) -> None:
 
 
 def implementation_record(impl: Implementation, environment: dict | None) -> dict:
-    """Who was checked: name, framework and version, backend, device(s), convention, and whether it could
-    run here (``missing`` says why not: a framework not installed, no CUDA device). The device is the one
-    the framework reports running on (``environment["device"]``), else the one the adapter declares."""
+    """Who was checked: name, operator, framework and version, backend, device(s), convention, how a
+    transform made it (``derivation``: transform, the implementations it wraps, the row the report shows it
+    in; null for a plain one), and whether it could run here (``missing`` says why not: a framework not
+    installed, no CUDA device). The device is the one the framework reports running on
+    (``environment["device"]``), else the one the adapter declares."""
     environment = environment or {}
     missing = impl.missing()
     return {
         "name": impl.name,
+        "operator": impl.operator.name,
         "family": impl.family,
         "framework": impl.framework,
-        "convention": impl.convention,
+        "convention": impl.convention.name,
+        "conventions": [c.name for c in impl.conventions()],
+        "derivation": None if impl.derivation is None else asdict(impl.derivation),
         "version": environment.get("version"),
         "backend": environment.get("backend"),
         "environment": environment,
@@ -149,13 +158,16 @@ def implementation_record(impl: Implementation, environment: dict | None) -> dic
     }
 
 
-def document(implementations: list[dict], results: list[Result], started: datetime, duration_s: float,
-             command: list[str], not_generated: dict | None = None, collection_errors: list[dict] | None = None,
-             ) -> dict:
-    """The whole report as plain data (see ``conformance.schema.json``). ``not_generated``: implementation ->
+def document(implementations: list[dict], conventions: dict[str, dict], results: list[Result], started: datetime,
+             duration_s: float, command: list[str], not_generated: dict | None = None,
+             collection_errors: list[dict] | None = None, resources: dict | None = None) -> dict:
+    """The whole report as plain data (see ``conformance.schema.json``). ``conventions``: every convention
+    record of the run by name (:meth:`reference.Convention.as_dict`). ``not_generated``: implementation ->
     check family -> ``{"checks": n, "unsupported": {capability: n}}``, the checks never generated because
-    the implementation cannot build their case (``conformance.plugin.NOT_GENERATED``). ``collection_errors``:
-    each test module pytest could not collect (``node``, ``reason``), whose checks are therefore missing."""
+    the implementation cannot build their case (``conformance.harness.plugin.NOT_GENERATED``).
+    ``collection_errors``: each test module pytest could not collect (``node``, ``reason``), whose checks are
+    therefore missing. ``resources``: what the run's process tree took (``TreeSampler``: peak PSS, peak
+    processes, wall time), where it was measured."""
     counts = {status: 0 for status in STATUSES}
     for r in results:
         counts[r.status] += 1
@@ -174,8 +186,9 @@ def document(implementations: list[dict], results: list[Result], started: dateti
             "project_version": _project_version(),
             "pythonhashseed": os.environ.get("PYTHONHASHSEED", ""),
             "seed": "inputs seeded by adler32 of the case id; Hypothesis derandomized (profile 'deterministic')",
+            "resources": resources,
         },
-        "conventions": {name: asdict(conv) for name, conv in CONVENTIONS.items()},
+        "conventions": conventions,
         "dtypes": list(ALL_DTYPES),
         "implementations": implementations,
         "counts": counts,

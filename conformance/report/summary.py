@@ -1,18 +1,20 @@
 """What the report says, computed from the JSON document alone (so a saved report re-renders the same):
 the status matrix, worst error ratios, conventions side by side, deviations, smallest failures and the
-porting cheat-sheet."""
+porting cheat-sheet. Implementations a transform made into part of another's row (a ported pair) count in
+that row."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
 
-from ..adapters.base import ALL_DTYPES
+from ..core.dtypes import ALL_DTYPES
+from ..operators.builtin import OPERATORS
 from .results import BAD_STATUSES
 
 __all__ = ["KILLING_STATUSES", "cnn", "conventions_table", "deviations", "dtypes", "exported", "families", "failures",
-           "involved", "kill_matrix", "matrix", "not_generated_total", "porting", "porting_dtypes",
-           "porting_exceptions", "porting_matrix", "porting_results", "skips", "worst_error_ratio"]
+           "implementations", "involved", "kill_matrix", "matrix", "not_generated_total", "porting", "porting_dtypes",
+           "porting_exceptions", "porting_matrix", "rows", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
 _ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases",
@@ -27,18 +29,27 @@ def families(doc: dict) -> list[str]:
     return [f for f in _ORDER if f in present] + sorted(present - set(_ORDER))
 
 
+def rows(doc: dict) -> dict[str, str]:
+    """Every implementation's row in the report's tables: its own, or the one its derivation names (a ported
+    pair counts in its framework implementation's row)."""
+    return {i["name"]: (i["derivation"] or {}).get("row") or i["name"] for i in doc["implementations"]}
+
+
 def implementations(doc: dict) -> list[str]:
-    return [i["name"] for i in doc["implementations"]]
+    """The rows of the report's tables, in the document's order."""
+    return list(dict.fromkeys(rows(doc).values()))
 
 
 def matrix(doc: dict) -> dict[str, dict[str, Counter]]:
-    """implementation -> check family -> status counts; checks never generated count as skips."""
+    """row -> check family -> status counts; checks never generated count as skips."""
+    row = rows(doc)
     out: dict[str, dict[str, Counter]] = {name: defaultdict(Counter) for name in implementations(doc)}
     for r in doc["results"]:
-        out.setdefault(r["implementation"], defaultdict(Counter))[r["check_family"]][r["status"]] += 1
-    for name, families in doc["not_generated"].items():
-        for family, counts in families.items():
-            out.setdefault(name, defaultdict(Counter))[family]["skip"] += counts["checks"]
+        out.setdefault(row.get(r["implementation"], r["implementation"]), defaultdict(Counter))[
+            r["check_family"]][r["status"]] += 1
+    for name, fams in doc["not_generated"].items():
+        for family, counts in fams.items():
+            out.setdefault(row.get(name, name), defaultdict(Counter))[family]["skip"] += counts["checks"]
     return out
 
 
@@ -46,13 +57,11 @@ def matrix(doc: dict) -> dict[str, dict[str, Counter]]:
 KILLING_STATUSES = frozenset({"fail", "crash"})
 
 
-# Checks that involve a second implementation name it in these parameters (porting: source -> target).
-_PARTIES = ("source", "target")
-
-
-def involved(result: dict) -> frozenset[str]:
-    """The implementations a result's outcome depends on: its own, and those its parameters name."""
-    return frozenset({result["implementation"], *(result["params"][k] for k in _PARTIES if k in result["params"])})
+def involved(doc: dict, result: dict) -> frozenset[str]:
+    """The implementations a result's outcome depends on: its own, and those its implementation was derived
+    from (porting: source and target)."""
+    record = next(i for i in doc["implementations"] if i["name"] == result["implementation"])
+    return frozenset({record["name"], *((record["derivation"] or {}).get("bases") or ())})
 
 
 def kill_matrix(doc: dict) -> list[dict]:
@@ -64,16 +73,16 @@ def kill_matrix(doc: dict) -> list[dict]:
     counts: dict[str, Counter] = {name: Counter() for name in seeded}
     for r in doc["results"]:
         if r["status"] in KILLING_STATUSES:
-            parties = involved(r) & seeded
+            parties = involved(doc, r) & seeded
             if len(parties) == 1:
                 counts[next(iter(parties))][r["check_family"]] += 1
-    rows = []
+    out = []
     for impl in doc["implementations"]:
         if impl["seeded_bug"] is not None:
             killed_by = {f: counts[impl["name"]][f] for f in families(doc) if counts[impl["name"]][f]}
-            rows.append({"implementation": impl["name"], **impl["seeded_bug"], "killed_by": killed_by,
-                         "killed": bool(killed_by)})
-    return rows
+            out.append({"implementation": impl["name"], **impl["seeded_bug"], "killed_by": killed_by,
+                        "killed": bool(killed_by)})
+    return out
 
 
 def dtypes(doc: dict) -> list[str]:
@@ -83,66 +92,62 @@ def dtypes(doc: dict) -> list[str]:
 
 
 def worst_error_ratio(doc: dict) -> dict[tuple[str, str], dict[str, dict]]:
-    """(implementation, dtype) -> check family -> the worst comparison summary (``worst``: error ratio and
-    the non-finite values behind an infinite one) over the checks that are held to the tolerance (passes
-    and failures; registered deviations are expected to exceed it)."""
+    """(row, dtype) -> check family -> the worst comparison summary (``worst``: error ratio and the
+    non-finite values behind an infinite one) over the checks that are held to the tolerance (passes and
+    failures; registered deviations are expected to exceed it)."""
+    row = rows(doc)
     out: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for r in doc["results"]:
         if r["status"] in ("pass", "fail") and r["worst"] is not None:
-            cell = out[r["implementation"], r["params"].get("dtype", "")]
+            cell = out[row.get(r["implementation"], r["implementation"]), r["params"].get("dtype", "")]
             seen = cell.get(r["check_family"])
             if seen is None or r["worst"]["error_ratio"] > seen["error_ratio"]:
                 cell[r["check_family"]] = r["worst"]
     return out
 
 
-def _one_value_behaviour(doc: dict) -> dict[str, str]:
-    """What each implementation did when training on one value per channel (the checks with that role)."""
-    out = {}
+def _behaviour(doc: dict) -> dict[str, dict[str, str]]:
+    """implementation -> role -> what it did in the checks with that role (the operator's vocabulary gives
+    roles: BatchNorm's training on one value per channel)."""
+    out: dict[str, dict[str, str]] = defaultdict(dict)
     for r in doc["results"]:
-        if "one_value_per_channel" in r["roles"]:
+        for role in r["roles"]:
             outcome = next((c for c in r["comparisons"] if c["quantity"] == "outcome"), None)
             if outcome is not None and outcome["raised"]:
-                out[r["implementation"]] = f"raises {outcome['raised']}"
+                out[r["implementation"]][role] = f"raises {outcome['raised']}"
             elif outcome is not None:
-                out[r["implementation"]] = "returns an output, no error"
+                out[r["implementation"]][role] = "returns an output, no error"
             elif r["status"] in ("pass", "fail"):
-                out[r["implementation"]] = "returns beta" if r["status"] == "pass" else "returns a wrong output"
+                out[r["implementation"]][role] = "returns beta" if r["status"] == "pass" else "returns a wrong output"
     return out
 
 
 def conventions_table(doc: dict) -> list[dict]:
-    """Per available implementation: its convention's rules and the defaults observed in the framework."""
+    """Per available implementation with a row of its own: its convention record's rules, as its operator's
+    vocabulary words them, with the defaults observed in the framework."""
     observed = {r["implementation"]: r["defaults"] for r in doc["results"] if r.get("defaults")}
-    one_value = _one_value_behaviour(doc)
-    rows = []
+    behaviour = _behaviour(doc)
+    out = []
     for impl in doc["implementations"]:
-        if not impl["available"]:
+        if not impl["available"] or (impl["derivation"] or {}).get("row"):
             continue
-        conv = doc["conventions"][impl["convention"]]
-        defaults = observed.get(impl["name"], {})
-        rows.append({
-            "implementation": impl["name"],
-            "convention": conv["name"],
-            "momentum weights": "new batch" if conv["momentum_weights"] == "new" else "old value",
-            "default momentum": defaults.get("momentum", "not observed"),
-            "default eps": defaults.get("eps", "not observed"),
-            "default channel axis": defaults.get("channel_axis", "not observed"),
-            "stored running variance": "unbiased n/(n-1)" if conv["bessel"] else "biased",
-            "one value per channel (training)": one_value.get(impl["name"], "not observed"),
-        })
-    return rows
+        conv, operator = doc["conventions"][impl["convention"]], OPERATORS.get(impl["operator"])
+        words = operator.vocabulary.conventions(conv, observed.get(impl["name"], {}), behaviour[impl["name"]]) \
+            if operator else {}
+        out.append({"implementation": impl["name"], "convention": conv["name"], **words})
+    return out
 
 
 def deviations(doc: dict) -> list[dict]:
-    """Each registry entry that matched, with its registry, the implementations and number of checks it covered."""
+    """Each registry entry that matched, with its registry, the rows and number of checks it covered."""
+    row = rows(doc)
     grouped: dict[tuple, dict] = {}
     for r in doc["results"]:
         if r["status"] == "deviation" and r["deviation"]:
             d = r["deviation"]
             key = (d["registry"], d["implementation"], str(d["check"]), str(d["when"]), d["observed"])
             entry = grouped.setdefault(key, {**d, "implementations": set(), "checks": 0})
-            entry["implementations"].add(r["implementation"])
+            entry["implementations"].add(row.get(r["implementation"], r["implementation"]))
             entry["checks"] += 1
     return [{**e, "implementations": sorted(e["implementations"])} for e in grouped.values()]
 
@@ -191,65 +196,45 @@ def failures(doc: dict) -> list[dict]:
 
 
 def skips(doc: dict) -> dict[str, Counter]:
-    """implementation -> what it was skipped for -> number of checks, those never generated included. A
-    check without a capability counts once for each capability it lacks; any other skip counts under its
-    reason."""
+    """row -> what it was skipped for -> number of checks, those never generated included. A check without a
+    capability counts once for each capability it lacks; any other skip counts under its reason."""
+    row = rows(doc)
     out: dict[str, Counter] = defaultdict(Counter)
     for r in doc["results"]:
         if r["status"] == "skip":
-            out[r["implementation"]].update(r["unsupported"] or [r["reason"]])
-    for name, families in doc["not_generated"].items():
-        for family in families.values():
-            out[name].update(family["unsupported"])
+            out[row.get(r["implementation"], r["implementation"])].update(r["unsupported"] or [r["reason"]])
+    for name, fams in doc["not_generated"].items():
+        for family in fams.values():
+            out[row.get(name, name)].update(family["unsupported"])
     return out
 
 
 def not_generated_total(doc: dict) -> int:
-    return sum(family["checks"] for families in doc["not_generated"].values() for family in families.values())
+    return sum(family["checks"] for fams in doc["not_generated"].values() for family in fams.values())
 
 
-def _group(impl: dict) -> str:
-    """The cheat-sheet's key for an implementation: its framework and its convention."""
-    return f"{impl['framework']} ({impl['convention']})"
+# -- porting (``transforms/porting.py``): pairs of a framework implementation and the reference -----------------
 
-
-def _translation(src: dict, dst: dict) -> dict:
-    """How each setting carries from convention ``src`` to ``dst`` (``conformance.porting.port``)."""
-    if src["momentum_weights"] == dst["momentum_weights"]:
-        momentum = "same meaning: keep m"
-    else:
-        momentum = f"m -> 1 - m (default {src['default_momentum']:g} -> {1 - src['default_momentum']:g})"
-    if src["cumulative_momentum"] and not dst["cumulative_momentum"]:
-        momentum += "; momentum=None (cumulative average) has no equivalent: pick a fixed m"
-    eps = (f"same default {src['default_eps']:g}" if src["default_eps"] == dst["default_eps"]
-           else f"pass eps={src['default_eps']:g} (target default {dst['default_eps']:g})")
-    axis = (f"same default {src['channel_axis']}" if src["channel_axis"] == dst["channel_axis"]
-            else f"move channels {src['channel_axis']} -> {dst['channel_axis']} in the inputs")
-    variance = "copy as is: inference normalizes with it on both sides"
-    if src["bessel"] != dst["bessel"]:
-        stored = "biased" if dst["bessel"] is False else "unbiased n/(n-1)"
-        variance += f"; further training stores the {stored} batch variance"
-    return {"momentum": momentum, "eps": eps, "channel axis": axis, "running variance": variance}
-
-
-def porting_results(doc: dict) -> list[dict]:
-    """The porting pairs' results (``checks/test_porting.py``): one per source, target and dtype."""
-    return [r for r in doc["results"] if r["check"] == "porting" and r["params"].get("target")]
+def _ports(doc: dict) -> list[tuple[dict, dict]]:
+    """``(result, its implementation's record)`` for every ported pair's result."""
+    records = {i["name"]: i for i in doc["implementations"]}
+    return [(r, records[r["implementation"]]) for r in doc["results"]
+            if (records[r["implementation"]]["derivation"] or {}).get("transform") == "port"]
 
 
 def porting_dtypes(doc: dict) -> list[str]:
-    """The dtypes the porting pairs ran at, widest first."""
-    found = {r["params"]["dtype"] for r in porting_results(doc)}
+    """The dtypes the ported pairs ran at, widest first."""
+    found = {r["params"]["dtype"] for r, _ in _ports(doc)}
     return [d for d in ALL_DTYPES if d in found] + sorted(found - set(ALL_DTYPES))
 
 
 def _verdict(results: list[dict]) -> str:
-    """One cheat-sheet cell: how many pairs of a group were verified at one dtype, and what the rest did."""
+    """One cheat-sheet cell: how many ports of a group were verified at one dtype, and what the rest did."""
     counts = Counter("bad" if r["status"] in BAD_STATUSES else r["status"] for r in results)
     ran = counts["pass"] + counts["deviation"] + counts["bad"]
     if not ran:
         return "not run"
-    text = f"{counts['pass']}/{ran} pairs verified"
+    text = f"{counts['pass']}/{ran} verified"
     if counts["deviation"]:
         text += f"; {counts['deviation']} registered deviation(s)"
     if counts["bad"]:
@@ -259,53 +244,63 @@ def _verdict(results: list[dict]) -> str:
     return text
 
 
+def _users(doc: dict, convention: str) -> str:
+    """The frameworks of the run whose implementations follow ``convention``."""
+    found = sorted({i["framework"] for i in doc["implementations"] if i["convention"] == convention
+                    and i["family"] != "reference" and not i["derivation"]})
+    return f"{convention} ({', '.join(found)})" if found else convention
+
+
 def porting(doc: dict) -> list[dict]:
-    """The porting cheat-sheet: per ordered pair of frameworks (with their conventions) whose pairs of
-    implementations were ported, how each setting carries over, and per dtype how many pairs were verified."""
-    impls = {i["name"]: i for i in doc["implementations"]}
-    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in porting_results(doc):
-        source, target = impls.get(r["params"]["source"]), impls.get(r["params"]["target"])
-        if source and target and _group(source) != _group(target):
-            grouped[_group(source), _group(target)].append(r)
-    conventions = {_group(i): i["convention"] for i in doc["implementations"]}
-    rows = []
-    for (a, b), results in sorted(grouped.items()):
-        src, dst = doc["conventions"][conventions[a]], doc["conventions"][conventions[b]]
+    """The porting cheat-sheet: per ordered pair of conventions whose states were ported, who uses each, how
+    each setting carries over (the operator's vocabulary) and, per dtype, how many ports were verified."""
+    grouped: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r, record in _ports(doc):
+        source, target = record["conventions"]
+        grouped[source, target, record["operator"]].append(r)
+    out = []
+    for (source, target, operator), results in sorted(grouped.items()):
+        words = OPERATORS[operator].vocabulary.translation(doc["conventions"][source], doc["conventions"][target]) \
+            if operator in OPERATORS else {}
         by_dtype = {d: _verdict([r for r in results if r["params"]["dtype"] == d]) for d in porting_dtypes(doc)}
-        rows.append({"from": a, "to": b, **_translation(src, dst), **by_dtype})
-    return rows
+        out.append({"from": _users(doc, source), "to": _users(doc, target), **words, **by_dtype})
+    return out
 
 
 _SYMBOL = {"pass": "ok", "deviation": "dev", "skip": "-"}
 
 
 def porting_matrix(doc: dict) -> tuple[list[str], list[list[str]]]:
-    """Source x target implementations; each cell has one mark per dtype (``porting_dtypes`` order): ok,
-    dev (a registered deviation), FAIL, or - (not run)."""
+    """Framework implementation x (``to C``: its trained state ported into convention C; ``from C``: a state
+    of convention C ported into it); each cell has one mark per dtype (``porting_dtypes`` order): ok, dev (a
+    registered deviation), FAIL, or - (not run)."""
     marks: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    for r in porting_results(doc):
-        marks[r["params"]["source"], r["params"]["target"]][r["params"]["dtype"]] = _SYMBOL.get(r["status"], "FAIL")
-    names = [n for n in implementations(doc) if any(n in pair for pair in marks)]
-    dtypes = porting_dtypes(doc)
-    rows = [[a, *("" if a == b else " ".join(marks[a, b].get(d, "-") for d in dtypes) for b in names)] for a in names]
-    return names, rows
+    for r, record in _ports(doc):
+        source, target = record["conventions"]
+        out_of = record["derivation"]["bases"][0] == record["derivation"]["row"]
+        column = f"to {target}" if out_of else f"from {source}"
+        marks[record["derivation"]["row"], column][r["params"]["dtype"]] = _SYMBOL.get(r["status"], "FAIL")
+    names = [n for n in implementations(doc) if any(n == row for row, _ in marks)]
+    columns = sorted({column for _, column in marks}, key=lambda c: (c.split()[1], c.split()[0] == "from"))
+    dtype_order = porting_dtypes(doc)
+    table = [[n, *(" ".join(marks[n, c].get(d, "-") for d in dtype_order) for c in columns)] for n in names]
+    return ["implementation", *columns], table
 
 
 def porting_exceptions(doc: dict) -> list[dict]:
-    """Every ported pair and dtype that was not verified, with its measured error and the reason."""
-    rows = []
-    for r in porting_results(doc):
+    """Every port at a dtype that was not verified, with its measured error and the reason."""
+    out = []
+    for r, record in _ports(doc):
         if r["status"] in ("pass", "skip"):
             continue
         worst = r["worst"]
         error = "no comparison" if not worst else (
             f"{worst['quantity']}: max abs error {worst['max_abs_error']:.3g}, error ratio {worst['error_ratio']:.3g}")
         reason = r["deviation"]["observed"] if r["deviation"] else r["reason"].splitlines()[0][:200]
-        link = r["deviation"]["link"] if r["deviation"] else ""
-        rows.append({"source": r["params"]["source"], "target": r["params"]["target"], "dtype": r["params"]["dtype"],
-                     "status": r["status"], "measured": error, "reason": reason, "upstream": link})
-    return rows
+        out.append({"source": record["derivation"]["bases"][0], "target": record["derivation"]["bases"][1],
+                    "dtype": r["params"]["dtype"], "status": r["status"], "measured": error, "reason": reason,
+                    "upstream": r["deviation"]["link"] if r["deviation"] else ""})
+    return out
 
 
 def cnn(doc: dict) -> list[dict]:

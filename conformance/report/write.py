@@ -26,14 +26,12 @@ def render(doc: dict, directory: Path) -> list[Path]:
     return paths
 
 
-def write_report(directory: Path, implementations: list[dict], results: list[Result], started: datetime,
-                 duration_s: float, command: list[str], not_generated: dict | None = None,
-                 collection_errors: list[dict] | None = None) -> tuple[dict, list[Path]]:
-    """The JSON document, then everything rendered from it (as read back, so exactly what ``render``
-    gives from the saved file). Returns that document and the paths written."""
+def write_report(directory: Path, doc: dict) -> tuple[dict, list[Path]]:
+    """The JSON document (:func:`conformance.report.results.document`), then everything rendered from it (as
+    read back, so exactly what ``render`` gives from the saved file). Returns that document and the paths
+    written."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "conformance.json"
-    path.write_text(dumps(document(implementations, results, started, duration_s, command, not_generated,
-                                   collection_errors)))
+    path.write_text(dumps(doc))
     doc = load(path)
     return doc, [path, *render(doc, directory)]

@@ -185,6 +185,9 @@ class Ported(Implementation):
     def reference(self, case: Case, spec: LayerSpec) -> PortedReference:
         return PortedReference(self, case, spec)
 
+    def conventions(self) -> tuple[Convention, ...]:
+        return (self.source.convention, self.target.convention)
+
     def deviation_names(self) -> tuple[str, ...]:
         """The pair's own name, then its framework implementation's: a deviation of the framework explains
         the pair's."""
