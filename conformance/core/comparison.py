@@ -7,6 +7,10 @@ relative errors, and the tolerance at the worst element, so a report shows how c
 and infinities must sit exactly where the reference has them. Where the quantity is not a number (an
 exception raised, a dtype, a count of collectives) a :func:`fact` records whether it is as expected.
 How large each tolerance is comes from the operator's tolerance model, never from here.
+
+What the reference expects of a quantity is an expectation with ``judge(quantity, actual) -> Comparison``:
+:class:`Expected` (a value within a tolerance, judged by :func:`compare`) or :class:`ExpectedCount` (a count
+within bounds, judged as a fact: the cross-rank reductions a step issued, say).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-__all__ = ["Comparison", "Expected", "compare", "describe_nonfinite", "fact"]
+__all__ = ["Comparison", "Expected", "ExpectedCount", "compare", "describe_nonfinite", "fact"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,29 @@ class Expected:
     value: object
     tolerance: object = 0.0
     optional: bool = False
+
+    def judge(self, quantity: str, actual: object) -> Comparison:
+        return compare(quantity, actual, self.value, self.tolerance)
+
+
+@dataclass(frozen=True)
+class ExpectedCount:
+    """What the reference expects of a count that has no one right value (the cross-rank reductions a step
+    issues): at least ``low`` and at most ``high`` (None: no upper bound) of ``unit``, judged as a
+    :func:`fact` whose note says how many there were. ``optional`` as for :class:`Expected`."""
+
+    low: int
+    high: int | None = None
+    unit: str = ""
+    optional: bool = False
+
+    def judge(self, quantity: str, actual: object) -> Comparison:
+        wanted = ("none" if self.high == 0 else f"at least {self.low}" if self.high is None
+                  else f"{self.low} to {self.high}")
+        if actual is None:
+            return fact(quantity, False, f"the implementation reports no count of {self.unit}; expected {wanted}")
+        ok = self.low <= int(actual) and (self.high is None or int(actual) <= self.high)
+        return fact(quantity, ok, f"{int(actual)} {self.unit}; expected {wanted}")
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,9 @@ class _Isolated(Implementation):
     def reference(self, case, spec):
         return self._impl.reference(case, spec)  # the reference runs here, in this process
 
+    def cases(self, check: str) -> list:
+        return self._impl.cases(check)  # a transform's own choice of cases (the shard transform's)
+
     def deviation_names(self) -> tuple[str, ...]:
         return self._impl.deviation_names()
 

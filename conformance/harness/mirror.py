@@ -8,6 +8,13 @@ with the convention's documented initial state, and the reference starts from th
 from what the implementation holds. Conventions are translated, never excused. Every call also checks that
 the caller's arrays come back unmodified. Every comparison is recorded, named as the operator names its
 outputs (``y``, ``dx``, ``d<parameter>``, ``hvp_x``, ``hvp_<parameter>``, the state's fields).
+
+A transform's layer may produce more than a call's outputs (the shard transform: every rank's ``y`` and
+gradients, ``rank1.dx``, and the cross-rank reductions the call issued, ``collectives``): where its reference
+side expects quantities that a call's outputs do not name, the Mirror takes them from the layer's
+``observed()`` (a dict by name, of the last call), and judges each with its expectation's ``judge``
+(:class:`~conformance.core.comparison.Expected`, :class:`~conformance.core.comparison.ExpectedCount`). State
+fields are whatever ``get_state`` names (``rank1.running_mean``).
 """
 
 from __future__ import annotations
@@ -74,9 +81,12 @@ class Mirror:
             self.on_compare(comparison)
 
     def _compare(self, observed: dict[str, object], expected: dict[str, Expected]) -> None:
-        """Every quantity the reference side expects, against what the layer gave (``None``: nothing)."""
+        """Every quantity the reference side expects, against what the layer gave (``None``: nothing): the
+        call's outputs, and where more is expected, what the layer observed in the call (``observed()``)."""
+        if not expected.keys() <= observed.keys():
+            observed = {**self.layer.observed(), **observed}
         for quantity, want in expected.items():
-            self._add(compare(quantity, observed.get(quantity), want.value, want.tolerance))
+            self._add(want.judge(quantity, observed.get(quantity)))
 
     def _named(self, names: tuple[str, ...], outputs: object, call: str) -> dict[str, object] | None:
         """The layer's outputs by the operator's names; a wrong number of them is recorded as a failure."""
@@ -157,7 +167,7 @@ class Mirror:
         held = self.layer.get_state()
         for name, want in self.ref.state(exact).items():
             if not (want.optional and held.get(name) is None):
-                self._add(compare(name, held.get(name), want.value, want.tolerance))
+                self._add(want.judge(name, held.get(name)))
 
     def compare_hyperparameters(self) -> None:
         """The hyperparameters the layer holds (where its adapter reports them: ``eps`` not None) against

@@ -30,7 +30,9 @@ class ReferenceSide(Protocol):
     convention, answering every call the layer gets with the expected values and their tolerances, named as
     the Mirror names the layer's outputs (``y``; ``dx`` and ``d<parameter>``; ``hvp_x`` and
     ``hvp_<parameter>``; the state's fields). A call that is an error for the reference raises, as the
-    layer should."""
+    layer should. A transform's reference side may expect more than a call's outputs, named as its layer's
+    ``observed()`` names them, and counts as well as values (any expectation with ``judge``:
+    :class:`~conformance.core.comparison.ExpectedCount`)."""
 
     def assign(self, held: State) -> None:
         """Start from ``held``, the state the layer holds after it was given the case's state."""

@@ -68,6 +68,13 @@ class BatchNormReference:
         cond = Conditioning(case.dtype, n, mean, var, layer.eps, gamma, case.accumulation_dtype, **errors)
         return cond, (self._last(x64) - mean) / cond.sigma
 
+    def conditioning(self, x: np.ndarray, training: bool) -> tuple[Conditioning, np.ndarray]:
+        """What the tolerances of a call on ``x`` depend on, and ``xhat``, both with the channels last: for a
+        transform's reference side that expects more of the call than this one does (the shard transform's
+        per-rank parameter gradients)."""
+        batch = self._training(training) or not self.case.track_running_stats
+        return self._conditioning(np.asarray(x, dtype=np.float64), batch)
+
     def _forward(self, x: np.ndarray, training: bool) -> tuple[np.ndarray, Conditioning, np.ndarray]:
         """The reference's forward (raising where the input is an error), its conditioning and ``xhat``."""
         training = self._training(training)
