@@ -1,8 +1,10 @@
-"""A rank for the tests of ``conformance.world.ranks``: it echoes, raises, dies or hangs on request."""
+"""A rank for the tests of ``conformance.transforms.world.ranks``: it echoes, raises, dies, hangs or blocks on
+request."""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 
@@ -27,3 +29,7 @@ class ToyRank:
     def hang(self, failing_rank: int) -> None:
         if self.rank == failing_rank:
             time.sleep(600)
+
+    def pause(self) -> None:
+        """Block until a signal: a rank busy in a call, not reading its pipe."""
+        signal.pause()

@@ -1,12 +1,16 @@
 """A world of rank processes, started once and driven in lockstep over pipes.
 
-:class:`World` starts ``world_size`` processes (``python -m conformance.world.ranks``), each building its
-rank object with ``factory(rank, world_size, config)`` (``module:function``) and then serving calls: a
-call sends every rank its own arguments and waits for every answer. A rank that raises, dies or does not
-answer within the timeout fails the call with :class:`RankFailed`, naming the rank and carrying its
-traceback. A rank that dies or hangs stops the whole world (a half-finished collective cannot be
-resumed) and the next call
-starts a fresh one. Ranks exit when their pipe closes, so no rank outlives the process that started it.
+:class:`World` starts ``world_size`` processes (``python -m conformance.transforms.world.ranks``, with
+:func:`~conformance.harness.processes.spawn`), each building its rank object with ``factory(rank, world_size,
+config)`` (``module:function``) and then serving calls: a call sends every rank its own arguments and waits
+for every answer. A rank that raises, dies or does not answer within the timeout fails the call with
+:class:`RankFailed`, naming the rank and carrying its traceback. A rank that dies or hangs stops the whole
+world (a half-finished collective cannot be resumed) and the next call starts a fresh one.
+
+Bounded: at most one world is alive per process; starting one stops the one alive before (:func:`live`).
+No rank outlives the process that started it: ranks exit when their pipe closes, and each adopts itself
+first thing (:func:`~conformance.harness.processes.adopt`), so that the kernel kills it when its coordinator
+dies, even by SIGKILL and even while the rank is busy.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from __future__ import annotations
 import atexit
 import importlib
 import itertools
-import os
 import socket
 import subprocess
 import sys
@@ -27,9 +30,12 @@ from typing import Any
 import numpy as np
 
 from ...adapters.base import State
+from ...harness.processes import adopt, spawn
 from . import WorldStep
 
-__all__ = ["LayerRank", "RankFailed", "RankWorldLayer", "World", "free_ports"]
+__all__ = ["LayerRank", "RankFailed", "RankWorldLayer", "World", "free_ports", "live"]
+
+_LIVE: list[World] = []  # the world whose ranks are alive in this process: at most one
 
 
 class RankFailed(RuntimeError):
@@ -52,13 +58,15 @@ class World:
         return [p.pid for p in self.processes]
 
     def _start(self) -> None:
+        for other in list(_LIVE):  # one world at a time: its ranks go before these come
+            other.stop()
+        _LIVE.append(self)
         config = self.config() if callable(self.config) else self.config
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         for rank in range(self.world_size):
             ours, theirs = socket.socketpair()
-            self.processes.append(subprocess.Popen(
+            self.processes.append(spawn(
                 [sys.executable, "-m", __name__, self.factory, str(rank), str(self.world_size), str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], env=env,
+                pass_fds=[theirs.fileno()],
             ))
             theirs.close()
             self.conns.append(Connection(ours.detach()))
@@ -115,12 +123,19 @@ class World:
                 process.kill()
                 process.wait()
         self.processes, self.conns = [], []
+        if self in _LIVE:
+            _LIVE.remove(self)
         if callable(close := getattr(self.config, "close", None)):  # a rendezvous the coordinator serves
             close()
 
 
+def live() -> World | None:
+    """The world whose ranks are alive in this process, if any."""
+    return _LIVE[0] if _LIVE else None
+
+
 class RankWorldLayer:
-    """A :class:`~conformance.world.WorldLayer` whose ranks are the processes of ``world``. Every rank
+    """A :class:`~conformance.transforms.world.WorldLayer` whose ranks are the processes of ``world``. Every rank
     object serves ``build(layer_id, *build_args)``, ``drop``, ``set_state``, ``get_state`` (its own
     :class:`State`), ``forward(layer_id, x, training)`` and ``forward_backward(layer_id, x, dy, training)``,
     the last two returning its output and the number of cross-rank reductions it issued."""
@@ -161,7 +176,7 @@ class RankWorldLayer:
 
 
 class LayerRank(ABC):
-    """A rank process of an engine whose layer is itself a :class:`~conformance.world.WorldLayer` (one
+    """A rank process of an engine whose layer is itself a :class:`~conformance.transforms.world.WorldLayer` (one
     whose local part is this rank): it serves :class:`RankWorldLayer` by keeping one such layer per id.
     Subclasses say how to build it (``make``) and how the shard(s) a call brings become its shard list."""
 
@@ -224,4 +239,5 @@ def _serve(conn: Connection, factory: str, rank: int, world_size: int) -> None:
 
 
 if __name__ == "__main__":
+    adopt()
     _serve(Connection(int(sys.argv[4])), sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

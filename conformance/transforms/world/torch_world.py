@@ -78,8 +78,9 @@ class TorchRank:
         def numpy(t):
             return None if t is None else t.detach().double().cpu().numpy().copy()
 
-        return State(numpy(layer.weight), numpy(layer.bias), numpy(layer.running_mean), numpy(layer.running_var),
-                     None if layer.num_batches_tracked is None else int(layer.num_batches_tracked))
+        return State(gamma=numpy(layer.weight), beta=numpy(layer.bias), running_mean=numpy(layer.running_mean),
+                     running_var=numpy(layer.running_var), num_batches_tracked=None if layer.num_batches_tracked is None
+                     else int(layer.num_batches_tracked))
 
     def forward(self, layer_id: int, x: np.ndarray, training: bool) -> tuple[np.ndarray, int]:
         layer, before = self.layers[layer_id], self.collectives
