@@ -18,7 +18,8 @@ from ...core.case import Case
 from ...core.dtypes import ALL_DTYPES, round_to
 from .spec import LayerSpec
 
-__all__ = ["FRAMEWORK_OPTIONS", "GRIDS", "LAYOUTS", "BatchNormCase", "draw_case", "layout_cases", "option_cases"]
+__all__ = ["FRAMEWORK_OPTIONS", "GRIDS", "LAYOUTS", "SHARDINGS", "BatchNormCase", "draw_case", "layout_cases",
+           "option_cases"]
 
 # Channels-first shapes per rank; channels-last cases move the channel axis to the end.
 _SHAPES = {2: (16, 3), 3: (4, 3, 5), 4: (2, 3, 4, 5), 5: (2, 3, 2, 3, 4)}
@@ -175,6 +176,34 @@ CONTRACT = [BatchNormCase((6, 3)), BatchNormCase((4, 3, 2, 2)), BatchNormCase((4
 # channels last) in float16, bfloat16 and float32, with production-scale magnitudes (``data="large"``).
 LARGE = [((256, 2, 64, 64), 1), ((1, 1024, 1024, 2), -1)]
 
+# Synchronized BatchNorm (the shard transform, ``transforms/sharded.py``): a global batch that the transform
+# splits over a world's ranks by the case's ``sharding`` option, at the sizes given here for each world size
+# (the ``world_size`` option): equal shards, unequal ones, a rank holding a single sample, one sample per rank.
+SHARDINGS = {
+    "equal": {2: (3, 3), 4: (2, 2, 2, 2)},
+    "unequal": {2: (5, 3), 4: (4, 3, 2, 3)},
+    "single_sample_rank": {2: (1, 5), 4: (1, 3, 2, 2)},
+    "one_sample_per_rank": {2: (1, 1), 4: (1, 1, 1, 1)},
+}
+_SHARDED_SPATIAL = {2: (), 4: (2, 3), 5: (2, 2, 2)}
+
+
+def _sharded(layouts: list[tuple[int, str, tuple[int, ...]]], steps: int = 1, **options) -> list[BatchNormCase]:
+    """Float32 cases of three channels for ``(rank, sharding, channel axes)`` at every world size. The shard
+    transform runs a case listed at one channel axis at its engine's own, one listed at both at both."""
+    def case(rank: int, sharding: str, world_size: int, axis: int) -> BatchNormCase:
+        batch, spatial = sum(SHARDINGS[sharding][world_size]), _SHARDED_SPATIAL[rank]
+        shape = (batch, 3, *spatial) if axis == 1 else (batch, *spatial, 3)
+        settings = {"sharding": sharding, "world_size": world_size, **options}
+        return BatchNormCase(shape, axis, steps=steps, options=tuple(sorted(settings.items())))
+
+    return [case(rank, sharding, n, axis) for rank, sharding, axes in layouts for n in SHARDINGS[sharding]
+            for axis in axes]
+
+
+# Training: rank 2, 4 and 5 with equal shards (rank 4 at both channel axes), rank 4 with each other sharding.
+_SHARDED_TRAINING = [(2, "equal", (1,)), (4, "equal", (1, -1)), (5, "equal", (1,))] + [
+    (4, sharding, (1,)) for sharding in ("unequal", "single_sample_rank", "one_sample_per_rank")]
 NEW_BATCH_WEIGHTS = (0.0, 0.1, 0.5, 1.0, None)
 _LAYOUTS = layout_cases  # short, for the table below
 
@@ -209,6 +238,13 @@ GRIDS = {
     # A layer trained three steps, ported at the inference call, then trained once more (transforms/porting.py):
     # a new-batch weight and an eps no convention has by default, so that a lost momentum or eps shows.
     "porting": lambda: _LAYOUTS(("float64", "float32"), new_batch_weight=0.3, eps=2e-3, steps=5),
+    # Synchronized BatchNorm (above): three training steps, also through the framework's own training loop
+    # (``model.fit``: it splits each global batch over the ranks itself, so the sharding only sizes the batch);
+    # one training step with gradients; inference.
+    "synchronized_training": lambda: _sharded(_SHARDED_TRAINING, steps=3) + _sharded(
+        [(2, "equal", (1,)), (4, "equal", (1,)), (4, "unequal", (1,))], steps=3, training_loop="model.fit"),
+    "synchronized_gradients": lambda: _sharded(_SHARDED_TRAINING),
+    "synchronized_inference": lambda: _sharded([(rank, "equal", (1,)) for rank in (2, 4, 5)] + [(4, "unequal", (1,))]),
     "production_size": lambda: [BatchNormCase(shape, axis, dtype, data="large", steps=2) for shape, axis in LARGE
                                 for dtype in ("float16", "bfloat16", "float32")],
 }

@@ -1,13 +1,14 @@
 """Synchronized BatchNorm on the frameworks' own distributed engines: worlds of ranks.
 
-A distributed implementation (``conformance/adapters/synchronized.py``) builds a :class:`WorldLayer`: the
-same layer on every rank of a world, driven with one shard per rank. The engine modules here build them:
+A sharded implementation (``conformance/transforms/sharded.py``) builds a :class:`WorldLayer`, the same layer
+on every rank of a world driven with one shard per rank, and wraps it into the layer protocol. The engine
+modules here build them:
 
 - ``jax_world``: Flax linen and nnx under ``jax.shard_map`` and ``jax.pmap`` over forced host devices
   (the world is the worker process's devices).
 - ``tf_world``: Keras 3 and tf-keras under ``tf.distribute.MirroredStrategy`` over logical CPU devices.
 - ``torch_world``: ``fairscale.experimental.nn.SyncBatchNorm`` over ``torch.distributed`` with gloo, one
-  process per rank (``ranks`` launches and supervises them).
+  process per rank (``ranks`` launches and supervises them, at most one world of processes at a time).
 
 A world layer speaks the :class:`~conformance.adapters.base.Layer` method names with one value per rank, so
 the suite's worker processes carry it unchanged.
@@ -49,12 +50,12 @@ class WorldLayer(Protocol):
     def forward_backward(self, shards: list[np.ndarray], cotangents: list[np.ndarray], training: bool) -> WorldStep:
         """One step and the gradients of ``sum(y * dy)`` summed over all ranks; outputs: each rank's
         ``(y, dx, dgamma, dbeta)``, the parameter gradients as the rank holds them (its shard's share, or
-        already reduced over the world: :attr:`~conformance.adapters.base.World.parameter_gradients`)."""
+        already reduced over the world: :attr:`~conformance.transforms.sharded.Engine.parameter_gradients`)."""
 
 
 class FittedWorldLayer(WorldLayer, Protocol):
     """A world layer that also trains through its framework's own loop
-    (:attr:`~conformance.adapters.base.World.model_fit`)."""
+    (:attr:`~conformance.transforms.sharded.Engine.model_fit`)."""
 
     def fit(self, batches: list[np.ndarray]) -> int:
         """One ``model.fit`` step per global batch, the framework splitting each over the ranks, with the

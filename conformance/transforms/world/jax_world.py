@@ -244,7 +244,7 @@ def _forward_of(apply: Callable, training: bool, params, x, stats, mask):
 
 
 class JaxDistributedRank(LayerRank):
-    """One process of a ``jax.distributed`` world (``conformance.world.ranks``), one CPU device each,
+    """One process of a ``jax.distributed`` world (``world/ranks.py``), one CPU device each,
     collectives over gloo. Every process runs the same ``shard_map`` program on the same global arrays and
     holds its own device's block; it is given every shard (each takes its own from the global array)."""
 

@@ -160,7 +160,7 @@ class TfWorldLayer:
 
 
 class MultiWorkerRank(LayerRank):
-    """One worker of a ``tf.distribute.MultiWorkerMirroredStrategy`` (``conformance.world.ranks``): its
+    """One worker of a ``tf.distribute.MultiWorkerMirroredStrategy`` (``world/ranks.py``): its
     ``TF_CONFIG`` names every worker's address on 127.0.0.1, ports chosen free by the coordinator. The
     strategy is created first thing, as TensorFlow requires in eager mode."""
 
