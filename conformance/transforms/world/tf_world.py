@@ -81,6 +81,7 @@ class TfWorldLayer:
 
         self.tf, self.spec, self.kind = tf, spec, kind
         self.strategy = distribution or strategy(world_size)
+        self._fitted = None  # (the model fit trains, the reductions of its traced step), once fit ran
         with self.strategy.scope():
             self.layer = _make_layer(kind, spec)
             shape = [1] * spec.rank
@@ -145,18 +146,25 @@ class TfWorldLayer:
 
 
     def fit(self, batches: list[np.ndarray]) -> int:
-        """``model.fit`` of a model holding only this layer, one step per global batch, on a loss whose
-        gradient leaves the parameters alone (SGD at learning rate 0): the training loop users run, which
-        distributes each batch over the replicas itself."""
+        """``model.fit`` of a model holding only this layer (built and compiled at the first call), one step
+        per global batch, on a loss whose gradient leaves the parameters alone (SGD at learning rate 0): the
+        training loop users run, which distributes each batch over the replicas itself. Returns the
+        cross-rank reductions of its training step, counted while TensorFlow traced it (every run of the
+        traced step issues them; a later call reuses it)."""
         counted(self.tf)
+        if self._fitted is None:
+            framework = __import__("keras" if self.kind == "keras" else "tf_keras")
+            with self.strategy.scope():
+                model = framework.Sequential([framework.Input(batches[0].shape[1:], dtype=self.spec.dtype),
+                                              self.layer])
+                model.compile(optimizer=framework.optimizers.SGD(learning_rate=0.0), loss="mse")
+            self._fitted = (model, 0)
+        model, traced = self._fitted
         before = _COUNT["all_reduce"]
-        framework = __import__("keras" if self.kind == "keras" else "tf_keras")
-        with self.strategy.scope():
-            model = framework.Sequential([framework.Input(batches[0].shape[1:], dtype=self.spec.dtype), self.layer])
-            model.compile(optimizer=framework.optimizers.SGD(learning_rate=0.0), loss="mse")
         for x in batches:
             model.fit(x, np.zeros_like(x), batch_size=len(x), epochs=1, shuffle=False, verbose=0)
-        return _COUNT["all_reduce"] - before
+        self._fitted = (model, _COUNT["all_reduce"] - before or traced)  # a step traced again counts afresh
+        return self._fitted[1]
 
 
 class MultiWorkerRank(LayerRank):
