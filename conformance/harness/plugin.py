@@ -15,7 +15,8 @@ Every check runs once per implementation whose check families include its module
 operator's grid for that check holds (:meth:`Operator.cases`); a case the implementation cannot build is
 not generated at all, and counted per what it lacks. Checks are ordered, and under pytest-xdist grouped
 (``--dist loadgroup``, which a plain ``-n`` switches to), by the worker process their implementation needs,
-so that every process runs one group at a time and keeps one worker (:mod:`.isolation`).
+so that every process runs one group at a time and keeps one worker (:mod:`.isolation`); within a group,
+implementation by implementation (what one holds, a world of rank processes, is then started once).
 """
 
 from __future__ import annotations
@@ -210,11 +211,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 dropped.append(item)
                 continue
         kept.append(item)
-    order: dict[str, int] = {}
+    order: dict[str, int] = {}  # worker groups, then implementations, in order of first appearance
     for item in kept:
         if (impl := _impl_of(item)) is not None:
             order.setdefault(impl.group, len(order))
-    kept.sort(key=lambda item: order[impl.group] if (impl := _impl_of(item)) is not None else -1)
+            order.setdefault(impl.name, len(order))
+    kept.sort(key=lambda item: (order[impl.group], order[impl.name]) if (impl := _impl_of(item)) else (-1, -1))
     if (shard := config.getoption("--shard")) is not None:
         # Every N-th check by sorted test id: every machine (and xdist worker) picks the same ones, and the
         # N shards cover the run exactly once.

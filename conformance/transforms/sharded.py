@@ -21,12 +21,13 @@ tolerances; every rank's ``y`` and ``dx`` are its slices, its parameter gradient
 (:attr:`Engine.parameter_gradients`: its own shard's share, or the global sum), its state the global batch's;
 a training call issues at least one cross-rank reduction, an inference call none.
 
-Worker processes (``harness/isolation.py``), by ``process_env``, each for one world size: a JAX process with
-four forced host devices for the in-process Flax and Keras worlds, coordinator of a ``jax.distributed`` world;
-a TensorFlow process (TensorFlow's collectives allow one device set per process), coordinator of a
-MultiWorkerMirroredStrategy world; a PyTorch coordinator. Worlds of rank processes (``jax.distributed``,
-MultiWorkerMirroredStrategy, gloo) are ``world/ranks.py``'s: at most one is alive per process, so one world
-size per worker starts each world once.
+Worker processes (``harness/isolation.py``), by ``process_env``: one JAX process with four forced host
+devices for every in-process Flax world, and coordinator of the ``jax.distributed`` worlds; one TensorFlow
+process per world size (TensorFlow's collectives allow one device set per process), coordinator of the
+MultiWorkerMirroredStrategy worlds; one PyTorch coordinator. Worlds of rank processes (``jax.distributed``,
+MultiWorkerMirroredStrategy, gloo) are ``world/ranks.py``'s: at most one is alive per process. A worker runs
+its checks implementation by implementation (``harness/plugin.py``), and the implementations come world size
+by world size, so that each world starts once.
 """
 
 from __future__ import annotations
@@ -260,12 +261,13 @@ class Sharded(Implementation):
         self.capabilities = Capabilities(dtypes=frozenset({"float32"}), ranks=engine.ranks,
                                          channel_axes=engine.channel_axes, features=frozenset({"affine_false"}),
                                          options=options)
-        # A worker process per world size (``BN_WORLD_SIZE``): TensorFlow's collectives allow one device set per
-        # process, and a world of rank processes, one alive per process, is then started once, not at every
-        # switch between world sizes.
-        env = _JAX_ENV if "jax" in engine.engine else {"KERAS_BACKEND": "tensorflow"} if engine.framework in (
-            "keras", "tf_keras") else {}
-        self.process_env = MappingProxyType({**env, "BN_WORLD_SIZE": str(world_size)})
+        if "jax" in engine.engine:
+            env = _JAX_ENV
+        elif engine.framework in ("keras", "tf_keras"):  # TensorFlow's collectives: one device set per process
+            env = {"KERAS_BACKEND": "tensorflow", "BN_WORLD_SIZE": str(world_size)}
+        else:
+            env = {}
+        self.process_env = MappingProxyType(env)
 
     def cases(self, check: str) -> list[tuple[str, Case]]:
         """The operator's grid for ``check`` at this world size, each case at the engine's own channel axis
@@ -364,4 +366,4 @@ def _tensorflow_dist() -> str:
     return "tensorflow"
 
 
-IMPLEMENTATIONS = [Sharded(engine, n) for engine in _ENGINES for n in WORLD_SIZES]
+IMPLEMENTATIONS = [Sharded(engine, n) for n in WORLD_SIZES for engine in _ENGINES]  # a world size's together
