@@ -245,6 +245,9 @@ class _Isolated(Implementation):
     def deviation_names(self) -> tuple[str, ...]:
         return self._impl.deviation_names()
 
+    def parameters(self) -> dict[str, object]:
+        return self._impl.parameters()
+
     @functools.cache
     def environment(self) -> dict[str, str]:
         return _worker_for(self._impl).call("environment", self.name)
