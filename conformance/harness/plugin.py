@@ -252,8 +252,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     return report
 
 
-def pytest_runtest_teardown(item: pytest.Item) -> None:
-    isolation.recycle()  # between checks, no layer of a worker is in use
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Between checks no layer of a worker is in use: at the end of a group its workers stop (the next group
+    needs others), within one a worker grown past its bound is recycled."""
+    impl, following = _impl_of(item), nextitem and _impl_of(nextitem)
+    if impl is not None and (following is None or following.group != impl.group):
+        isolation.shutdown()
+    else:
+        isolation.recycle()
 
 
 @pytest.fixture(autouse=True)
