@@ -75,10 +75,20 @@ def running_statistics(state: Mapping[str, object], momentum: float | None,
                        convention: str | Convention) -> tuple[np.ndarray, np.ndarray]:
     """The mean and variance inference normalizes with, read from the running state."""
     conv = get_convention(convention)
-    factor = debias_factor(int(state[conv.counter]) if conv.counter else 0, momentum, conv)
+    factor = debias_factor(_count(state, conv), momentum, conv)
     mean = np.asarray(state["running_mean"], dtype=np.float64) / factor
     spread = np.asarray(state[conv.spread_field], dtype=np.float64) / factor
     return mean, spread**2 if conv.averaged_spread == "std" else spread
+
+
+def _count(state: Mapping[str, object], conv: Convention) -> int:
+    """The batches ``state`` counts, where inference needs them: a debiased record's counter must be there; a
+    plain record reads its averages as they are, counter or not (an adapter need not report one)."""
+    value = state.get(conv.counter) if conv.counter else None
+    if value is None and conv.debiased:
+        raise ValueError(f"the {conv.name!r} convention debiases by its counter {conv.counter!r}, which the state "
+                         "lacks")
+    return 0 if value is None else int(value)
 
 
 def saturated_count(momentum: float, convention: str | Convention) -> int:
