@@ -30,17 +30,21 @@ _NOT_IMPLEMENTATIONS = {"base"}
 
 
 def _checked(impls: Iterable[object], locator: str) -> list[Implementation]:
-    out = []
+    """``impls``, each with its convention resolved to its record and its locator set (a derived one keeps
+    its parties'); nothing is changed unless all of them are valid, so that a bad locator does not leave
+    the objects it shares with a good one pointing at it."""
+    impls = list(impls)
+    records = []
     for impl in impls:
         if not isinstance(impl, Implementation):
             raise TypeError(f"{locator} must give Implementation instances, got {type(impl).__name__}")
         try:
-            impl.convention = get_convention(impl.convention)
+            records.append(get_convention(impl.convention))
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{locator}: {impl.name}: {exc}") from None
-        impl.locator = impl.locator or locator
-        out.append(impl)
-    return out
+    for impl, record in zip(impls, records):
+        impl.convention, impl.locator = record, impl.locator or locator
+    return impls
 
 
 def _from_module(module_name: str, attribute: str = "IMPLEMENTATIONS") -> list[Implementation]:
