@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..adapters.base import Implementation, ImplementationCrashed, LayerSpec, State
+from ..adapters.base import Implementation, ImplementationCrashed, LayerSpec
 from .processes import adopt, spawn, tree_pss
 
 __all__ = ["MAX_WORKERS", "RemoteError", "WorkerCrashed", "isolate", "recycle", "shutdown", "started"]
