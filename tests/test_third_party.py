@@ -52,8 +52,8 @@ def outside(installed: Path, scratch: Path, *args: str) -> subprocess.CompletedP
 
 def test_the_installed_package_is_what_runs(installed: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(installed)}
-    where = subprocess.run([sys.executable, "-c", "import conformance.plugin as p; print(p.__file__)"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run([sys.executable, "-c", "import conformance.harness.plugin as p; print(p.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(installed)
     assert (installed / "conformance" / "checks" / "test_forward.py").is_file()
 
@@ -78,7 +78,8 @@ def test_tinygrad_example_from_outside(installed: Path, tmp_path: Path) -> None:
     # Channels-last cases are never generated for it (its layer takes channels at axis 1), yet counted.
     assert doc["not_generated"]["tinygrad.BatchNorm"]["forward"]["unsupported"]["channel_axis=-1"] > 0
     md = (tmp_path / "out" / "conformance.md").read_text()
-    conventions = ("| tinygrad.BatchNorm | torch | new batch | 0.1 | 1e-05 | 1 | unbiased n/(n-1) "
+    conventions = ("| tinygrad.BatchNorm | torch | new batch | 0.1 | 1e-05 | 1 | unbiased n/(n-1) variance; counter "
+                   "num_batches_tracked "
                    "| raises ZeroDivisionError |")
     assert conventions in md
     assert "| deviations.toml |" in md  # the deviations table names the user's registry

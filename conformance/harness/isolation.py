@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..adapters.base import Implementation, ImplementationCrashed, LayerSpec, State
+from ..adapters.base import Implementation, ImplementationCrashed, LayerSpec
 from .processes import adopt, spawn, tree_pss
 
 __all__ = ["MAX_WORKERS", "RemoteError", "WorkerCrashed", "isolate", "recycle", "shutdown", "started"]
@@ -215,7 +215,12 @@ class _RemoteLayer:
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):
             raise AttributeError(method)
-        return functools.partial(self._worker.call, method, self._id)
+        # Bound to the proxy, not only its worker: a proxy nobody else holds (``impl.build(spec).forward(x)``)
+        # must live until its call is answered, or its drop would reach the worker with the call.
+        return functools.partial(self._call, method)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        return self._worker.call(method, self._id, *args)
 
 
 class _Isolated(Implementation):

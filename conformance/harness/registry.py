@@ -28,20 +28,26 @@ _NOT_IMPLEMENTATIONS = {"base"}
 
 
 def _checked(impls: Iterable[object], locator: str) -> list[Implementation]:
-    out = []
+    """``impls``, each with its convention resolved to its record and its locator set (a derived one keeps
+    its parties'); nothing is changed unless all of them are valid, so that a bad locator does not leave
+    the objects it shares with a good one pointing at it."""
+    impls = list(impls)
+    records = []
     for impl in impls:
         if not isinstance(impl, Implementation):
             raise TypeError(f"{locator} must give Implementation instances, got {type(impl).__name__}")
-        if isinstance(impl.convention, str):  # a built-in convention of its operator, by name
+        convention = impl.convention
+        if isinstance(convention, str):  # a built-in convention of its operator, by name
             known = impl.operator.conventions
-            if impl.convention not in known:
-                raise TypeError(f"{locator}: {impl.name}: unknown convention {impl.convention!r}; the "
+            if convention not in known:
+                raise TypeError(f"{locator}: {impl.name}: unknown convention {convention!r}; the "
                                 f"{impl.operator.name} operator's built-in ones: {', '.join(sorted(known))} "
                                 "(declare another as a record)")
-            impl.convention = known[impl.convention]
-        impl.locator = impl.locator or locator
-        out.append(impl)
-    return out
+            convention = known[convention]
+        records.append(convention)
+    for impl, record in zip(impls, records):
+        impl.convention, impl.locator = record, impl.locator or locator
+    return impls
 
 
 def _from_module(module_name: str, attribute: str = "IMPLEMENTATIONS") -> list[Implementation]:
