@@ -139,7 +139,7 @@ def _layouts() -> list[ScaleCase]:
 
 
 SCALE = Operator(
-    name="scale", parameters=("gamma", "beta"), case=ScaleCase, conventions={},
+    name="scale", parameters=("gamma", "beta"), case=ScaleCase, convention=ScaleConvention, conventions={},
     grids={"training_output": _layouts, "inference_output": _layouts, "gradients": _layouts,
            "hessian_vector_product": _layouts, "output_policy": _layouts, "caller_arrays_unmodified": _layouts},
     reference=ScaleReference, draw_case=lambda draw, capabilities: _layouts()[0],

@@ -44,6 +44,9 @@ def _checked(impls: Iterable[object], locator: str) -> list[Implementation]:
                                 f"{impl.operator.name} operator's built-in ones: {', '.join(sorted(known))} "
                                 "(declare another as a record)")
             convention = known[convention]
+        if not isinstance(convention, impl.operator.convention):
+            raise TypeError(f"{locator}: {impl.name}: convention must be a name or a "
+                            f"{impl.operator.convention.__name__}, got {type(convention).__name__}")
         records.append(convention)
     for impl, record in zip(impls, records):
         impl.convention, impl.locator = record, impl.locator or locator

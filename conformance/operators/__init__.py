@@ -74,6 +74,7 @@ class Operator:
     name: str
     parameters: tuple[str, ...]
     case: type[Case]
+    convention: type  # the type of its convention records (BatchNorm: reference.Convention)
     conventions: Mapping[str, Any]
     grids: Mapping[str, Callable[[], list[Case] | dict[str, Case]]]
     reference: Callable[[Case, Any, Any], ReferenceSide]  # (case, convention, the layer's spec)

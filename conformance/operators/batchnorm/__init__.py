@@ -35,6 +35,7 @@ BATCHNORM = Operator(
     name="batchnorm",
     parameters=("gamma", "beta"),
     case=BatchNormCase,
+    convention=Convention,
     conventions=CONVENTIONS,
     grids=GRIDS,
     reference=BatchNormReference,
