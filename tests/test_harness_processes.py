@@ -112,3 +112,25 @@ def test_a_run_stopped_from_outside_leaves_nothing_behind(tmp_path: Path) -> Non
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert _gone(started)
+
+
+def test_an_exclusive_group_runs_alone() -> None:
+    """The run's lock: held shared by ordinary groups (several at once), exclusively by an exclusive one."""
+    import fcntl
+
+    from conformance.harness.groups import RunLock
+
+    held = RunLock()
+    try:
+        with open(held.path) as other:
+            held.enter("ordinary", exclusive=False)
+            fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)  # another ordinary group runs beside it
+            fcntl.flock(other, fcntl.LOCK_UN)
+            held.enter("world", exclusive=True)  # a new group: the lock is let go and taken again
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)  # nothing beside an exclusive group
+            held.leave()
+            fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+        held.remove()
+    assert not Path(held.path).exists()

@@ -176,6 +176,8 @@ class Implementation(ABC):
         derivation: how a transform made it from other implementations (:class:`Derivation`), or None.
         families: the check families (``conformance/checks/test_<family>.py``) it runs; None: every family
             that is not a transform's own (:data:`conformance.harness.plugin` routes the rest by this).
+        exclusive: its checks start many processes of their own (a world of rank processes): a run spread
+            over several processes runs them with no other group's processes alive (``harness/groups.py``).
         capabilities: see :class:`Capabilities`.
         locator: ``module`` or ``module:attribute`` it was loaded from (set by the loader), so a
             worker process can load the same implementation.
@@ -198,6 +200,7 @@ class Implementation(ABC):
     benchmarked: bool = True
     derivation: Derivation | None = None
     families: frozenset[str] | None = None
+    exclusive: bool = False
 
     @property
     def process_key(self) -> tuple:

@@ -230,7 +230,7 @@ class _Isolated(Implementation):
         self.__dict__.update(
             {k: getattr(impl, k) for k in ("name", "family", "framework", "convention", "operator", "requires",
                                           "process_env", "capabilities", "locator", "device", "benchmarked",
-                                          "derivation", "families", "seeded_bug")}
+                                          "derivation", "families", "seeded_bug", "exclusive")}
         )
         self.isolated = True
         self._impl = impl

@@ -34,12 +34,15 @@ from ..core.comparison import Comparison
 from . import isolation
 from .conformance import Conformance
 from .deviations import REGISTRY, Deviation, load_registry
+from .groups import RunLock
 from .processes import TreeSampler
 from .registry import conventions, derived, select
 
 __all__ = ["IMPLEMENTATIONS", "MARKER", "NOT_GENERATED", "REGISTRIES"]
 
 IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
+LOCK = pytest.StashKey[RunLock]()
+_LOCK_PATH = "bn_run_lock"  # how the xdist controller hands its lock file to the workers
 REGISTRIES = pytest.StashKey[list[Deviation]]()
 # implementation -> check family -> {"checks": number not generated, "unsupported": {capability: checks}}.
 NOT_GENERATED = pytest.StashKey[dict[str, dict[str, dict]]]()
@@ -118,6 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[IMPLEMENTATIONS] = _chosen(config)
     config.stash[REGISTRIES] = _registries(config)
+    config.stash[LOCK] = RunLock(getattr(config, "workerinput", {}).get(_LOCK_PATH))
     if getattr(config.option, "dist", "no") == "load":  # checks of one worker process go to one xdist worker
         config.option.dist = "loadgroup"
     if config.getoption("--report") and not hasattr(config, "workerinput"):  # the xdist controller only
@@ -129,8 +133,20 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(plugin, "bn_report")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist's controller: every worker of the run shares its lock."""
+    node.workerinput[_LOCK_PATH] = node.config.stash[LOCK].path
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    isolation.shutdown()
+    lock = config.stash.get(LOCK, None)
+    if lock is None:
+        isolation.shutdown()
+    elif hasattr(config, "workerinput"):
+        lock.leave()
+    else:
+        lock.remove()
 
 
 def _is_check(node: pytest.Item | pytest.Function) -> bool:
@@ -252,12 +268,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     return report
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A group's first check takes the run's lock for it (exclusively for an exclusive implementation)."""
+    if (impl := _impl_of(item)) is not None:
+        item.config.stash[LOCK].enter(impl.group, impl.exclusive)
+
+
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """Between checks no layer of a worker is in use: at the end of a group its workers stop (the next group
-    needs others), within one a worker grown past its bound is recycled."""
+    """Between checks no layer of a worker is in use: at the end of a group its workers stop and the lock is
+    let go (the next group needs other workers), within one a worker grown past its bound is recycled."""
     impl, following = _impl_of(item), nextitem and _impl_of(nextitem)
     if impl is not None and (following is None or following.group != impl.group):
-        isolation.shutdown()
+        item.config.stash[LOCK].leave()
     else:
         isolation.recycle()
 
