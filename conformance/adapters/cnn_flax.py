@@ -8,12 +8,8 @@ ported on the way in and out (:mod:`conformance.operators.cnn.spec`), as for Ker
 from __future__ import annotations
 
 import functools
-import inspect
-from types import MappingProxyType
 
 import numpy as np
-
-from reference import FLAX
 
 from ..operators.cnn import CNN, NetworkSpec
 from ..operators.cnn.spec import (
@@ -25,7 +21,8 @@ from ..operators.cnn.spec import (
     from_channels_last,
     to_channels_last,
 )
-from .base import Capabilities, Implementation, State, framework_input
+from .base import Capabilities, State, framework_input
+from .flax_nn import FlaxImplementation
 
 # State fields -> (submodule, variable).
 _VARIABLES = {"conv1": ("conv1", "kernel"), "conv2": ("conv2", "kernel"), "fc_weight": ("fc", "kernel"),
@@ -123,33 +120,22 @@ class FlaxNetworkLayer:
         return np.asarray(y), np.asarray(dx, np.float64), *grads
 
 
-class FlaxNetwork(Implementation):
-    name = "flax.nnx.cnn"
-    family = "flax"
-    framework = "flax"
+class FlaxNetwork(FlaxImplementation):
+    """The CNN in Flax NNX: environment (x64 enabled in its worker) and constructor defaults are the BatchNorm
+    adapter's."""
+
     operator = CNN
-    convention = FLAX
-    requires = ("flax", "jax")
     benchmarked = False
-    # Without it JAX computes float64 in float32; set before JAX is imported in the worker.
-    process_env = MappingProxyType({"JAX_ENABLE_X64": "1"})
     families = frozenset({"forward", "gradients", "running_stats", "contract", "conventions", "random"})
-    capabilities = Capabilities(dtypes=frozenset({"float32", "float64"}), ranks=frozenset({4}),
-                                channel_axes=frozenset({-1}), features=frozenset())
 
-    def environment(self) -> dict[str, str]:
-        import flax
-        import jax
+    def __init__(self) -> None:
+        super().__init__("nnx")
+        self.name = "flax.nnx.cnn"
+        self.capabilities = Capabilities(dtypes=frozenset({"float32", "float64"}), ranks=frozenset({4}),
+                                         channel_axes=frozenset({-1}), features=frozenset())
 
-        return {"version": flax.__version__, "backend": "jax", "backend_version": jax.__version__,
-                "x64": str(jax.config.jax_enable_x64), "compiled": "nnx.jit"}
-
-    def defaults(self) -> dict[str, object]:
-        from flax import nnx
-
-        params = inspect.signature(nnx.BatchNorm.__init__).parameters
-        return {"momentum": params["momentum"].default, "eps": params["epsilon"].default,
-                "channel_axis": params["axis"].default}
+    def output_dtype(self, spec: NetworkSpec) -> str:
+        return spec.dtype  # parameters in the input's dtype: nothing promotes
 
     def build(self, spec: NetworkSpec) -> FlaxNetworkLayer:
         return FlaxNetworkLayer(spec)

@@ -13,12 +13,7 @@ so it runs in a worker process of its own; tf-keras fuses 4D BatchNorm by defaul
 
 from __future__ import annotations
 
-import inspect
-from types import MappingProxyType
-
 import numpy as np
-
-from reference import KERAS, TF_KERAS_FUSED
 
 from ..operators.cnn import CNN, NetworkSpec
 from ..operators.cnn.spec import (
@@ -30,7 +25,9 @@ from ..operators.cnn.spec import (
     from_channels_last,
     to_channels_last,
 )
-from .base import Capabilities, Implementation, State, framework_input
+from .base import Capabilities, State, framework_input
+from .keras3 import KerasImplementation
+from .tf_keras import TfKerasImplementation
 
 # State fields -> (layer index, variable attribute); BatchNorm's fields on layers 1 and 5.
 _WEIGHTS = {"conv1": (0, "kernel"), "conv2": (4, "kernel"), "fc_weight": (9, "kernel"), "fc_bias": (9, "bias")}
@@ -119,68 +116,44 @@ class KerasNetworkLayer:
         return [y, *torch.autograd.grad(y, [x, *(p.value for p in self.params)], dy)]
 
 
-class KerasNetwork(Implementation):
-    family = "keras"
-    framework = "keras"
+_FAMILIES = frozenset({"forward", "gradients", "running_stats", "contract", "conventions", "random"})
+
+
+class KerasNetwork(KerasImplementation):
+    """The CNN on one Keras 3 backend: environment and constructor defaults are the BatchNorm adapter's."""
+
     operator = CNN
-    convention = KERAS
     benchmarked = False
-    families = frozenset({"forward", "gradients", "running_stats", "contract", "conventions", "random"})
+    families = _FAMILIES
     capabilities = Capabilities(dtypes=frozenset({"float32", "float64"}), ranks=frozenset({4}),
                                 channel_axes=frozenset({-1}), features=frozenset())
 
     def __init__(self, backend: str) -> None:
-        self.backend = backend
-        self.name = f"keras.{backend}.cnn"
-        self.requires = ("keras", backend)
-        self.process_env = MappingProxyType({"KERAS_BACKEND": backend})
-
-    def _keras(self):
-        import keras
-
-        if keras.backend.backend() != self.backend:  # the worker sets KERAS_BACKEND before importing keras
-            raise RuntimeError(f"{self.name} needs KERAS_BACKEND={self.backend}, this process has "
-                               f"{keras.backend.backend()!r}")
-        return keras
-
-    def environment(self) -> dict[str, str]:
-        keras = self._keras()
-        backend = __import__(self.backend)
-        return {"version": keras.__version__, "backend": self.backend, "backend_version": backend.__version__}
-
-    def defaults(self) -> dict[str, object]:
-        params = inspect.signature(self._keras().layers.BatchNormalization).parameters
-        return {"momentum": params["momentum"].default, "eps": params["epsilon"].default,
-                "channel_axis": params["axis"].default}
+        super().__init__(backend, (backend,))
+        self.name += ".cnn"
 
     def build(self, spec: NetworkSpec) -> KerasNetworkLayer:
         return KerasNetworkLayer(spec, self._keras(), self.backend)
 
 
-class TfKerasNetwork(KerasNetwork):
-    """tf-keras, BatchNormalization as users build it (``fused=None``: fused for 4D float32 input, its own
-    convention; float64 would take the non-fused path, Keras' convention, so only float32 is declared)."""
+class TfKerasNetwork(TfKerasImplementation):
+    """The CNN in tf-keras, BatchNormalization as users build it (``fused=None``: fused for 4D float32 input,
+    its own convention; float64 would take the non-fused path, Keras' convention, so only float32 is declared)."""
 
-    family = "tf_keras"
-    framework = "tf_keras"
-    convention = TF_KERAS_FUSED
-    capabilities = Capabilities(dtypes=frozenset({"float32"}), ranks=frozenset({4}), channel_axes=frozenset({-1}),
-                                features=frozenset())
+    operator = CNN
+    benchmarked = False
+    families = _FAMILIES
 
     def __init__(self) -> None:
-        self.backend, self.name = "tensorflow", "tf_keras.cnn"
-        self.requires, self.process_env = ("tensorflow", "tf_keras"), MappingProxyType({})
+        super().__init__(fused=True)
+        self.name = "tf_keras.cnn"
+        self.capabilities = Capabilities(dtypes=frozenset({"float32"}), ranks=frozenset({4}),
+                                         channel_axes=frozenset({-1}), features=frozenset())
 
-    def _keras(self):
+    def build(self, spec: NetworkSpec) -> KerasNetworkLayer:
         import tf_keras
 
-        return tf_keras
-
-    def environment(self) -> dict[str, str]:
-        import tensorflow as tf
-        import tf_keras
-
-        return {"version": tf_keras.__version__, "backend": "tensorflow", "backend_version": tf.__version__}
+        return KerasNetworkLayer(spec, tf_keras, "tensorflow")
 
 
 IMPLEMENTATIONS = [KerasNetwork("tensorflow"), KerasNetwork("jax"), KerasNetwork("torch"), TfKerasNetwork()]

@@ -4,16 +4,12 @@ crosses unpermuted. The layer keeps its module as ``module``, which the export t
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
-
-from reference import TORCH
 
 from ..operators.cnn import CNN, NetworkSpec
 from ..operators.cnn.spec import BLOCKS, CLASSES, IN_CHANNELS, PARAMETERS, bn_field
-from .base import Capabilities, Implementation, State, framework_input
-from .torch_nn import _output, _to_numpy
+from .base import Capabilities, State, framework_input
+from .torch_nn import TorchImplementation, _output, _to_numpy
 
 # State fields -> (index in the Sequential, attribute).
 _WEIGHTS = {"conv1": (0, "weight"), "conv2": (4, "weight"), "fc_weight": (9, "weight"), "fc_bias": (9, "bias")}
@@ -65,29 +61,18 @@ class TorchNetworkLayer:
         return _output(y), _to_numpy(dx), *map(_to_numpy, grads)
 
 
-class TorchNetwork(Implementation):
-    name = "torch.cnn"
-    family = "torch"
-    framework = "torch"
+class TorchNetwork(TorchImplementation):
+    """The CNN on PyTorch's BatchNorm2d: its environment and constructor defaults are the eager adapter's."""
+
     operator = CNN
-    convention = TORCH
-    requires = ("torch",)
-    benchmarked = False
     # Its checks are the CNN operator's grids in these families (and no transform derives from it but export).
     families = frozenset({"forward", "gradients", "running_stats", "contract", "conventions", "random"})
-    capabilities = Capabilities(dtypes=frozenset({"float32", "float64"}), ranks=frozenset({4}),
-                                channel_axes=frozenset({1}), features=frozenset({"momentum_none"}))
 
-    def environment(self) -> dict[str, str]:
-        import torch
-
-        return {"version": str(torch.__version__), "threads": str(torch.get_num_threads()), "device": self.device}
-
-    def defaults(self) -> dict[str, object]:
-        import torch
-
-        params = inspect.signature(torch.nn.BatchNorm2d).parameters
-        return {"momentum": params["momentum"].default, "eps": params["eps"].default, "channel_axis": 1}
+    def __init__(self) -> None:
+        super().__init__("BatchNorm2d")
+        self.name, self.benchmarked = "torch.cnn", False
+        self.capabilities = Capabilities(dtypes=frozenset({"float32", "float64"}), ranks=frozenset({4}),
+                                         channel_axes=frozenset({1}), features=frozenset({"momentum_none"}))
 
     def build(self, spec: NetworkSpec) -> TorchNetworkLayer:
         return TorchNetworkLayer(spec)
