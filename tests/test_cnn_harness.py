@@ -15,6 +15,7 @@ import conformance.checks
 from conformance.adapters.base import State
 from conformance.adapters.cnn_reference import ReferenceNetwork, ReferenceNetworkLayer
 from conformance.core.comparison import Expected
+from conformance.harness import isolation
 from conformance.harness.mirror import Mirror
 from conformance.operators.cnn import CNN
 from conformance.operators.cnn.cases import NetworkCase
@@ -124,3 +125,12 @@ def test_the_export_transform_declares_what_onnxruntime_runs() -> None:
         assert "bfloat16" not in impl.capabilities.dtypes and "gradients" not in impl.families
         assert set(impl.requires) >= {"torch", "onnx", "onnxruntime"}
     assert _exported("torch.onnx.cnn").capabilities.dtypes == {"float32"}  # onnxruntime's CPU Conv
+
+
+def test_a_transforms_adapted_grid_survives_isolation() -> None:
+    """Where the graph's momentum and eps are compared they are no convention's defaults, also through the
+    worker proxy the plugin parametrizes with."""
+    impl = _exported("torch.onnx.BatchNorm2d")
+    grid = isolation.isolate(impl).cases("inference_after_training")
+    assert grid == impl.cases("inference_after_training") and grid
+    assert all(case.new_batch_weight == 0.3 and case.eps == 2e-3 and name == case.id for name, case in grid)
