@@ -238,6 +238,9 @@ class _Isolated(Implementation):
     def missing(self) -> str | None:
         return self._impl.missing()
 
+    def cases(self, check: str) -> list:
+        return self._impl.cases(check)  # a transform's narrowed or adapted grids
+
     def unsupported(self, spec: LayerSpec) -> list[str]:
         return self._impl.unsupported(spec)
 
