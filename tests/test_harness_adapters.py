@@ -8,6 +8,7 @@ from fake_adapters import MISSING_MODULE
 from conformance.harness import registry
 from conformance.harness.registry import builtin, conventions, derived, load, process_groups, select
 from conformance.operators.batchnorm import BATCHNORM
+from conformance.operators.cnn import CNN
 from reference import CONVENTIONS, KERAS, TORCH, Convention
 
 pytest_plugins = ["pytester"]
@@ -142,7 +143,7 @@ def test_families_are_spelled_like_their_names_and_select_by_that_spelling() -> 
     for impl in builtin():
         assert impl.name.startswith(f"{impl.family}."), impl.name
     assert {i.name for i in select(["tf_keras"])} == {"tf_keras.fused", "tf_keras.nonfused", "tf_keras.fused.xla",
-                                                    "tf_keras.nonfused.xla"}
+                                                    "tf_keras.nonfused.xla", "tf_keras.cnn"}
 
 
 def test_an_absent_device_is_collected_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,8 +176,8 @@ def test_compiled_variants_are_not_benchmarked_by_default() -> None:
 
 def test_every_built_in_implementation_declares_a_record() -> None:
     for impl in builtin():
-        assert isinstance(impl.convention, Convention), impl.name
-        assert impl.operator is BATCHNORM, impl.name
+        assert isinstance(impl.convention, Convention), impl.name  # BatchNorm's, and the CNN's BatchNorms'
+        assert impl.operator in (BATCHNORM, CNN), impl.name
     assert {i.convention for i in builtin() if i.family == "torch"} == {TORCH}
 
 

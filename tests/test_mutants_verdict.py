@@ -12,15 +12,17 @@ import pytest
 from conformance.report.results import Result, document, dumps
 from conformance.report.write import render
 from mutants.verdict import BEGIN, END, main
+from reference import CONVENTIONS
 
 STARTED = datetime(2026, 1, 2, tzinfo=timezone.utc)
 BUG = {"bug": "eps outside the square root", "origin": "darknet", "link": "https://example.org/darknet/17"}
 
 
 def record(name: str, convention: str = "torch", seeded_bug: dict | None = None) -> dict:
-    return {"name": name, "family": name.split(".")[0], "framework": "numpy", "convention": convention,
-            "version": "2", "backend": None, "environment": {"version": "2"}, "devices": ["cpu"], "available": True,
-            "missing": "", "seeded_bug": seeded_bug}
+    return {"name": name, "operator": "batchnorm", "family": name.split(".")[0], "framework": "numpy",
+            "convention": convention, "conventions": [convention], "derivation": None, "version": "2",
+            "backend": None, "environment": {"version": "2"}, "devices": ["cpu"], "available": True, "missing": "",
+            "seeded_bug": seeded_bug}
 
 
 def results(name: str, statuses: tuple[str, ...]) -> list[Result]:
@@ -32,6 +34,7 @@ def results(name: str, statuses: tuple[str, ...]) -> list[Result]:
 def write(tmp_path: Path, baseline=("pass", "pass", "skip"), mutant=("pass", "fail", "skip"),
           collection_errors=None) -> Path:
     doc = document([record("baseline.torch"), record("mutant.eps", seeded_bug=BUG)],
+                   {"torch": CONVENTIONS["torch"].as_dict()},
                    results("baseline.torch", baseline) + results("mutant.eps", mutant), STARTED, 1.0, [],
                    collection_errors=collection_errors)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -102,14 +105,20 @@ def test_merged_shards_keep_every_collection_error(tmp_path):
     assert merge(shards)["collection_errors"] == errors
 
 
-def test_a_check_between_a_baseline_and_a_mutant_counts_for_the_mutant(tmp_path, capsys):
-    """Porting from the baseline into the mutant fails because of the mutant: it kills the mutant and leaves
-    the baseline clean."""
-    porting = Result("conformance/checks/test_porting.py::test_porting[baseline.torch-to-mutant.eps]", "porting",
-                     "porting", "baseline.torch", params={"source": "baseline.torch", "target": "mutant.eps"},
-                     status="fail", reason="fail: running_var_target")
-    doc = document([record("baseline.torch"), record("mutant.eps", seeded_bug=BUG)],
-                   results("baseline.torch", ("pass",)) + [porting] + results("mutant.eps", ("pass", "pass")),
+def test_a_ported_pair_counts_for_the_mutant_it_involves(tmp_path, capsys):
+    """Porting the reference's state into the mutant fails because of the mutant: the pair (shown in the
+    mutant's row) kills the mutant and leaves the baseline clean."""
+    def pair(target: str, status: str) -> tuple[dict, Result]:
+        name = f"ported.reference.torch-to-{target}"
+        record_ = {**record(name), "conventions": ["torch", "torch"],
+                   "derivation": {"transform": "port", "bases": ["reference.torch", target], "row": target}}
+        return record_, Result(f"conformance/checks/test_porting.py::test_porting[{name}-x]", "porting", "porting",
+                               name, status=status, reason="" if status == "pass" else "fail: running_var")
+
+    (into_baseline, clean), (into_mutant, killing) = pair("baseline.torch", "pass"), pair("mutant.eps", "fail")
+    doc = document([record("baseline.torch"), record("mutant.eps", seeded_bug=BUG), into_baseline, into_mutant],
+                   {"torch": CONVENTIONS["torch"].as_dict()},
+                   results("baseline.torch", ("pass",)) + [clean, killing] + results("mutant.eps", ("pass",)),
                    STARTED, 1.0, [])
     path = tmp_path / "conformance.json"
     path.write_text(dumps(doc))

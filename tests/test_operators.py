@@ -6,8 +6,6 @@ are not generated for it; BatchNorm's transforms (porting) leave it alone."""
 
 import json
 
-import pytest
-
 pytest_plugins = ["pytester"]
 
 CHECKS = ("test_forward.py", "test_gradients.py", "test_second_order.py", "test_contract.py", "test_conventions.py",

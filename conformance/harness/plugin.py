@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,6 @@ from hypothesis import settings
 
 from ..adapters.base import Implementation, ImplementationCrashed
 from ..core.case import Case
-from ..core.comparison import Comparison
 from . import isolation
 from .conformance import Conformance
 from .deviations import REGISTRY, Deviation, load_registry
@@ -115,9 +114,9 @@ def _registries(config: pytest.Config) -> list[Deviation]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{MARKER}(transform=None, per_implementation=True): a conformance check, run once per "
-        "implementation whose check families include its module's (a transform's own family, transform=..., "
-        "runs only where an implementation lists it); per_implementation=False: it chooses its own",
+        "markers", f"{MARKER}(transform=None): a conformance check, run once per implementation whose check "
+        "families include its module's (a transform's own family, transform=..., runs only where an "
+        "implementation lists it)",
     )
     config.stash[IMPLEMENTATIONS] = _chosen(config)
     config.stash[REGISTRIES] = _registries(config)
@@ -153,12 +152,6 @@ def _is_check(node: pytest.Item | pytest.Function) -> bool:
     return node.get_closest_marker(MARKER) is not None
 
 
-def _per_implementation(node: pytest.Item | pytest.Function) -> bool:
-    """Run once per implementation, unless the check chooses its own (``per_implementation=False``), which
-    then records its ``implementation`` itself."""
-    return all(mark.kwargs.get("per_implementation", True) for mark in node.iter_markers(MARKER))
-
-
 def _family(module_name: str) -> str:
     """A check's family: its module's name (``conformance.checks.test_forward`` -> ``forward``)."""
     return module_name.rpartition(".")[2].removeprefix("test_")
@@ -171,7 +164,7 @@ def _runs(impl: Implementation, family: str, transform: str | None) -> bool:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if not (_is_check(metafunc.definition) and _per_implementation(metafunc.definition)):
+    if not _is_check(metafunc.definition):
         return
     transform = next((m.kwargs["transform"] for m in metafunc.definition.iter_markers(MARKER)
                       if "transform" in m.kwargs), None)
@@ -215,7 +208,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept, dropped = [], []
     for item in items:
         impl = _impl_of(item)
-        if impl is None and _is_check(item) and _per_implementation(item) and hasattr(item, "callspec"):
+        if impl is None and _is_check(item) and hasattr(item, "callspec"):
             dropped.append(item)  # an empty parameter set: nothing to run it on
             continue
         if impl is not None and isinstance(case := item.callspec.params.get("case"), Case):
@@ -298,10 +291,3 @@ def _record_environment(request: pytest.FixtureRequest) -> None:
 def conformance(request: pytest.FixtureRequest, impl: Implementation) -> Conformance:
     """The :class:`Conformance` of this check and implementation (a missing framework skips here)."""
     return Conformance(request, impl, request.config.stash[REGISTRIES])
-
-
-@pytest.fixture
-def record_comparison(request: pytest.FixtureRequest) -> Callable[[Comparison], None]:
-    """Attach a comparison to this test's report: for the checks that choose their own implementations
-    (``per_implementation=False``), which have no :class:`Conformance`."""
-    return lambda comparison: request.node.user_properties.append(("comparison", comparison.as_dict()))

@@ -11,7 +11,7 @@ then Linear) as a second operator, :data:`CNN`, assembled from its parts, on the
   cheat-sheet gains the kernels' and the classifier's rows.
 """
 
-from reference import CONVENTIONS
+from reference import CONVENTIONS, Convention
 
 from .. import Operator, Vocabulary
 from ..batchnorm.vocabulary import VOCABULARY as BATCHNORM_VOCABULARY
@@ -35,6 +35,7 @@ CNN = Operator(
     name="cnn",
     parameters=PARAMETERS,
     case=NetworkCase,
+    convention=Convention,
     conventions=CONVENTIONS,
     grids=GRIDS,
     reference=NetworkReference,
