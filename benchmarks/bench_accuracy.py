@@ -1,9 +1,9 @@
 """Accuracy next to speed: the worst error / tolerance of the operation's outputs against the float64
-reference, exactly as the conformance suite measures it (``conformance.mirror``, bounds from
-``conformance.tolerances``). <= 1 is within tolerance; the unit is comparable across dtypes and shapes,
-which a plain maximum error is not."""
+reference, exactly as the conformance suite measures it (``conformance.harness.mirror``, bounds from the
+operator's tolerance model, ``conformance.operators.batchnorm.tolerances``). <= 1 is within tolerance; the
+unit is comparable across dtypes and shapes, which a plain maximum error is not."""
 
-from conformance.mirror import Mirror
+from conformance.harness.mirror import Mirror
 
 from .common import BatchNormCase
 

@@ -1,5 +1,5 @@
 """Counted metrics beside the times: instructions, simulated cache misses and their combined cost per call,
-under callgrind (``perf/callgrind.py`` says what they capture and what not). They do not depend on the
+under callgrind (``callgrind.py`` says what they capture and what not). They do not depend on the
 machine's load, so the regression gate can use them on a busy CI runner (``perf.gate --metric counted``).
 
 One callgrind process per group of implementations that share a process measures the group's combinations
@@ -17,11 +17,11 @@ import re
 from pathlib import Path
 
 from conformance.adapters.base import Implementation
-from perf import callgrind
-from perf.counted import measure_combinations
 
+from . import callgrind
 from .common import CHANNEL_AXES, DTYPES, GRID, IMPLEMENTATIONS, BatchNormCase
 from .common import SHAPES as TIMED_SHAPES
+from .counted import measure_combinations
 
 # The ci grid only checks that everything runs: one measurement of one combination per implementation
 # (callgrind makes a framework's first call, tracing and compiling included, minutes long).

@@ -29,10 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from conformance.adapters import builtin, select
-from conformance.adapters import process_groups as shared_processes
 from conformance.adapters.base import OPERATIONS, Benchmarkable, Implementation, Layer
-from conformance.cases import Case, dtype_of
+from conformance.core.dtypes import dtype_of
+from conformance.harness.registry import builtin, select
+from conformance.harness.registry import process_groups as shared_processes
+from conformance.operators.batchnorm import cases
 
 from . import THREADS
 
@@ -68,12 +69,13 @@ def _selected() -> dict[str, Implementation]:
     chosen = [impl for impl in select(specs) if impl.benchmarked or impl.name in specs] if specs else [
         impl for impl in builtin() if impl.benchmarked]
     # Implementation.missing itself (not an adapter's override, which may import its framework to ask for
-    # a device) only looks for the modules: no framework is imported here, in asv's parent processes.
+    # a device) only looks for the modules: no framework is imported here, in asv's parent processes. An
+    # implementation that runs only chosen check families (``families``: a transform's own, as a world's
+    # ranks each taking one shard) is not checked as one plain layer, so it is not timed as one.
     return {
         impl.name: impl
         for impl in chosen
-        if DEVICE in impl.capabilities.devices and Implementation.missing(impl) is None
-        and impl.capabilities.world is None  # a distributed layer takes one shard per rank: not benchmarked
+        if DEVICE in impl.capabilities.devices and Implementation.missing(impl) is None and impl.families is None
     }
 
 
@@ -153,7 +155,7 @@ class BatchNormCase:
         self.impl = IMPLEMENTATIONS[implementation]
         self.operation = operation
         shape = shape if channel_axis == 1 else (shape[0], *shape[2:], shape[1])
-        self.case = Case(shape, channel_axis, dtype)
+        self.case = cases.BatchNormCase(shape, channel_axis, dtype)
         unsupported = self.impl.unsupported(self.case.spec(self.impl.convention))
         reason = self.impl.missing() or (f"{implementation} does not support {', '.join(unsupported)}" if unsupported
                                          else None)
@@ -173,7 +175,7 @@ class BatchNormCase:
 
 
 @functools.cache
-def _warm_runner(implementation: str, operation: str, case: Case) -> Callable[[], object]:
+def _warm_runner(implementation: str, operation: str, case: cases.BatchNormCase) -> Callable[[], object]:
     """A fresh layer's runner on the case's seeded input, called once so that first-call work (kernel
     selection, compilation, allocation) stays out of the measurements. Made once per process: asv runs
     setup again before every timing sample, and each sample should time the same warm layer (a new one

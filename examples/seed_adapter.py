@@ -5,7 +5,11 @@
 
 import numpy as np
 
-from conformance.adapters.base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State
+from conformance.adapters.base import Capabilities, Implementation, LayerSpec, State
+from reference import ONNX
+
+# The state's fields this layer keeps: its parameters and running averages (the ONNX convention has no counter).
+FIELDS = ("gamma", "beta", "running_mean", "running_var")
 
 
 class SeedBatchNorm:
@@ -40,12 +44,12 @@ class SeedLayer:
         self.bn = SeedBatchNorm(spec.num_features, spec.momentum, spec.eps)
 
     def set_state(self, state: State) -> None:
-        for name in PER_CHANNEL:
-            if getattr(state, name) is not None:
-                setattr(self.bn, name, np.array(getattr(state, name)))
+        for name in FIELDS:
+            if state.get(name) is not None:
+                setattr(self.bn, name, np.array(state[name]))
 
     def get_state(self) -> State:
-        return State(self.bn.gamma, self.bn.beta, self.bn.running_mean, self.bn.running_var)
+        return State(**{name: getattr(self.bn, name) for name in FIELDS})
 
     def forward(self, x, training):
         return self.bn.forward(np.asarray(x, dtype=np.float64), training)
@@ -59,7 +63,7 @@ class SeedImplementation(Implementation):
     name = "seed.numpy"
     family = "seed"
     framework = "numpy"
-    convention = "onnx"  # momentum 0.9 on the old value, biased running variance, eps 1e-5, channels at axis 1
+    convention = ONNX  # momentum 0.9 on the old value, biased running variance, eps 1e-5, channels at axis 1
     isolated = False
     capabilities = Capabilities(dtypes=frozenset({"float64", "float32"}), ranks=frozenset({2}),
                                 channel_axes=frozenset({1, -1}),

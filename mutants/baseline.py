@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from conformance.adapters.base import LayerSpec, State
-from reference import get_convention
+from reference import Convention, get_convention
 
 __all__ = ["BatchNorm"]
 
@@ -37,14 +37,15 @@ class BatchNorm:
     # Axes of the (N, C, L) view that the batch statistics reduce over.
     statistic_axes = (0, 2)
 
-    def __init__(self, spec: LayerSpec, convention: str) -> None:
+    def __init__(self, spec: LayerSpec, convention: str | Convention) -> None:
         self.spec = spec
         self.convention = get_convention(convention)
         self.eps, self.momentum = self.hyperparameters(spec)
         state = self.initial_state(spec)
         self.gamma, self.beta = state.gamma, state.beta
         self.running_mean, self.running_var = state.running_mean, state.running_var
-        self.num_batches_tracked = state.num_batches_tracked
+        # The batch counter, under whatever name the convention gives it (PyTorch's num_batches_tracked).
+        self.num_batches_tracked = state.get(self.convention.counter) if self.convention.counter else None
         self.saved: dict | None = None
 
     # -- construction ----------------------------------------------------------------------------
@@ -57,18 +58,21 @@ class BatchNorm:
         affine = (np.ones(c), np.zeros(c)) if spec.affine else (None, None)
         running = (np.zeros(c), np.ones(c)) if spec.track_running_stats else (None, None)
         # Keras keeps no batch counter; PyTorch keeps one where it keeps running statistics.
-        counter = 0 if spec.track_running_stats and self.convention.cumulative_momentum else None
-        return State(*affine, *running, counter)
+        counter = {self.convention.counter: 0 if spec.track_running_stats else None} if self.convention.counter else {}
+        return State(**dict(zip(_ARRAYS, (*affine, *running))), **counter)
 
     # -- the adapter protocol --------------------------------------------------------------------
     def set_state(self, state: State) -> None:
-        for name in ("gamma", "beta", "running_mean", "running_var"):
-            if getattr(state, name) is not None:
-                setattr(self, name, np.array(getattr(state, name), dtype=np.float64))
+        for name in _ARRAYS:
+            if state.get(name) is not None:
+                setattr(self, name, np.array(state[name], dtype=np.float64))
+        if self.convention.counter and state.get(self.convention.counter) is not None:
+            self.num_batches_tracked = int(state[self.convention.counter])  # a port carries it
 
     def get_state(self) -> State:
-        copy = [None if a is None else a.copy() for a in (self.gamma, self.beta, self.running_mean, self.running_var)]
-        return State(*copy, self.num_batches_tracked, self.eps, self.momentum)
+        arrays = {name: None if (a := getattr(self, name)) is None else a.copy() for name in _ARRAYS}
+        counter = {self.convention.counter: self.num_batches_tracked} if self.convention.counter else {}
+        return State(**arrays, **counter, eps=self.eps, momentum=self.momentum)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x3 = self.validate(x)
@@ -143,7 +147,7 @@ class BatchNorm:
         count = self.values_per_channel(x3)
         if count == 0:
             raise ValueError(f"cannot normalize an empty batch with batch statistics, got {x3.shape[0]} samples")
-        if self.convention.bessel and count < 2:
+        if count <= self.convention.running_var_ddof:
             raise ValueError("expected more than 1 value per channel when training")
 
     # -- numerics --------------------------------------------------------------------------------
@@ -181,11 +185,11 @@ class BatchNorm:
 
     def new_batch_weight(self) -> float:
         """``w`` in ``run = (1 - w) run + w batch``, counting the batch being added."""
-        return self.convention.new_value_weight(self.momentum, (self.num_batches_tracked or 0) + 1)
+        return self.convention.new_batch_weight(self.momentum, (self.num_batches_tracked or 0) + 1)
 
     def update_running(self, mean: np.ndarray, var: np.ndarray, count: int) -> None:
         w = self.new_batch_weight()
-        stored = var * self.bessel_factor(count) if self.convention.bessel else var
+        stored = var * self.bessel_factor(count) if self.convention.running_var_ddof else var
         self.running_mean = (1 - w) * self.running_mean + w * mean
         self.running_var = (1 - w) * self.running_var + w * stored
         if self.num_batches_tracked is not None:
@@ -247,6 +251,9 @@ class BatchNorm:
     @staticmethod
     def _column(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return np.asarray(v, dtype=dtype).reshape(1, -1, 1)
+
+
+_ARRAYS = ("gamma", "beta", "running_mean", "running_var")  # the state's arrays; the counter is the convention's
 
 
 def _per_channel(a: np.ndarray) -> np.ndarray:

@@ -36,9 +36,7 @@ class RunningVarStartsAtZero(BatchNorm):
 
     def initial_state(self, spec: LayerSpec) -> State:
         state = super().initial_state(spec)
-        if state.running_var is not None:
-            state.running_var = np.zeros(spec.num_features)
-        return state
+        return state if state.running_var is None else state.replace(running_var=np.zeros(spec.num_features))
 
 
 class EpsDropped(BatchNorm):
@@ -427,9 +425,8 @@ class NoRunningStatisticsKeepsBuffers(BatchNorm):
     link = "https://github.com/pytorch/pytorch/pull/38084"
 
     def initial_state(self, spec: LayerSpec) -> State:
-        state = super().initial_state(spec)
-        state.running_mean, state.running_var = np.zeros(spec.num_features), np.ones(spec.num_features)
-        return state
+        c = spec.num_features
+        return super().initial_state(spec).replace(running_mean=np.zeros(c), running_var=np.ones(c))
 
     def updates_running(self, training):
         return super().updates_running(training) and self.spec.track_running_stats
@@ -444,9 +441,7 @@ class AffineFalseKeepsParameters(BatchNorm):
     link = "https://github.com/LabForComputationalVision/bias_free_denoising/issues/2"
 
     def initial_state(self, spec: LayerSpec) -> State:
-        state = super().initial_state(spec)
-        state.gamma, state.beta = np.ones(spec.num_features), np.zeros(spec.num_features)
-        return state
+        return super().initial_state(spec).replace(gamma=np.ones(spec.num_features), beta=np.zeros(spec.num_features))
 
 
 # -- gradients -----------------------------------------------------------------------------------

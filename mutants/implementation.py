@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from conformance.adapters.base import Capabilities, Implementation, LayerSpec, SeededBug
-from reference import get_convention
+from reference import Convention, get_convention
 
 from .baseline import BatchNorm
 
@@ -21,14 +21,14 @@ class LayerImplementation(Implementation):
     framework = "numpy"
     isolated = False  # plain NumPy: nothing to isolate, and the self-test stays fast
 
-    def __init__(self, layer: type[BatchNorm], convention: str, name: str | None = None) -> None:
-        self.layer, self.convention = layer, convention
-        conv = get_convention(convention)
+    def __init__(self, layer: type[BatchNorm], convention: str | Convention, name: str | None = None) -> None:
+        self.layer = layer
+        self.convention = conv = get_convention(convention)
         features = {"affine_false", "no_running_stats"}
         features |= {"momentum_none"} if conv.cumulative_momentum else {"trainable_false"}
         self.capabilities = Capabilities(features=frozenset(features), double_backward=True)
         if layer is BatchNorm:
-            self.family, self.name = "baseline", f"baseline.{convention}"
+            self.family, self.name = "baseline", f"baseline.{conv.name}"
         else:
             self.family, self.name = "mutant", f"mutant.{name}"
             self.seeded_bug = SeededBug(layer.bug, layer.origin, layer.link)
@@ -36,9 +36,8 @@ class LayerImplementation(Implementation):
     def environment(self) -> dict[str, str]:
         return {"version": np.__version__}
 
-    def defaults(self) -> dict[str, float | int]:
-        conv = get_convention(self.convention)
-        return {"momentum": conv.default_momentum, "eps": conv.default_eps, "channel_axis": conv.channel_axis}
+    def defaults(self) -> dict[str, object]:
+        return self.convention.defaults()  # a layer of this convention's own
 
     def build(self, spec: LayerSpec) -> BatchNorm:
         return self.layer(spec, self.convention)

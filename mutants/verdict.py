@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from conformance.report.__main__ import update_readme
 from conformance.report.blocks import Text, to_markdown
 from conformance.report.content import kill_matrix_table
 from conformance.report.results import load
-from conformance.report.summary import involved, kill_matrix
+from conformance.report.summary import involved, kill_matrix, rows
 
 __all__ = ["judge", "main"]
 
@@ -28,23 +28,27 @@ BEGIN, END = "<!-- mutants:begin -->", "<!-- mutants:end -->"
 BASELINE_STATUSES = frozenset({"pass", "skip"})
 
 
-def _statuses(doc: dict, baselines: set[str]) -> tuple[dict[str, Counter], dict[str, Counter]]:
-    """Per implementation: the statuses of all its results, and of those that involve baselines only (a
-    porting check from a baseline to a mutant fails because of the mutant)."""
-    every: dict[str, Counter] = {i["name"]: Counter() for i in doc["implementations"]}
-    clean: dict[str, Counter] = {i["name"]: Counter() for i in doc["implementations"]}
+def _statuses(doc: dict) -> tuple[dict[str, Counter], dict[str, Counter]]:
+    """Per row of the report (a ported pair counts in its framework implementation's): the statuses of all its
+    results, and of those that involve no mutant (a check between a baseline and a mutant fails because of the
+    mutant)."""
+    seeded = {i["name"] for i in doc["implementations"] if i["seeded_bug"] is not None}
+    row = rows(doc)
+    every: dict[str, Counter] = defaultdict(Counter)
+    clean: dict[str, Counter] = defaultdict(Counter)
     for r in doc["results"]:
-        every.setdefault(r["implementation"], Counter())[r["status"]] += 1
-        if involved(r) <= baselines:
-            clean.setdefault(r["implementation"], Counter())[r["status"]] += 1
+        every[row[r["implementation"]]][r["status"]] += 1
+        if not involved(doc, r) & seeded:
+            clean[row[r["implementation"]]][r["status"]] += 1
     return every, clean
 
 
 def judge(doc: dict) -> list[str]:
     """Every reason the self-test failed; empty when it passed."""
     problems = [f"collection error in {e['node']}: its checks did not run" for e in doc["collection_errors"]]
-    baselines = {i["convention"]: i["name"] for i in doc["implementations"] if i["seeded_bug"] is None}
-    statuses, baseline_only = _statuses(doc, set(baselines.values()))
+    baselines = {i["convention"]: i["name"] for i in doc["implementations"]
+                 if i["seeded_bug"] is None and not (i["derivation"] or {}).get("row")}
+    statuses, baseline_only = _statuses(doc)
     mutants = [i for i in doc["implementations"] if i["seeded_bug"] is not None]
     if not baselines:
         problems.append("no correct baseline (an implementation without a seeded bug) in the report")

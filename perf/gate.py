@@ -17,7 +17,7 @@ tf-keras==2.20.1" --candidate "" --bench "time_batchnorm\\('tf_keras"``; ``--bas
 
 Metrics (``--metric``): ``wall`` compares asv's timing samples (``time_*``; absolute speed, but as noisy
 as the machine), ``counted`` the estimated cycles under callgrind (``bench_counted``'s ``track_cost``:
-independent of the machine's load, see ``perf/callgrind.py``); both also compare the accuracy track
+independent of the machine's load, see ``benchmarks/callgrind.py``); both also compare the accuracy track
 (``track_error_ratio``, deterministic). The sides run in alternating rounds (baseline, candidate,
 baseline, ...), so drift of the machine's speed reaches both alike; each round adds its timing samples, or
 its one value of a track, to the side's samples. ``perf.verdict`` states the rule that decides each

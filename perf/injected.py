@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from conformance.adapters import select
 from conformance.adapters.base import Implementation, Layer, LayerSpec
+from conformance.harness.registry import select
 
 __all__ = ["EXTRA_WORK", "LESS_ACCURATE", "EXTRA_FRACTION"]
 

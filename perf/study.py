@@ -7,7 +7,7 @@ measures three variants of one benchmark, each in a fresh process and in both mo
 (baseline), the same again (unchanged), and ``perf.injected``'s 5% more work inside the operation. It
 measures them as the gate does: ``wall`` takes asv's kind of timing samples (20 samples of enough calls
 to last 10 ms, the benchmarks' runner, every CPU), ``counted`` the callgrind cost of 3 calls
-(``perf.counted``, one thread). Then, per mode:
+(``benchmarks/counted.py``, one thread). Then, per mode:
 
 - dispersion: the coefficient of variation of the baseline's median over the repetitions;
 - detected: how often ``perf.verdict`` calls 5% more work ``worse`` (baseline against extra work);
@@ -29,7 +29,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .counted import measure_combinations
+from benchmarks.counted import measure_combinations
+
 from .run import ROOT
 from .table import write
 from .verdict import decide

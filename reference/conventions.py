@@ -114,13 +114,17 @@ class Convention:
         if self.cumulative_momentum and self.debiased:
             raise ValueError(f"{self.name}: a cumulative average is unbiased already; debiased and "
                              "cumulative_momentum exclude each other")
-        if self.default_momentum is not REQUIRED:
-            check_momentum(self.default_momentum, self)
-        if self.default_eps is not REQUIRED:
-            check_eps(self.default_eps)
+        for key, check in (("default_momentum", lambda m: check_momentum(m, self)), ("default_eps", check_eps)):
+            if (value := getattr(self, key)) is not REQUIRED:
+                try:
+                    check(value)
+                except (TypeError, ValueError) as exc:  # the same type, naming the record and the field
+                    raise type(exc)(f"{self.name}: {key}: {exc}") from None
         if self.channel_axis is not REQUIRED and not (isinstance(self.channel_axis, int)
                                                       and not isinstance(self.channel_axis, bool)):
             raise TypeError(f"{self.name}: channel_axis must be an integer or REQUIRED, got {self.channel_axis!r}")
+        if not isinstance(self.frameworks, str):
+            raise TypeError(f"{self.name}: frameworks must be a string, got {self.frameworks!r}")
 
     def new_batch_weight(self, momentum: float | None, counter: int) -> float:
         """Weight ``w`` of the batch statistic in ``run = (1 - w) * run + w * batch``; ``counter`` counts the

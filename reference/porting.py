@@ -108,7 +108,8 @@ def port(state: Mapping[str, object], source: Settings, target: str | Convention
     mean, var = running_statistics(state, source.momentum, src)
     if batch_size is not None:
         var = var * variance_factor(src, dst, batch_size)
-    counter = int(state[src.counter]) if src.counter and dst.counter else None
+    counter = state.get(src.counter) if src.counter and dst.counter else None  # None: a state without one
+    counter = None if counter is None else int(counter)
     return ported | running_state_for(mean, var, momentum, dst, counter), settings
 
 

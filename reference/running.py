@@ -62,27 +62,46 @@ def update_running_state(state: Mapping[str, object], mean: np.ndarray, var: np.
 
 def debias_factor(counter: int, momentum: float | None, convention: str | Convention) -> float:
     """What a debiased convention divides its hidden averages by after ``counter`` batches: ``1 - (1 -
-    w)**counter``; 1 for a plain convention, and before any batch."""
+    w)**counter``; 1 for a plain convention, and before any batch. Computed as ``-expm1(counter * log1p(-w))``,
+    which keeps the digits of a small ``w`` (the plain formula loses them, and gives 0 below ``w = 2**-54``)."""
     conv = get_convention(convention)
     if not conv.debiased or counter == 0:
         return 1.0
-    return 1.0 - (1.0 - conv.new_batch_weight(momentum, counter)) ** counter
+    w = conv.new_batch_weight(momentum, counter)
+    return 1.0 if w == 1.0 else -math.expm1(counter * math.log1p(-w))
 
 
 def running_statistics(state: Mapping[str, object], momentum: float | None,
                        convention: str | Convention) -> tuple[np.ndarray, np.ndarray]:
     """The mean and variance inference normalizes with, read from the running state."""
     conv = get_convention(convention)
-    factor = debias_factor(int(state[conv.counter]) if conv.counter else 0, momentum, conv)
+    factor = debias_factor(_count(state, conv), momentum, conv)
     mean = np.asarray(state["running_mean"], dtype=np.float64) / factor
     spread = np.asarray(state[conv.spread_field], dtype=np.float64) / factor
     return mean, spread**2 if conv.averaged_spread == "std" else spread
 
 
+def _count(state: Mapping[str, object], conv: Convention) -> int:
+    """The batches ``state`` counts, where inference needs them: a debiased record's counter must be there; a
+    plain record reads its averages as they are, counter or not (an adapter need not report one)."""
+    value = state.get(conv.counter) if conv.counter else None
+    if value is None and conv.debiased:
+        raise ValueError(f"the {conv.name!r} convention debiases by its counter {conv.counter!r}, which the state "
+                         "lacks")
+    return 0 if value is None else int(value)
+
+
 def saturated_count(momentum: float, convention: str | Convention) -> int:
-    """The fewest batches after which ``convention``'s debiasing factor ``1 - (1 - w)**t`` is 1 in float64."""
-    keep = 1.0 - get_convention(convention).new_batch_weight(momentum, 1)
-    return 1 if keep == 0.0 else max(1, math.ceil(-53 * math.log(2) / math.log(keep)))
+    """The fewest batches after which ``convention``'s debiasing factor ``1 - (1 - w)**t`` is 1 in float64:
+    ``(1 - w)**t`` at most ``2**-54``, half a unit below 1 (1 for a plain convention)."""
+    conv = get_convention(convention)
+    w = conv.new_batch_weight(momentum, 1)
+    count = 1 if w == 1.0 or not conv.debiased else max(1, math.ceil(-54 * math.log(2) / math.log1p(-w)))
+    while debias_factor(count, momentum, conv) < 1.0:  # the estimate's rounding: a step or two at most
+        count += 1
+    while count > 1 and debias_factor(count - 1, momentum, conv) == 1.0:
+        count -= 1
+    return count
 
 
 def running_state_for(mean: np.ndarray, var: np.ndarray, momentum: float | None, convention: str | Convention,

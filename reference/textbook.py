@@ -76,7 +76,8 @@ def running_statistics(state: dict, momentum: float | None, convention: str | Co
     conv = get_convention(convention)
     t = state[conv.counter] if conv.counter else 0
     w = momentum if conv.momentum_weights == "new" else 1.0 - momentum if momentum is not None else None
-    d = 1 - (1 - w) ** t if conv.debiased and t > 0 else 1.0
+    # 1 - (1 - w)**t, written with expm1 and log1p so that a small w keeps its digits.
+    d = -np.expm1(t * np.log1p(-w)) if conv.debiased and t > 0 and w < 1 else 1.0
     mean, spread = state["running_mean"] / d, state[conv.spread_field] / d
     return mean, spread**2 if conv.averaged_spread == "std" else spread
 

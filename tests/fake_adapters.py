@@ -15,10 +15,10 @@ import resource
 
 import numpy as np
 
-from conformance.adapters.base import PER_CHANNEL, Capabilities, LayerSpec, State
+from conformance.adapters.base import Capabilities, LayerSpec, State
 from conformance.adapters.reference_impl import ReferenceImplementation, ReferenceLayer
-from conformance.cases import dtype_of
-from reference import CONVENTIONS
+from conformance.core.dtypes import dtype_of
+from reference import Convention, get_convention
 
 
 class ReferenceAs(ReferenceImplementation):
@@ -32,9 +32,10 @@ class ReferenceAs(ReferenceImplementation):
         self, name: str, convention: str = "torch", *, runs: str | None = None, family: str | None = None,
         isolated: bool = False, requires: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(runs or convention)  # capabilities of the rules it really runs
+        super().__init__(get_convention(runs or convention))  # capabilities of the rules it really runs
         self.runs = self.convention
-        self.name, self.convention, self.family = name, convention, family or name.partition(".")[0]
+        self.name, self.family = name, family or name.partition(".")[0]
+        self.convention = get_convention(convention)
         self.isolated, self.requires = isolated, requires
 
     def build(self, spec: LayerSpec) -> ReferenceLayer:
@@ -56,7 +57,7 @@ class _CrashingLayer(ReferenceLayer):
     """Builds, takes and gives state normally; dies in ``forward``, the first call that computes."""
 
     def __init__(self, spec: LayerSpec, mode: str) -> None:
-        super().__init__(spec, "torch")
+        super().__init__(spec, get_convention("torch"))
         self.mode = mode
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
@@ -104,6 +105,7 @@ class _NoCrossTerm(ReferenceAs):
 
 NO_CROSS_TERM = _NoCrossTerm("wrong.no_cross_term")
 
+
 class _InPlaceLayer(ReferenceLayer):
     """Returns the right ``y`` but also leaves it in the caller's ``x`` (an in-place kernel's scratch)."""
 
@@ -135,27 +137,34 @@ def returns_none() -> None:
 
 # ---- numerics ------------------------------------------------------------------------------------
 
+_ARRAYS = ("gamma", "beta", "running_mean", "running_var")
+
+
 class NumpyBatchNorm:
     """BatchNorm for channels-last-viewed NumPy arrays, computed in ``compute`` (a dtype name, or
     ``None`` for the input's own dtype), with a two-pass or a one-pass (``E[x**2] - E[x]**2``) variance.
-    Parameters and statistics are held in the compute dtype, as a framework holds its variables."""
+    Parameters and statistics are held in the compute dtype, as a framework holds its variables; the
+    running state follows ``convention`` (a plain record: averages of the mean and the variance, and a
+    counter where it keeps one)."""
 
-    def __init__(self, spec: LayerSpec, convention: str, one_pass: bool, compute: str | None) -> None:
-        self.spec, self.conv, self.one_pass = spec, CONVENTIONS[convention], one_pass
+    def __init__(self, spec: LayerSpec, convention: Convention, one_pass: bool, compute: str | None) -> None:
+        self.spec, self.conv, self.one_pass = spec, convention, one_pass
         self.dtype = np.dtype(compute) if compute else dtype_of(spec.dtype)
         c = spec.num_features
         self.gamma, self.beta = np.ones(c, self.dtype), np.zeros(c, self.dtype)
         self.running_mean, self.running_var = np.zeros(c, self.dtype), np.ones(c, self.dtype)
-        self.num_batches_tracked = 0
+        self.counter = 0
 
     def set_state(self, state: State) -> None:
-        for name in PER_CHANNEL:
-            if getattr(state, name) is not None:
-                setattr(self, name, np.asarray(getattr(state, name)).astype(self.dtype))
+        for name in _ARRAYS:
+            if state.get(name) is not None:
+                setattr(self, name, np.asarray(state[name]).astype(self.dtype))
+        if self.conv.counter and state.get(self.conv.counter) is not None:
+            self.counter = int(state[self.conv.counter])
 
     def get_state(self) -> State:
-        as64 = [np.asarray(v, np.float64) for v in (self.gamma, self.beta, self.running_mean, self.running_var)]
-        return State(*as64, self.num_batches_tracked)
+        counter = {self.conv.counter: self.counter} if self.conv.counter else {}
+        return State(**{name: np.asarray(getattr(self, name), np.float64) for name in _ARRAYS}, **counter)
 
     def _statistics(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         axes = tuple(range(x.ndim - 1))
@@ -170,9 +179,9 @@ class NumpyBatchNorm:
         if training:
             mean, var = self._statistics(x)
             n = x.size // self.spec.num_features
-            self.num_batches_tracked += 1
-            w = self.dtype.type(self.conv.new_value_weight(self.spec.momentum, self.num_batches_tracked))
-            stored_var = var * self.dtype.type(n / (n - 1)) if self.conv.bessel else var
+            self.counter += 1
+            w = self.dtype.type(self.conv.new_batch_weight(self.spec.momentum, self.counter))
+            stored_var = var * self.dtype.type(n / (n - self.conv.running_var_ddof))
             self.running_mean = (1 - w) * self.running_mean + w * mean
             self.running_var = (1 - w) * self.running_var + w * stored_var
         else:
@@ -213,3 +222,15 @@ class NumpyImplementation(ReferenceAs):
 
     def build(self, spec: LayerSpec) -> NumpyBatchNorm:
         return NumpyBatchNorm(spec, self.convention, self.one_pass, self.compute)
+
+
+# ---- conventions, declared ---------------------------------------------------------------------------
+
+CONVENTION_BY_NAME = ReferenceAs("named.keras", "keras")
+CONVENTION_BY_NAME.convention = "keras"  # a built-in's name where its record belongs: the loader resolves it
+UNKNOWN_CONVENTION = ReferenceAs("bad.caffe")
+UNKNOWN_CONVENTION.convention = "caffe"
+CONVENTION_NOT_A_RECORD = ReferenceAs("bad.number")
+CONVENTION_NOT_A_RECORD.convention = 3
+# Keras' rules under Keras' name, but another record (a Bessel-corrected variance): the name is taken.
+IMPOSTOR_KERAS = ReferenceAs("impostor.keras", Convention("keras", "old", 0.99, 1e-3, -1, running_var_ddof=1))

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("asv", reason="asv is not installed (tox -e bench runs these tests)")
 
-from perf import callgrind  # noqa: E402
+from benchmarks import callgrind  # noqa: E402
 from perf.gate import MEASURED, parse_side, prepare, requirements  # noqa: E402
 from perf.run import ROOT  # noqa: E402
 

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("asv", reason="asv is not installed (tox -e bench runs these tests)")
 
-from perf import callgrind  # noqa: E402
+from benchmarks import callgrind  # noqa: E402
 from perf import run as perf_run  # noqa: E402
 from perf.gate import collect  # noqa: E402
 from perf.run import ROOT, commit_of  # noqa: E402

@@ -1,7 +1,7 @@
 """The benchmarks time what the conformance suite checks: for every built-in implementation, operation,
 dtype, rank and channel position, a layer's runner returns exactly (bit for bit) what the NumPy protocol
 returns on a twin layer. Each group of implementations that shares a process in the suite
-(``conformance.adapters.process_groups``: a new adapter is in one without being listed here) runs in a
+(``conformance.harness.registry.process_groups``: a new adapter is in one without being listed here) runs in a
 fresh interpreter (this file as a script), as Keras fixes its backend at import."""
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import sys
 import numpy as np
 import pytest
 
-from conformance.adapters import builtin, process_groups
+from conformance.harness.registry import builtin, process_groups
 
+# Implementations restricted to chosen check families (a world's ranks) are not benchmarked (benchmarks/common.py).
 GROUPS = {
     "-".join([group[0].family, *(f"{k}={v}" for k, v in group[0].process_env.items())]): ",".join(i.name for i in group)
-    for group in process_groups(builtin())
+    for group in process_groups(impl for impl in builtin() if impl.families is None)
 }
 
 
@@ -34,12 +35,11 @@ def _to_numpy(t: object) -> np.ndarray | None:
 
 def _mismatches(pattern: str) -> tuple[int, list[str]]:
     """Run in the group's own interpreter: (combinations checked, descriptions of the mismatches)."""
-    from conformance.adapters import select
     from conformance.adapters.base import OPERATIONS, State
-    from conformance.cases import layout_cases
+    from conformance.harness.registry import select
+    from conformance.operators.batchnorm.cases import layout_cases
 
-    # Distributed implementations take one shard per rank and are not benchmarked (benchmarks/common.py).
-    impls = [i for i in select(pattern.split(",")) if i.missing() is None and i.capabilities.world is None]
+    impls = [i for i in select(pattern.split(",")) if i.missing() is None]
     for impl in impls:
         os.environ.update(impl.process_env)
     checked, mismatches = 0, []
@@ -53,7 +53,7 @@ def _mismatches(pattern: str) -> tuple[int, list[str]]:
             for operation in operations:
                 protocol, timed = impl.build(spec), impl.build(spec)
                 for layer in (protocol, timed):
-                    layer.set_state(State(**case.initial_state()))
+                    layer.set_state(State(**case.initial_state(impl.convention)))
                 checked += 1
                 try:
                     if operation == "forward_backward":

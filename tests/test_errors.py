@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reference import BatchNorm, update_running_statistics
+from reference import REQUIRED, BatchNorm, Convention, initial_running_state, update_running_state
 
 C = 3
 
@@ -30,11 +30,7 @@ def used_layer(**kwargs):
 
 def state(layer):
     return {
-        "running_mean": layer.running_mean,
-        "running_var": layer.running_var,
-        "num_batches_tracked": layer.num_batches_tracked,
-        "gamma": layer.gamma,
-        "beta": layer.beta,
+        **layer.state,  # every field of the convention's state: parameters, running averages, a counter
         "dgamma": layer.dgamma,
         "dbeta": layer.dbeta,
         # What backward differentiates: it must still be the last successful forward.
@@ -91,9 +87,27 @@ LAYER_ERRORS = [
     pytest.param({}, assign("beta", np.ones((1, C))), ValueError, r"beta must have shape \(3,\)", id="beta-shape"),
     pytest.param({}, assign("running_var", [1.0]), ValueError, r"running_var must have shape \(3,\)",
                  id="running-var-shape"),
-    pytest.param({}, assign("gamma", None), ValueError, r"gamma must be an array when affine=True", id="gamma-none"),
-    pytest.param({}, assign("running_var", None), ValueError, r"running_var must be an array when track_running",
+    pytest.param({}, assign("gamma", None), ValueError, r"gamma must be a value when affine=True", id="gamma-none"),
+    pytest.param({}, assign("running_var", None), ValueError, r"running_var must be a value when track_running",
                  id="running-var-none"),
+    pytest.param({}, assign("num_batches_tracked", None), ValueError,
+                 r"num_batches_tracked must be a value when track_running_stats=True", id="counter-none"),
+    pytest.param({}, assign("num_batches_tracked", -1), ValueError,
+                 r"num_batches_tracked must be a non-negative integer, got -1", id="counter-negative"),
+    pytest.param({}, assign("num_batches_tracked", 2.0), ValueError,
+                 r"num_batches_tracked must be a non-negative integer, got 2.0", id="counter-float"),
+    pytest.param({}, assign("num_batches_tracked", True), ValueError,
+                 r"num_batches_tracked must be a non-negative integer, got True", id="counter-bool"),
+    pytest.param({}, assign("running_var", ["a", "b", "c"]), TypeError, r"running_var must be real numbers",
+                 id="running-var-strings"),
+    # The state is the convention's fields: a misspelt or foreign field is an error, never a new attribute.
+    pytest.param({}, assign("running_std", np.ones(C)), AttributeError,
+                 r"running_std is not a field of the state \('gamma', 'beta', 'running_mean', 'running_var', "
+                 r"'num_batches_tracked'\)", id="field-of-another-convention"),
+    pytest.param({}, assign("eps", 1.0), AttributeError, r"eps is not a field of the state", id="hyperparameter"),
+    pytest.param({"convention": "keras"}, assign("num_batches_tracked", 3), AttributeError,
+                 r"num_batches_tracked is not a field of the state \('gamma', 'beta', 'running_mean', 'running_var'\)",
+                 id="counter-of-another-convention"),
     pytest.param({"track_running_stats": False}, assign("running_mean", np.zeros(C)), ValueError,
                  r"running_mean must be None when track_running_stats=False", id="running-mean-when-untracked"),
 ]
@@ -137,8 +151,13 @@ CONSTRUCTOR_ERRORS = [
                      rf"momentum=None .* not part of the '{name}' convention", id=f"momentum-none-{name}")
         for name in ["keras", "tf_keras_fused", "onnx", "flax"]
     ],
-    pytest.param({"convention": "caffe"}, ValueError, r"unknown convention 'caffe'; known conventions: flax",
+    pytest.param({"convention": "caffe"}, ValueError, r"unknown convention 'caffe'; built-in conventions: flax",
                  id="unknown-convention"),
+    pytest.param({"convention": Convention("mine", "old", REQUIRED, 1e-5, 1)}, TypeError,
+                 r"the 'mine' convention has no default for momentum: pass it", id="momentum-required"),
+    pytest.param({"convention": Convention("mine", "old", 0.9, 1e-5, 1, counter="t", debiased=True), "momentum": 1.0},
+                 ValueError, r"momentum 1.0 gives the new batch no weight, which the 'mine' convention cannot debias",
+                 id="momentum-debiased-no-weight"),
     pytest.param({"convention": 3}, TypeError, r"convention must be a name or a Convention", id="convention-int"),
     pytest.param({"num_features": 0}, ValueError, r"num_features must be positive, got 0", id="num-features-0"),
     pytest.param({"num_features": -2}, ValueError, r"num_features must be positive, got -2", id="num-features-neg"),
@@ -161,7 +180,15 @@ def test_bad_constructor_arguments(kwargs, exception, match):
 
 
 @pytest.mark.parametrize("convention", ["torch", "tf_keras_fused"])
-def test_update_running_statistics_rejects_one_value_under_bessel(convention):
+def test_update_running_state_rejects_one_value_under_bessel(convention):
     # The pure function guards the n / (n - 1) factor itself, not only the layer.
     with pytest.raises(ValueError, match=r"needs more than 1 value per channel"):
-        update_running_statistics(np.zeros(C), np.ones(C), np.zeros(C), np.zeros(C), 1, 0.5, convention)
+        update_running_state(initial_running_state(C, convention), np.zeros(C), np.zeros(C), 1, 0.5, convention)
+
+
+def test_reading_a_field_the_convention_lacks_is_an_attribute_error():
+    # A layer has exactly its convention's fields: PyTorch's counter is no Keras layer's.
+    layer = BatchNorm(C, convention="keras")
+    with pytest.raises(AttributeError, match="BatchNorm has no attribute 'num_batches_tracked'"):
+        layer.num_batches_tracked  # noqa: B018
+    assert "num_batches_tracked" not in layer.state

@@ -1,11 +1,15 @@
-"""Choosing and loading implementations: clear errors for unknown names, bad locators, wrong objects and
-name clashes; a missing framework is a skip naming it; and a declared convention is checked, not
-trusted: an implementation following another framework's rules fails, naming the statistic."""
+"""Choosing and loading implementations: clear errors for unknown names, bad locators, wrong objects, bad
+conventions and name clashes; a missing framework is a skip naming it; and a declared convention is checked,
+not trusted: an implementation following another framework's rules fails, naming the statistic."""
 
 import pytest
 from fake_adapters import MISSING_MODULE
 
-from conformance.adapters import builtin, load, process_groups, select
+from conformance.harness import registry
+from conformance.harness.registry import builtin, conventions, derived, load, process_groups, select
+from conformance.operators.batchnorm import BATCHNORM
+from conformance.operators.cnn import CNN
+from reference import CONVENTIONS, KERAS, TORCH, Convention
 
 pytest_plugins = ["pytester"]
 
@@ -31,6 +35,11 @@ LOAD_ERRORS = {
                  "fake_adapters:NOT_ITERABLE must give Implementation instances, got int"),
     "a factory returning None": ("fake_adapters:returns_none", TypeError,
                                  "fake_adapters:returns_none must give Implementation instances, got NoneType"),
+    "an unknown convention name": ("fake_adapters:UNKNOWN_CONVENTION", TypeError,
+                                   "fake_adapters:UNKNOWN_CONVENTION: bad.caffe: unknown convention 'caffe'"),
+    "a convention that is no record": (
+        "fake_adapters:CONVENTION_NOT_A_RECORD", TypeError,
+        "fake_adapters:CONVENTION_NOT_A_RECORD: bad.number: convention must be a name or a Convention, got int"),
 }
 
 
@@ -44,6 +53,20 @@ def test_bad_locator_is_a_clear_error(locator: str, error: type[Exception], text
 def test_loaded_implementations_know_their_locator() -> None:
     # A worker process finds the implementation again by this locator alone.
     assert [(i.name, i.locator) for i in load("fake_adapters:HEALTHY")] == [("healthy.torch", "fake_adapters:HEALTHY")]
+
+
+def test_a_conventions_name_gives_its_built_in_record() -> None:
+    (impl,) = load("fake_adapters:CONVENTION_BY_NAME")
+    assert impl.convention is KERAS
+
+
+def test_one_name_stands_for_one_record() -> None:
+    # The conventions table and porting read records by name: two different ones of one name are refused.
+    (honest,) = load("fake_adapters:KERAS_DECLARED_KERAS")
+    assert conventions([honest, *builtin()])["keras"] is KERAS
+    (impostor,) = load("fake_adapters:IMPOSTOR_KERAS")
+    with pytest.raises(ValueError, match="two different conventions are named 'keras'"):
+        conventions([honest, impostor])
 
 
 @pytest.mark.parametrize(
@@ -76,7 +99,7 @@ def test_missing_module_is_a_skip_naming_it(run_checks) -> None:
         "--impl", "fake_adapters:NEEDS_MISSING_MODULE",
         outcomes={"skipped": 2},
         lines=[f"SKIPPED [[]1] *{module}:*: needs.missing: {MISSING_MODULE} is not installed"
-               for module in ("test_conventions.py", "test_forward.py")],
+               for module in ("test_forward.py", "test_conventions.py")],
     )
 
 
@@ -99,14 +122,19 @@ def test_wrong_convention_fails_naming_the_statistics(run_checks) -> None:
     assert "   y: " not in result.stdout.str()
 
 
+def test_an_impostor_record_stops_the_run(run_checks) -> None:
+    result = run_checks("test_conventions.py", "--impl", "reference.keras", "--impl", "fake_adapters:IMPOSTOR_KERAS")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --impl: two different conventions are named 'keras'*"])
+
+
 def test_second_order_check_fails_a_missing_hessian_term(run_checks) -> None:
     """A double backward without the x-gamma cross terms fails every case with gamma and only those."""
-    from conformance.checks.test_second_order import CASES
-
-    with_gamma = sum(case.affine for case in CASES)
+    cases = [case for _, case in BATCHNORM.cases("hessian_vector_product")]
+    with_gamma = sum(case.affine for case in cases)
     run_checks(
         "test_second_order.py", "--impl", "fake_adapters:NO_CROSS_TERM",
-        outcomes={"failed": with_gamma, "passed": len(CASES) - with_gamma},
+        outcomes={"failed": with_gamma, "passed": len(cases) - with_gamma},
         lines=["E * wrong.no_cross_term disagrees with the reference (torch convention)*"],
     )
 
@@ -115,16 +143,14 @@ def test_families_are_spelled_like_their_names_and_select_by_that_spelling() -> 
     for impl in builtin():
         assert impl.name.startswith(f"{impl.family}."), impl.name
     assert {i.name for i in select(["tf_keras"])} == {"tf_keras.fused", "tf_keras.nonfused", "tf_keras.fused.xla",
-                                                    "tf_keras.nonfused.xla"}
+                                                    "tf_keras.nonfused.xla", "tf_keras.cnn"}
 
 
 def test_an_absent_device_is_collected_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    import conformance.adapters as adapters
-
-    monkeypatch.setattr(adapters, "devices", lambda: {"cpu"})
+    monkeypatch.setattr(registry, "devices", lambda: {"cpu"})
     assert all(i.device == "cpu" for i in select([])) and all(i.device == "cpu" for i in select(["torch"]))
     assert {i.name for i in select(["torch.*cuda*"])} >= {"torch.BatchNorm2d[cuda]"}
-    monkeypatch.setattr(adapters, "devices", lambda: {"cpu", "cuda"})
+    monkeypatch.setattr(registry, "devices", lambda: {"cpu", "cuda"})
     assert "torch.BatchNorm2d[cuda]" in {i.name for i in select(["torch"])}
 
 
@@ -141,5 +167,27 @@ def test_process_groups_follow_the_process_key() -> None:
 
 def test_compiled_variants_are_not_benchmarked_by_default() -> None:
     # Compiling per shape (and JIT code valgrind cannot run) belongs to no default benchmark run.
-    compiled = [i for i in builtin() if i.compiled_from]
+    compiled = [i for i in builtin() if i.derivation is not None and i.derivation.transform == "compile"]
     assert compiled and not any(i.benchmarked for i in compiled)
+    # Each names the eager implementation it compiles, which exists.
+    names = {i.name for i in builtin()}
+    assert all(len(i.derivation.bases) == 1 and i.derivation.bases[0] in names for i in compiled)
+
+
+def test_every_built_in_implementation_declares_a_record() -> None:
+    for impl in builtin():
+        assert isinstance(impl.convention, Convention), impl.name  # BatchNorm's, and the CNN's BatchNorms'
+        assert impl.operator in (BATCHNORM, CNN), impl.name
+    assert {i.convention for i in builtin() if i.family == "torch"} == {TORCH}
+
+
+def test_porting_pairs_every_framework_with_the_reference_in_every_record_both_ways() -> None:
+    (keras,) = select(["keras.jax"])
+    pairs = derived([keras])
+    both_ways = (("keras.jax", "reference.{}"), ("reference.{}", "keras.jax"))
+    assert {p.name for p in pairs} == {f"ported.{a.format(c)}-to-{b.format(c)}" for c in CONVENTIONS
+                                       for a, b in both_ways}
+    assert all(p.derivation.transform == "port" and p.derivation.row == "keras.jax" for p in pairs)
+    assert all(p.families == frozenset({"porting"}) and p.group == keras.group for p in pairs)
+    # The reference alone, or a transform's implementation, gets no pairs.
+    assert derived(select(["reference.torch", "keras.jax.jit"])) == []

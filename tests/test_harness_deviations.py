@@ -2,21 +2,21 @@
 registry's entries can all match something, and through pytest a covered failure is an xfail while an
 entry that no longer deviates fails the run (strict)."""
 
+import ast
 import fnmatch
-import importlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import conformance.checks
-from conformance.adapters.base import ALL_DTYPES
-from conformance.adapters.synchronized import WORLD_SIZES
-from conformance.cases import FRAMEWORK_OPTIONS, Case
 from conformance.checks.test_contract import BAD_INPUTS
-from conformance.checks.test_edge_cases import EDGE_CASES
 from conformance.checks.test_synchronized import SHARDINGS
-from conformance.deviations import Deviation, load_registry, match
+from conformance.core.dtypes import ALL_DTYPES
+from conformance.harness.deviations import Deviation, load_registry, match
+from conformance.harness.registry import builtin, derived
+from conformance.operators.batchnorm.cases import EDGE_CASES, FRAMEWORK_OPTIONS, BatchNormCase
+from conformance.transforms.sharded import WORLD_SIZES
 
 pytest_plugins = ["pytester"]
 
@@ -41,6 +41,11 @@ MATCHING = {
     "when list of values": ({"when": {"edge": ["a", "b"]}}, ("x", "c", {"edge": "b"}, None), True),
     "when list, other value": ({"when": {"edge": ["a", "b"]}}, ("x", "c", {"edge": "c"}, None), False),
     "when key the test lacks": ({"when": {"training": True}}, ("x", "c", {"dtype": "float32"}, None), False),
+    # A parameter a check leaves unset (a framework option) is at its default.
+    "when default, key unset": ({"when": {"use_fast_variance": "default"}}, ("x", "c", {"dtype": "float32"}, None),
+                                True),
+    "when default, key set": ({"when": {"use_fast_variance": "default"}}, ("x", "c", {"use_fast_variance": False},
+                                                                             None), False),
     "when needs every key": ({"when": {"dtype": "float64", "training": True}},
                              ("x", "c", {"dtype": "float64", "training": False}, None), False),
     "when float": ({"when": {"momentum": 0.1}}, ("x", "c", {"momentum": 0.1}, None), True),
@@ -65,9 +70,19 @@ def test_entry_matching(fields: dict, test: tuple, covered: bool) -> None:
 def test_first_matching_entry_wins() -> None:
     narrow, broad = entry(when={"dtype": "float16"}, observed="narrow"), entry(observed="broad")
     registry = [entry(implementation="other"), narrow, broad]
-    assert match(registry, "torch.F", "gradients", {"dtype": "float16"}, None) is narrow
-    assert match(registry, "torch.F", "gradients", {"dtype": "float32"}, None) is broad
-    assert match(registry[:1], "torch.F", "gradients", {}, None) is None
+    assert match(registry, ("torch.F",), "gradients", {"dtype": "float16"}, None) is narrow
+    assert match(registry, ("torch.F",), "gradients", {"dtype": "float32"}, None) is broad
+    assert match(registry[:1], ("torch.F",), "gradients", {}, None) is None
+
+
+def test_an_implementations_own_name_comes_before_the_names_it_takes_entries_of() -> None:
+    # A ported pair is known by its own name, then its framework implementation's: an entry for the pair
+    # explains it before one for the framework does, whatever their order in the file.
+    framework, pair = entry(implementation="flax.nnx", observed="framework"), entry(implementation="ported.*")
+    names = ("ported.flax.nnx-to-reference.torch", "flax.nnx")
+    assert match([framework, pair], names, "porting", {}, None) is pair
+    assert match([framework], names, "porting", {}, None) is framework
+    assert match([framework, pair], ("flax.linen",), "porting", {}, None) is None
 
 
 BODY = """
@@ -102,29 +117,33 @@ def test_malformed_entry_is_a_clear_error_at_load(tmp_path: Path, body: str, mes
 # ---- the real registry -------------------------------------------------------------------------------
 
 CHECKS = Path(conformance.checks.__file__).parent
+# Read from the source: a check module may need a framework to import, its check names never do.
 CHECK_NAMES = {
-    name.removeprefix("test_")
+    node.name.removeprefix("test_")
     for module in CHECKS.glob("test_*.py")
-    for name in vars(importlib.import_module(f"conformance.checks.{module.stem}"))
-    if name.startswith("test_")
+    for node in ast.walk(ast.parse(module.read_text()))
+    if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
 }
 # Parameters a check can be matched on: the case's, plus those the checks add (``conformance(case,
 # edge=..., training=...)`` in test_edge_cases and test_gradients, ``bad_input=...`` in test_contract).
-PARAM_VALUES: dict[str, set | None] = {key: None for key in Case((2, 3)).params()}
+PARAM_VALUES: dict[str, set | None] = {key: None for key in BatchNormCase((2, 3)).params()}
 PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": {True, False},
                  "bad_input": {*BAD_INPUTS, "mismatched_dy"}}
 # Framework options: their alternatives, or "default" for a case that leaves one unset.
 PARAM_VALUES |= {name: {*values, "default"} for name, (values, _) in FRAMEWORK_OPTIONS.items()}
 # The synchronized checks' (test_synchronized): how the global batch is sharded over the ranks.
 PARAM_VALUES |= {"sharding": set(SHARDINGS), "shard_sizes": None, "world_size": set(WORLD_SIZES)}
-# The porting check's pair (checks/test_porting.py): implementation names.
-PARAM_VALUES |= {"source": None, "target": None}
+# A ported pair (transforms/porting.py) has no parameters of its own: its name says which way it ports
+# (``ported.SOURCE-to-TARGET``), and an entry names it by a glob on that.
 REGISTRY = load_registry()
+# Every implementation a run can have: the built-in ones and what the transforms derive from them (ported pairs).
+KNOWN = {impl.name for impl in builtin()} | {impl.name for impl in derived(builtin())}
 
 
 @pytest.mark.parametrize("deviation", REGISTRY, ids=[f"{i}-{d.implementation}" for i, d in enumerate(REGISTRY)])
 def test_registry_entry_can_match(deviation: Deviation) -> None:
-    # A misspelt check, parameter or value would make an entry silently cover nothing.
+    # A misspelt implementation, check, parameter or value would make an entry silently cover nothing.
+    assert any(fnmatch.fnmatchcase(name, deviation.implementation) for name in KNOWN), deviation.implementation
     checks = deviation.check if isinstance(deviation.check, list) else [deviation.check]
     for check in checks:
         assert any(fnmatch.fnmatchcase(name, check) for name in CHECK_NAMES), f"{check!r} is none of {CHECK_NAMES}"

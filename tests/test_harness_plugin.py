@@ -1,32 +1,17 @@
-"""The suite's pytest plugin (``conformance/plugin.py``) passes facts to the report, never sentences: the
-implementation from collection, what a skip was for, a crash as a flag, a check's report roles, and a
-Hypothesis-driven check's deciding example only; ``--deviations`` adds a user registry, and a bad one is
-a usage error naming the file."""
+"""The suite's pytest plugin (``conformance/harness/plugin.py``) passes facts to the report, never sentences:
+the implementation from collection, what a skip was for, a crash as a flag, a check's report roles (the
+operator's vocabulary gives them), and a Hypothesis-driven check's deciding example only; checks of cases an
+implementation cannot build are never generated, and the report counts them; ``--deviations`` adds a user
+registry, and a bad one is a usage error naming the file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from conformance.report.results import load
+from facts import Properties, values
 
 pytest_plugins = ["pytester"]
-
-
-class Properties:
-    """Plugin: each check's final user properties (the teardown report's), by test id."""
-
-    def __init__(self) -> None:
-        self.by_test: dict[str, list[tuple[str, object]]] = {}
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "teardown":
-            self.by_test[report.nodeid] = list(report.user_properties)
-
-
-def values(properties: list[tuple[str, object]], name: str) -> list[object]:
-    return [v for k, v in properties if k == name]
 
 
 def test_random_check_records_the_deciding_example_only(run_checks) -> None:
@@ -42,17 +27,26 @@ def test_random_check_records_the_deciding_example_only(run_checks) -> None:
         "y", "dx", "dgamma", "dbeta", "y", "y", "gamma", "beta", "running_mean", "running_var", "num_batches_tracked"]
 
 
-def test_facts_on_every_check(run_checks, tmp_path: Path) -> None:
+EDGE_RUN = ("test_edge_cases.py", "-k", "one_value_per_channel_4d-training",
+            "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "--impl", "reference.torch")
+
+
+def test_facts_on_every_check(run_checks) -> None:
     seen = Properties()
-    result = run_checks("test_edge_cases.py", "-k", "one_value_per_channel_4d-training",
-                        "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "--impl", "reference.torch",
-                        "--report", str(tmp_path), plugins=[seen])
+    result = run_checks(*EDGE_RUN, plugins=[seen])
     result.assert_outcomes(passed=1)  # and no skip: deselected by -k, or never generated
     for test, properties in seen.by_test.items():
         assert values(properties, "implementation") == [test.split("[")[1].split("-")[0]]
         assert values(properties, "roles") == [["one_value_per_channel"]]  # the edge case declares it
-    # The seed layer is 2D only: its rank-4 checks are never generated, and the report counts them.
+        assert values(properties, "check") == ["edge_case"] and values(properties, "check_family") == ["edge_cases"]
+    # The seed layer is 2D only: its rank-4 checks are never generated.
     assert not any("seed.numpy" in t for t in seen.by_test)
+
+
+def test_the_report_counts_what_was_not_generated(run_checks, tmp_path: Path) -> None:
+    from conformance.report.results import load
+
+    run_checks(*EDGE_RUN, "--report", str(tmp_path), outcomes={"passed": 1})
     doc = load(tmp_path / "conformance.json")
     assert doc["not_generated"] == {"seed.numpy": {"edge_cases": {"checks": 1, "unsupported": {"rank 4 input": 1}}}}
     assert "| seed.numpy | rank 4 input (1) |" in (tmp_path / "conformance.md").read_text()

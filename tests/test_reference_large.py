@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 import reference
-from conformance.cases import Case
-from conformance.tolerances import SAFETY
+from conformance.operators.batchnorm.cases import BatchNormCase
+from conformance.operators.batchnorm.tolerances import SAFETY
 from reference import engine
 
 
 def test_statistics_are_exact_at_production_size() -> None:
-    x = Case((256, 2, 64, 64), dtype="float16", data="large").batches()[0]
+    x = BatchNormCase((256, 2, 64, 64), dtype="float16", data="large").batches()[0]
     mean, var = reference.batch_statistics(x, 1)
     for c in range(2):
         values = x[:, c].astype(np.float64).ravel()

@@ -17,6 +17,7 @@ import pytest
 from conformance.report.__main__ import BEGIN, END, update_readme
 from conformance.report.results import SCHEMA, Result, document, dumps, finish_status, load
 from conformance.report.write import render
+from reference import CONVENTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTED = datetime(2026, 1, 2, tzinfo=timezone.utc)
@@ -92,17 +93,27 @@ SYNTHETIC = {
 
 
 def implementations() -> list[dict]:
+    common = {"operator": "batchnorm", "family": "fake", "derivation": None, "devices": ["cpu"], "seeded_bug": None}
     return [
-        {"name": n, "family": "fake", "framework": "fakelib", "convention": conv, "version": "1.0", "backend": None,
-         "environment": {"version": "1.0"}, "devices": ["cpu"], "available": True, "missing": "", "seeded_bug": None}
+        {**common, "name": n, "framework": "fakelib", "convention": conv, "conventions": [conv], "version": "1.0",
+         "backend": None, "environment": {"version": "1.0"}, "available": True, "missing": ""}
         for n, conv in (("fake.a", "torch"), ("fake.b", "keras"), ("fake.c", "keras"))
-    ] + [{"name": "fake.gone", "family": "fake", "framework": "gonelib", "convention": "onnx", "version": None,
-          "backend": None, "environment": {}, "devices": ["cpu"], "available": False,
-          "missing": "fake.gone: gonelib is not installed", "seeded_bug": None}]
+    ] + [{**common, "name": "fake.gone", "framework": "gonelib", "convention": "onnx", "conventions": ["onnx"],
+          "version": None, "backend": None, "environment": {}, "available": False,
+          "missing": "fake.gone: gonelib is not installed"}]
+
+
+CONVENTION_RECORDS = {name: CONVENTIONS[name].as_dict() for name in ("torch", "keras", "onnx")}
+
+
+def doc_of(results: list[Result], command: tuple[str, ...] = ()) -> dict:
+    """The document of ``results`` over :func:`implementations` (an empty list: of nothing at all)."""
+    impls = implementations() if results else []
+    return document(impls, CONVENTION_RECORDS if results else {}, results, STARTED, 1.0, list(command))
 
 
 def synthetic_doc(statuses=tuple(SYNTHETIC)) -> dict:
-    return document(implementations(), [SYNTHETIC[s]() for s in statuses], STARTED, 1.0, ["conformance"])
+    return doc_of([SYNTHETIC[s]() for s in statuses], ("conformance",))
 
 
 @pytest.mark.parametrize("status", list(SYNTHETIC))
@@ -151,7 +162,7 @@ def test_smallest_failing_case_is_shown(tmp_path):
                call=("failed", "AssertionError"), comparisons=[comparison("dx", 3.0)])
         for n, s in (("big", big), ("small", small))
     ]
-    doc = document(implementations(), results, STARTED, 1.0, [])
+    doc = doc_of(results)
     render(load_written(tmp_path, doc), tmp_path)
     md = (tmp_path / "conformance.md").read_text()
     assert "| fake.a | gradients | fail | - | 2 | shape 2x3, float32" in md
@@ -166,7 +177,7 @@ def test_every_distinct_failure_has_its_row_with_its_count(tmp_path):
                       comparisons=[comparison(quantity, ratio)])
     results = [failing(2, "float32", 3.0, eps=0.1), failing(4, "float32", 5.0, eps=0.1),
                failing(8, "float32", float("inf"), "running_var", eps=0.1), failing(16, "float16", 2.0, eps=1e-5)]
-    doc = load_written(tmp_path, document(implementations(), results, STARTED, 1.0, []))
+    doc = load_written(tmp_path, doc_of(results))
     render(doc, tmp_path)
     md = (tmp_path / "conformance.md").read_text()
     assert "| fake.a | gradients | fail | dtype=float16, eps=1e-05 | 1 | shape 16x3, float16" in md
@@ -184,14 +195,14 @@ def test_heatmap_is_split_per_dtype_and_names_nan(tmp_path):
         result("fake.a", "conformance/checks/test_forward.py::test_training_output[fake.a-f16]", call=("failed", "x"),
                params={"shape": [4, 3], "dtype": "float16"}, comparisons=[comparison("y", float("inf"))]),
     ]
-    doc = load_written(tmp_path, document(implementations(), results, STARTED, 1.0, []))
+    doc = load_written(tmp_path, doc_of(results))
     render(doc, tmp_path)
     md = (tmp_path / "conformance.md").read_text()
     assert "| fake.a | float32 | 0.2 |" in md and "| fake.a | float16 | NaN |" in md
 
 
 def test_device_is_the_one_the_framework_reports() -> None:
-    from conformance.adapters import load as load_impls
+    from conformance.harness.registry import load as load_impls
     from conformance.report.results import implementation_record
 
     impl = load_impls("examples.seed_adapter:IMPLEMENTATIONS")[0]
@@ -207,7 +218,7 @@ def test_deviations_name_their_registry_and_skips_count_unsupported_features(tmp
 
 
 def test_empty_input_renders(tmp_path):
-    doc = document([], [], STARTED, 0.0, [])
+    doc = doc_of([])
     render(load_written(tmp_path, doc), tmp_path)
     assert "All 0 checks that ran pass" in (tmp_path / "conformance.md").read_text()
     assert (tmp_path / "heatmap.png").read_bytes().startswith(b"\x89PNG")
@@ -271,6 +282,7 @@ def run_suite(report: Path, *args: str) -> subprocess.CompletedProcess:
 
 def without_timing(doc: dict) -> dict:
     doc = {k: v for k, v in doc.items() if k not in ("created", "duration_s", "command")}
+    doc["environment"] = {k: v for k, v in doc["environment"].items() if k != "resources"}  # measured, run-specific
     doc["results"] = [{k: v for k, v in r.items() if k != "duration_s"} for r in doc["results"]]
     return doc
 

@@ -26,8 +26,10 @@ def _report(tmp_path: Path, name: str, *extra: str) -> Path:
 
 
 def _comparable(doc: dict) -> dict:
-    """``doc`` without what differs between any two runs: timestamps, durations, the command line."""
+    """``doc`` without what differs between any two runs: timestamps, durations, the command line, what the
+    run's processes took."""
     doc = {k: v for k, v in doc.items() if k not in ("created", "duration_s", "command")}
+    doc["environment"] = {k: v for k, v in doc["environment"].items() if k != "resources"}  # measured per run
     doc["results"] = [{k: v for k, v in r.items() if k not in RUN_SPECIFIC} for r in doc["results"]]
     return doc
 

@@ -1,9 +1,11 @@
-"""The report's porting cheat-sheet and matrix, from synthetic porting results: keyed by framework and
-convention pairs, verified per dtype, and sound with one, two or three conventions present."""
+"""The report's porting cheat-sheet and matrix, from synthetic results of ported pairs (a framework
+implementation and the reference in a convention, either way): keyed by ordered convention pairs with the
+frameworks that use each, verified per dtype, folded into the framework implementation's row, and sound with
+one, two or three conventions present."""
 
 from __future__ import annotations
 
-from test_report import DEVIATION, STARTED, comparison, implementations, result
+from test_report import CONVENTION_RECORDS, DEVIATION, STARTED, comparison, implementations, result
 
 from conformance.report import summary
 from conformance.report.blocks import to_markdown
@@ -11,71 +13,67 @@ from conformance.report.content import blocks
 from conformance.report.results import document
 
 
-def ported(source: str, target: str, dtype: str, outcome: str = "passed") -> object:
+def pair(framework: str, convention: str, out_of: bool) -> dict:
+    """The record of a ported pair: ``framework``'s state out to the reference in ``convention``, or in."""
+    own = next(i for i in implementations() if i["name"] == framework)
+    source, target = (framework, f"reference.{convention}") if out_of else (f"reference.{convention}", framework)
+    conventions = [own["convention"], convention] if out_of else [convention, own["convention"]]
+    return {**own, "name": f"ported.{source}-to-{target}", "convention": conventions[0], "conventions": conventions,
+            "derivation": {"transform": "port", "bases": [source, target], "row": framework}}
+
+
+def ported(record: dict, dtype: str, outcome: str = "passed") -> object:
     call = {"passed": ("passed",), "failed": ("failed", "AssertionError: porting"),
             "deviation": ("skipped", None, "NaN output (https://example.org/issue/1)")}[outcome]
     ratio = {"passed": 0.1, "failed": 40.0, "deviation": 9.0}[outcome]
-    return result(source, f"conformance/checks/test_porting.py::test_porting[{source}-to-{target}-{dtype}]",
-                  call=call, params={"source": source, "target": target, "dtype": dtype},
-                  comparisons=[comparison("y_ported", ratio)], deviation=DEVIATION if outcome == "deviation" else None)
+    return result(record["name"], f"conformance/checks/test_porting.py::test_porting[{record['name']}-{dtype}]",
+                  call=call, params={"dtype": dtype}, comparisons=[comparison("y", ratio)],
+                  deviation=DEVIATION if outcome == "deviation" else None)
 
 
-def doc(results: list, impls: list[dict] | None = None) -> dict:
-    return document(impls or implementations(), results, STARTED, 1.0, [])
+def doc(results: list, pairs: list[dict], impls: list[dict] | None = None) -> dict:
+    return document([*(impls or implementations()), *pairs], CONVENTION_RECORDS, results, STARTED, 1.0, [])
 
 
 def test_cheat_sheet_is_verified_per_dtype():
-    results = [ported("fake.a", "fake.b", "float64"), ported("fake.a", "fake.b", "float32", "failed"),
-               ported("fake.a", "fake.c", "float64"), ported("fake.b", "fake.a", "float64", "deviation")]
-    rows = summary.porting(doc(results))
+    out, back, other = pair("fake.a", "keras", True), pair("fake.a", "keras", False), pair("fake.b", "torch", False)
+    results = [ported(out, "float64"), ported(out, "float32", "failed"), ported(back, "float64", "deviation"),
+               ported(other, "float64")]
+    rows = summary.porting(doc(results, [out, back, other]))
     by_pair = {(r["from"], r["to"]): r for r in rows}
-    assert set(by_pair) == {("fakelib (torch)", "fakelib (keras)"), ("fakelib (keras)", "fakelib (torch)")}
-    forward = by_pair["fakelib (torch)", "fakelib (keras)"]
-    assert forward["float64"] == "2/2 pairs verified"
-    assert forward["float32"].startswith("0/1 pairs verified; 1 FAILED (worst error ratio 40)")
+    assert set(by_pair) == {("torch (fakelib)", "keras (fakelib)"), ("keras (fakelib)", "torch (fakelib)")}
+    forward = by_pair["torch (fakelib)", "keras (fakelib)"]
+    assert forward["float64"] == "2/2 verified"  # fake.a's state out to keras, keras' state into fake.b
+    assert forward["float32"].startswith("0/1 verified; 1 FAILED (worst error ratio 40)")
     assert forward["momentum"].startswith("m -> 1 - m") and "move channels 1 -> -1" in forward["channel axis"]
-    backward = by_pair["fakelib (keras)", "fakelib (torch)"]
-    assert backward["float64"] == "0/1 pairs verified; 1 registered deviation(s)" and backward["float32"] == "not run"
+    backward = by_pair["keras (fakelib)", "torch (fakelib)"]
+    assert backward["float64"] == "0/1 verified; 1 registered deviation(s)" and backward["float32"] == "not run"
 
 
-def test_one_convention_says_so_instead_of_an_empty_table():
-    impls = [i for i in implementations() if i["convention"] == "keras"]
-    md = to_markdown(blocks(doc([ported("fake.b", "fake.c", "float32")], impls)))
-    assert "No pair of frameworks was ported" in md and "| from | to |" not in md
+def test_pairs_count_in_their_framework_row():
+    out = pair("fake.a", "keras", True)
+    d = doc([ported(out, "float64"), ported(out, "float32", "failed")], [out])
+    assert summary.implementations(d) == ["fake.a", "fake.b", "fake.c", "fake.gone"]  # no row of its own
+    assert summary.matrix(d)["fake.a"]["porting"] == {"pass": 1, "fail": 1}
+    md = to_markdown(blocks(d))
+    assert "| ported." not in md.split("## Porting cheat-sheet")[0]  # not in the implementations or matrix
+
+
+def test_nothing_ported_says_so_instead_of_an_empty_table():
+    md = to_markdown(blocks(doc([], [])))
+    assert "Nothing was ported" in md and "| from | to |" not in md
 
 
 def test_three_conventions_give_every_ordered_pair_and_a_matrix():
-    impls = implementations()
-    impls[-1] = {**impls[-1], "name": "fake.d", "available": True, "missing": ""}  # an onnx-convention one
-    names = ("fake.a", "fake.b", "fake.d")
-    results = [ported(a, b, "float32") for a in names for b in names if a != b]
-    d = doc(results, impls)
-    assert len(summary.porting(d)) == 6
+    pairs = [pair("fake.a", conv, way) for conv in ("keras", "onnx") for way in (True, False)]
+    results = [ported(p, "float32") for p in pairs]
+    d = doc(results, pairs)
+    assert len(summary.porting(d)) == 4
     header, matrix = summary.porting_matrix(d)
-    assert header == list(names) and matrix[0] == ["fake.a", "", "ok", "ok"]
+    assert header == ["implementation", "to keras", "from keras", "to onnx", "from onnx"]
+    assert matrix == [["fake.a", "ok", "ok", "ok", "ok"]]
     assert summary.porting_exceptions(d) == []
-    failed = doc([*results[1:], ported("fake.a", "fake.b", "float32", "failed")], impls)
+    failed = doc([*results[1:], ported(pairs[0], "float32", "failed")], pairs)
     (exception,) = summary.porting_exceptions(failed)
     assert exception["measured"].endswith("error ratio 40") and exception["status"] == "fail"
-
-
-def test_cnn_section_groups_quantities():
-    comparisons = [comparison("bn1.running_var", 0.25), comparison("bn2.dgamma", 0.5), comparison("logits", 0.125)]
-    r = result("fake.a", "conformance/checks/test_cnn.py::test_cnn_one_step[torch]", call=("passed",),
-               params={"framework": "torch", "dtype": "float32"}, comparisons=comparisons)
-    (row,) = summary.cnn(doc([r]))
-    assert row == {"framework": "torch", "status": "pass", "BN statistics": "0.25", "BN gradients": "0.5",
-                   "logits": "0.125"}
-    assert "The seeds' CNN end to end" in to_markdown(blocks(doc([r])))
-
-
-def test_exported_section_lists_modules_and_folding():
-    module = result("fake.a", "conformance/checks/test_export.py::test_exported_inference[BatchNorm2d]",
-                    call=("passed",), params={"exporter": "torch.onnx.export(dynamo=False)", "runtime": "onnxruntime"},
-                    comparisons=[comparison("y", 0.25), comparison("momentum", 0.0)])
-    cnn = result("fake.a", "conformance/checks/test_export.py::test_exported_cnn", call=("passed",),
-                 params={"exporter": "x", "runtime": "y"},
-                 comparisons=[comparison("logits", 0.5), comparison("batchnorm_nodes", 0.0)])
-    rows = summary.exported(doc([module, cnn]))
-    assert [(r["model"], r["output error ratio"], r["written as expected"]) for r in rows] == [
-        ("fake.a", "0.25", "momentum: yes"), ("seed 002 CNN", "0.5", "batchnorm_nodes: yes")]
+    assert (exception["source"], exception["target"]) == ("fake.a", "reference.keras")

@@ -1,20 +1,24 @@
-"""The fast engine (:mod:`reference.batchnorm`) against the textbook (:mod:`reference.textbook`) on random
-shapes, channel positions, conventions, eps and values (Hypothesis).
+"""The fast engine (:mod:`reference.batchnorm`) and the running-state rules (:mod:`reference.running`) against
+the textbook (:mod:`reference.textbook`) on random shapes, channel positions, convention records (the
+built-ins and any valid record: counters, debiasing, a Bessel-corrected variance, an averaged standard
+deviation), eps and values (Hypothesis).
 
 Both compute in float64, so each lies within the suite's float64 tolerance of the exact result
-(``conformance/tolerances.py``: rounding, ``sqrt(n)`` reductions, conditioning); they must therefore agree
-within twice that tolerance, element by element. The statistics, updated running statistics and
-inference paths are held to the same model.
+(``conformance/operators/batchnorm/tolerances.py``: rounding, ``sqrt(n)`` reductions, conditioning); they must
+therefore agree within twice that tolerance, element by element. The statistics, the updated running state,
+what inference reads of it and the inference paths are held to the same model.
 """
 
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from records import RECORDS, momenta, records
 
 import reference
-from conformance.tolerances import Conditioning, RunningTolerance, compare
-from reference import CONVENTIONS, textbook
+from conformance.core.comparison import compare
+from conformance.operators.batchnorm.tolerances import Conditioning, RunningTolerance
+from reference import textbook
 
 AGREEMENT = 2.0  # each side within one float64 tolerance of the exact value
 
@@ -31,9 +35,16 @@ def problems(draw) -> dict:
     per_channel = {name: draw(hnp.arrays(np.float64, c, elements=st.floats(-10, 10, allow_subnormal=False)))
                    for name in ("gamma", "beta", "running_mean", "vgamma")}
     per_channel["running_var"] = draw(hnp.arrays(np.float64, c, elements=st.floats(0.0, 10.0)))
-    return {"axis": axis, "eps": draw(st.sampled_from([1e-5, 1e-3, 1.0])),
-            "convention": draw(st.sampled_from(sorted(CONVENTIONS))), "momentum": draw(st.floats(0.0, 1.0)),
-            **arrays, **per_channel}
+    convention = draw(st.one_of(st.sampled_from(list(RECORDS.values())), records()))
+    return {"axis": axis, "eps": draw(st.sampled_from([1e-5, 1e-3, 1.0])), "convention": convention,
+            "momentum": draw(momenta(convention)), "counter": draw(st.integers(0, 5)), **arrays, **per_channel}
+
+
+def running_state(p: dict) -> dict:
+    """The problem's running state in its convention's fields (the drawn variance as the averaged spread)."""
+    conv = p["convention"]
+    counter = {conv.counter: p["counter"]} if conv.counter else {}
+    return {"running_mean": p["running_mean"], conv.spread_field: p["running_var"], **counter}
 
 
 def last(a: np.ndarray, axis: int) -> np.ndarray:
@@ -63,15 +74,23 @@ def test_training_forward_backward_and_running_statistics_agree(p: dict) -> None
     check("dgamma", dgamma, dgamma_t, cond.dgamma(dgamma_t, dy, xhat))
     check("dbeta", dbeta, dbeta_t, cond.dbeta(dbeta_t, dy))
 
-    count, step = x.size // x.shape[axis], 3
-    momentum = None if p["convention"] == "torch" and p["momentum"] < 0.1 else p["momentum"]
-    args = (p["running_mean"], p["running_var"], mean_t, var_t, count, momentum, p["convention"])
-    fast = reference.update_running_statistics(*args, num_batches_tracked=step)
-    expected = textbook.update_running_statistics(*args, step=step)
-    running = RunningTolerance("float64")
-    running.add_step(cond, *expected, count)
-    for name, a, b in zip(("running_mean", "running_var"), fast, expected):
-        check(name, a, b, running.tolerance(name, b))
+    count, conv, momentum = x.size // x.shape[axis], p["convention"], p["momentum"]
+    state = running_state(p)
+    fast = reference.update_running_state(state, mean_t, var_t, count, momentum, conv)
+    expected = textbook.update_running_state(state, mean_t, var_t, count, momentum, conv)
+    assert fast.keys() == expected.keys() == state.keys()
+    if conv.counter:
+        assert fast[conv.counter] == expected[conv.counter] == p["counter"] + 1
+    running = RunningTolerance("float64", conv, momentum)
+    running.add_step(cond, expected, count)
+    for name in ("running_mean", conv.spread_field):
+        check(name, fast[name], expected[name], running.tolerance(name, expected[name]))
+    # What inference reads of it: debiased, squared, within the errors the step allows in those statistics.
+    read = reference.running_statistics(fast, momentum, conv)
+    read_t = textbook.running_statistics(expected, momentum, conv)
+    fresh = RunningTolerance("float64", conv, momentum)  # the rounding of the value compared
+    for name, a, b, error in zip(("mean", "var"), read, read_t, running.statistics_error(expected)):
+        check(name, a, b, fresh.tolerance("running_mean", b) + error)
 
 
 @given(problems())

@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from reference import Convention, check_momentum
+from reference import Convention
 
 from ..core.case import Case
 from ..core.dtypes import ALL_DTYPES, as_numpy_float, framework_input
@@ -161,8 +161,9 @@ class Implementation(ABC):
         family: group run together (a tox environment): ``reference``, ``torch``, ``keras``, ...
         framework: the Python distribution whose version is reported (e.g. ``torch``).
         operator: the operator it implements (:mod:`conformance.operators`; BatchNorm by default).
-        convention: the :class:`reference.Convention` record its running statistics follow: a built-in one
-            (``reference.CONVENTIONS``; its name is accepted too) or one the adapter module declares.
+        convention: its operator's convention record (BatchNorm: the :class:`reference.Convention` its running
+            statistics follow): a built-in one (:attr:`Operator.conventions`; its name is accepted too) or one
+            the adapter module declares.
         requires: modules that must be importable, checked before anything runs.
         process_env: environment variables the framework reads at import (Keras' backend).
         isolated: run in a worker process of its own (one per :attr:`process_key`), so a crash
@@ -175,6 +176,8 @@ class Implementation(ABC):
         derivation: how a transform made it from other implementations (:class:`Derivation`), or None.
         families: the check families (``conformance/checks/test_<family>.py``) it runs; None: every family
             that is not a transform's own (:data:`conformance.harness.plugin` routes the rest by this).
+        exclusive: its checks start many processes of their own (a world of rank processes): a run spread
+            over several processes runs them with no other group's processes alive (``harness/groups.py``).
         capabilities: see :class:`Capabilities`.
         locator: ``module`` or ``module:attribute`` it was loaded from (set by the loader), so a
             worker process can load the same implementation.
@@ -197,6 +200,7 @@ class Implementation(ABC):
     benchmarked: bool = True
     derivation: Derivation | None = None
     families: frozenset[str] | None = None
+    exclusive: bool = False
 
     @property
     def process_key(self) -> tuple:
@@ -226,16 +230,10 @@ class Implementation(ABC):
         return None
 
     def unsupported(self, spec: LayerSpec) -> list[str]:
-        """What of ``spec`` it does not support, each named (capabilities by default, and a momentum its
-        convention cannot express; override for finer rules); empty when ``spec`` can be built. The report
-        counts skips per name."""
-        missing = self.capabilities.unsupported(spec)
-        if spec.momentum is not None:  # None is a capability (momentum_none)
-            try:
-                check_momentum(spec.momentum, self.convention)
-            except ValueError as exc:
-                missing.append(f"momentum {spec.momentum} ({exc})")
-        return missing
+        """What of ``spec`` it does not support, each named (its capabilities, and what its convention record
+        cannot express: :attr:`Operator.unexpressible`; override for finer rules); empty when ``spec`` can be
+        built. The report counts skips per name."""
+        return self.capabilities.unsupported(spec) + self.operator.unexpressible(spec, self.convention)
 
     def reference(self, case: Case, spec: LayerSpec) -> ReferenceSide:
         """What a Mirror holds this implementation's layer for ``case``, built with ``spec``, to: its
@@ -250,8 +248,14 @@ class Implementation(ABC):
 
     def deviation_names(self) -> tuple[str, ...]:
         """The names whose deviation registry entries apply to this implementation: its own (a ported pair
-        adds its parties')."""
+        adds its framework implementation's)."""
         return (self.name,)
+
+    def parameters(self) -> dict[str, object]:
+        """Facts about this implementation that every result records beside the case's parameters, and that
+        registry entries may match (``when``): none for a plain implementation (a ported pair: its ``source``
+        and ``target``)."""
+        return {}
 
     @abstractmethod
     def environment(self) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Forward outputs against the reference: training, inference with given statistics, and inference with
-the statistics that three training steps produced (the operator's grids: BatchNorm's every rank, channel
-position and dtype)."""
+the statistics that three training steps produced, and the hyperparameters the layer then holds (the
+operator's grids: BatchNorm's every rank, channel position and dtype)."""
 
 import pytest
 
@@ -28,4 +28,5 @@ def test_inference_after_training(conformance, case):
         mirror.forward(x, training=True)
     mirror.forward(evaluate, training=False)
     mirror.compare_state()
+    mirror.compare_hyperparameters()  # what the layer holds after all that (an exported graph: the one that ran)
     mirror.verify()

@@ -37,7 +37,7 @@ class Conformance:
     def __call__(self, case: Case, constructed: bool = False, **extra) -> Mirror:
         """``constructed=True``: the layer keeps the state it was built with (see :class:`Mirror`)."""
         self.require(case)
-        self.expect_deviation(case.params() | extra)
+        self.expect_deviation(case.params() | self.impl.parameters() | extra)
         return self.mirror(case, constructed)
 
     def require(self, case: Case) -> None:
@@ -74,5 +74,5 @@ class Conformance:
     def example(self, case: Case) -> Mirror:
         """A Mirror for one Hypothesis example, replacing the parameters and comparisons of earlier ones."""
         self._properties[:] = [(k, v) for k, v in self._properties if k not in ("params", "comparison")]
-        self._properties.append(("params", case.params()))
+        self._properties.append(("params", case.params() | self.impl.parameters()))
         return self.mirror(case)

@@ -3,8 +3,9 @@
 ``deviations.toml`` lists entries of ``[[deviation]]`` with ``implementation`` (a glob) and ``check`` (a
 glob or a list of globs),
 ``when`` (case parameters that must match: a value or a list of values; a parameter a check leaves unset,
-a framework option say, has the value ``"default"``), ``observed`` (what the implementation does), ``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a
-PEP 440 specifier on the framework's version). A matching check is expected to fail (pytest's strict
+a framework option say, has the value ``"default"``), ``observed`` (what the implementation does),
+``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a PEP 440 specifier on the
+framework's version). A matching check is expected to fail (pytest's strict
 xfail): if it passes, the entry no longer deviates and the run fails until the entry is removed.
 
 A third party keeps its own registry in a file of the same schema (``pytest --deviations FILE``); every

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..adapters.base import Implementation, ImplementationCrashed, LayerSpec, State
+from ..adapters.base import Implementation, ImplementationCrashed, LayerSpec
 from .processes import adopt, spawn, tree_pss
 
 __all__ = ["MAX_WORKERS", "RemoteError", "WorkerCrashed", "isolate", "recycle", "shutdown", "started"]
@@ -215,7 +215,12 @@ class _RemoteLayer:
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):
             raise AttributeError(method)
-        return functools.partial(self._worker.call, method, self._id)
+        # Bound to the proxy, not only its worker: a proxy nobody else holds (``impl.build(spec).forward(x)``)
+        # must live until its call is answered, or its drop would reach the worker with the call.
+        return functools.partial(self._call, method)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        return self._worker.call(method, self._id, *args)
 
 
 class _Isolated(Implementation):
@@ -225,13 +230,16 @@ class _Isolated(Implementation):
         self.__dict__.update(
             {k: getattr(impl, k) for k in ("name", "family", "framework", "convention", "operator", "requires",
                                           "process_env", "capabilities", "locator", "device", "benchmarked",
-                                          "derivation", "families", "seeded_bug")}
+                                          "derivation", "families", "seeded_bug", "exclusive")}
         )
         self.isolated = True
         self._impl = impl
 
     def missing(self) -> str | None:
         return self._impl.missing()
+
+    def cases(self, check: str) -> list:
+        return self._impl.cases(check)  # a transform's narrowed or adapted grids
 
     def unsupported(self, spec: LayerSpec) -> list[str]:
         return self._impl.unsupported(spec)
@@ -242,11 +250,11 @@ class _Isolated(Implementation):
     def reference(self, case, spec):
         return self._impl.reference(case, spec)  # the reference runs here, in this process
 
-    def cases(self, check: str) -> list:
-        return self._impl.cases(check)  # a transform's own choice of cases (the shard transform's)
-
     def deviation_names(self) -> tuple[str, ...]:
         return self._impl.deviation_names()
+
+    def parameters(self) -> dict[str, object]:
+        return self._impl.parameters()
 
     @functools.cache
     def environment(self) -> dict[str, str]:

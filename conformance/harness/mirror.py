@@ -27,7 +27,7 @@ from ..adapters.base import Implementation, ImplementationCrashed
 from ..core.case import Case
 from ..core.comparison import Comparison, Expected, compare, fact
 from ..core.dtypes import dtype_of
-from ..core.state import HYPERPARAMETERS, State
+from ..core.state import State
 
 __all__ = ["Mirror"]
 
@@ -170,12 +170,12 @@ class Mirror:
                 self._add(want.judge(name, held.get(name)))
 
     def compare_hyperparameters(self) -> None:
-        """The hyperparameters the layer holds (where its adapter reports them: ``eps`` not None) against
-        those it was built with."""
-        held = self.layer.get_state()
-        if held.get(HYPERPARAMETERS[0]) is None:
+        """What the layer holds of how it was built (``eps``, ``momentum``; an exported graph's node counts)
+        against what its reference side states, where its adapter reports any of it."""
+        held, expected = self.layer.get_state(), self.ref.hyperparameters()
+        if all(held.get(name) is None for name in expected):
             return
-        for name, want in self.ref.hyperparameters().items():
+        for name, want in expected.items():
             value = held.get(name)
             self._add(compare(name, None if value is None else np.float64(value), want.value, want.tolerance))
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,16 +31,18 @@ from hypothesis import settings
 
 from ..adapters.base import Implementation, ImplementationCrashed
 from ..core.case import Case
-from ..core.comparison import Comparison
 from . import isolation
 from .conformance import Conformance
 from .deviations import REGISTRY, Deviation, load_registry
+from .groups import RunLock
 from .processes import TreeSampler
 from .registry import conventions, derived, select
 
 __all__ = ["IMPLEMENTATIONS", "MARKER", "NOT_GENERATED", "REGISTRIES"]
 
 IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
+LOCK = pytest.StashKey[RunLock]()
+_LOCK_PATH = "bn_run_lock"  # how the xdist controller hands its lock file to the workers
 REGISTRIES = pytest.StashKey[list[Deviation]]()
 # implementation -> check family -> {"checks": number not generated, "unsupported": {capability: checks}}.
 NOT_GENERATED = pytest.StashKey[dict[str, dict[str, dict]]]()
@@ -113,12 +115,13 @@ def _registries(config: pytest.Config) -> list[Deviation]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{MARKER}(transform=None, per_implementation=True): a conformance check, run once per "
-        "implementation whose check families include its module's (a transform's own family, transform=..., "
-        "runs only where an implementation lists it); per_implementation=False: it chooses its own",
+        "markers", f"{MARKER}(transform=None): a conformance check, run once per implementation whose check "
+        "families include its module's (a transform's own family, transform=..., runs only where an "
+        "implementation lists it)",
     )
     config.stash[IMPLEMENTATIONS] = _chosen(config)
     config.stash[REGISTRIES] = _registries(config)
+    config.stash[LOCK] = RunLock(getattr(config, "workerinput", {}).get(_LOCK_PATH))
     if getattr(config.option, "dist", "no") == "load":  # checks of one worker process go to one xdist worker
         config.option.dist = "loadgroup"
     if config.getoption("--report") and not hasattr(config, "workerinput"):  # the xdist controller only
@@ -130,18 +133,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(plugin, "bn_report")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist's controller: every worker of the run shares its lock."""
+    node.workerinput[_LOCK_PATH] = node.config.stash[LOCK].path
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    isolation.shutdown()
+    lock = config.stash.get(LOCK, None)
+    if lock is None:
+        isolation.shutdown()
+    elif hasattr(config, "workerinput"):
+        lock.leave()
+    else:
+        lock.remove()
 
 
 def _is_check(node: pytest.Item | pytest.Function) -> bool:
     return node.get_closest_marker(MARKER) is not None
-
-
-def _per_implementation(node: pytest.Item | pytest.Function) -> bool:
-    """Run once per implementation, unless the check chooses its own (``per_implementation=False``), which
-    then records its ``implementation`` itself."""
-    return all(mark.kwargs.get("per_implementation", True) for mark in node.iter_markers(MARKER))
 
 
 def _family(module_name: str) -> str:
@@ -156,7 +165,7 @@ def _runs(impl: Implementation, family: str, transform: str | None) -> bool:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if not (_is_check(metafunc.definition) and _per_implementation(metafunc.definition)):
+    if not _is_check(metafunc.definition):
         return
     transform = next((m.kwargs["transform"] for m in metafunc.definition.iter_markers(MARKER)
                       if "transform" in m.kwargs), None)
@@ -200,7 +209,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept, dropped = [], []
     for item in items:
         impl = _impl_of(item)
-        if impl is None and _is_check(item) and _per_implementation(item) and hasattr(item, "callspec"):
+        if impl is None and _is_check(item) and hasattr(item, "callspec"):
             dropped.append(item)  # an empty parameter set: nothing to run it on
             continue
         if impl is not None and isinstance(case := item.callspec.params.get("case"), Case):
@@ -254,8 +263,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     return report
 
 
-def pytest_runtest_teardown(item: pytest.Item) -> None:
-    isolation.recycle()  # between checks, no layer of a worker is in use
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A group's first check takes the run's lock for it (exclusively for an exclusive implementation)."""
+    if (impl := _impl_of(item)) is not None:
+        item.config.stash[LOCK].enter(impl.group, impl.exclusive)
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Between checks no layer of a worker is in use: at the end of a group its workers stop and the lock is
+    let go (the next group needs other workers), within one a worker grown past its bound is recycled."""
+    impl, following = _impl_of(item), nextitem and _impl_of(nextitem)
+    if impl is not None and (following is None or following.group != impl.group):
+        item.config.stash[LOCK].leave()
+    else:
+        isolation.recycle()
 
 
 @pytest.fixture(autouse=True)
@@ -271,10 +293,3 @@ def _record_environment(request: pytest.FixtureRequest) -> None:
 def conformance(request: pytest.FixtureRequest, impl: Implementation) -> Conformance:
     """The :class:`Conformance` of this check and implementation (a missing framework skips here)."""
     return Conformance(request, impl, request.config.stash[REGISTRIES])
-
-
-@pytest.fixture
-def record_comparison(request: pytest.FixtureRequest) -> Callable[[Comparison], None]:
-    """Attach a comparison to this test's report: for the checks that choose their own implementations
-    (``per_implementation=False``), which have no :class:`Conformance`."""
-    return lambda comparison: request.node.user_properties.append(("comparison", comparison.as_dict()))

@@ -3,9 +3,10 @@
 :func:`spawn` starts every helper process of the suite (implementation workers, the ranks of a
 distributed world, a framework run in a fresh interpreter), and each calls :func:`adopt` first thing: on
 Linux the kernel then kills it when the process that started it dies (``PR_SET_PDEATHSIG``), so a run
-stopped from outside (a CI time limit's SIGKILL) takes its whole tree down with it, ranks included. :class:`TreeSampler` measures a process tree while it runs:
-its peak proportional set size (PSS: shared pages divided among the processes sharing them, so the tree's
-sum is what it occupies) and its most processes alive at once.
+stopped from outside (a CI time limit's SIGKILL) takes its whole tree down with it, ranks included.
+:class:`TreeSampler` measures a process tree while it runs: its peak proportional set size (PSS: shared
+pages divided among the processes sharing them, so the tree's sum is what it occupies) and its most
+processes alive at once.
 """
 
 from __future__ import annotations

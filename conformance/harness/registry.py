@@ -7,7 +7,7 @@ such module. A transform module may also define ``derive(selected)``: the implem
 those a run selected (porting makes pairs with the reference in every convention). A third-party
 implementation is named as ``package.module:attribute``, where the attribute is an Implementation, a list of
 them, or a callable returning either (``pytest --impl package.module:factory``, or ``BN_CONFORMANCE_IMPL``
-for tox). Every implementation's convention is resolved to its record here (a built-in's name is accepted).
+for tox). Every implementation's convention is resolved to its operator's record here (a built-in's name is accepted).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import importlib
 import os
 import pkgutil
 from collections.abc import Iterable
-
-from reference import Convention, get_convention
 
 from ..adapters.base import Implementation
 
@@ -30,17 +28,29 @@ _NOT_IMPLEMENTATIONS = {"base"}
 
 
 def _checked(impls: Iterable[object], locator: str) -> list[Implementation]:
-    out = []
+    """``impls``, each with its convention resolved to its record and its locator set (a derived one keeps
+    its parties'); nothing is changed unless all of them are valid, so that a bad locator does not leave
+    the objects it shares with a good one pointing at it."""
+    impls = list(impls)
+    records = []
     for impl in impls:
         if not isinstance(impl, Implementation):
             raise TypeError(f"{locator} must give Implementation instances, got {type(impl).__name__}")
-        try:
-            impl.convention = get_convention(impl.convention)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{locator}: {impl.name}: {exc}") from None
-        impl.locator = impl.locator or locator
-        out.append(impl)
-    return out
+        convention = impl.convention
+        if isinstance(convention, str):  # a built-in convention of its operator, by name
+            known = impl.operator.conventions
+            if convention not in known:
+                raise TypeError(f"{locator}: {impl.name}: unknown convention {convention!r}; the "
+                                f"{impl.operator.name} operator's built-in ones: {', '.join(sorted(known))} "
+                                "(declare another as a record)")
+            convention = known[convention]
+        if not isinstance(convention, impl.operator.convention):
+            raise TypeError(f"{locator}: {impl.name}: convention must be a name or a "
+                            f"{impl.operator.convention.__name__}, got {type(convention).__name__}")
+        records.append(convention)
+    for impl, record in zip(impls, records):
+        impl.convention, impl.locator = record, impl.locator or locator
+    return impls
 
 
 def _from_module(module_name: str, attribute: str = "IMPLEMENTATIONS") -> list[Implementation]:
@@ -94,9 +104,9 @@ def process_groups(impls: Iterable[Implementation]) -> list[list[Implementation]
     return list(groups.values())
 
 
-def conventions(impls: Iterable[Implementation]) -> dict[str, Convention]:
+def conventions(impls: Iterable[Implementation]) -> dict[str, object]:
     """The convention records of ``impls`` by name; two different records of one name are an error."""
-    found: dict[str, Convention] = {}
+    found: dict[str, object] = {}
     for impl in impls:
         held = found.setdefault(impl.convention.name, impl.convention)
         if held != impl.convention:

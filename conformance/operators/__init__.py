@@ -76,12 +76,15 @@ class Operator:
     name: str
     parameters: tuple[str, ...]
     case: type[Case]
+    convention: type  # the type of its convention records (BatchNorm: reference.Convention)
     conventions: Mapping[str, Any]
     grids: Mapping[str, Callable[[], list[Case] | dict[str, Case]]]
     reference: Callable[[Case, Any, Any], ReferenceSide]  # (case, convention, the layer's spec)
     draw_case: Callable[[Callable, Any], Case]  # (hypothesis draw, capabilities) -> a case
     vocabulary: Vocabulary
     options: Mapping[str, tuple[tuple[object, ...], tuple[str, ...]]] = field(default_factory=dict)
+    # What of a spec a convention record cannot express (each named, as a skip names it); none by default.
+    unexpressible: Callable[[Any, Any], list[str]] = lambda spec, convention: []
 
     def cases(self, check: str) -> list[tuple[str, Case]]:
         """``(id, case)`` for every case ``check`` runs on this operator; none where it has no grid. A named

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from . import Operator
 from .batchnorm import BATCHNORM
+from .cnn import CNN
 
 __all__ = ["OPERATORS"]
 
-OPERATORS: dict[str, Operator] = {op.name: op for op in (BATCHNORM,)}
+OPERATORS: dict[str, Operator] = {op.name: op for op in (BATCHNORM, CNN)}

@@ -211,28 +211,6 @@ def _porting(doc: dict) -> list[Block]:
     ]
 
 
-def _section(title: str, text: str, rows: list[dict], id: str) -> list[Block]:
-    """A section with one table, or nothing when no check produced its rows."""
-    return [Heading(2, title), Text(text), _table(rows, id)] if rows else []
-
-
-def _exported(doc: dict) -> list[Block]:
-    return _section(
-        "Exported models",
-        "Eval-mode PyTorch BatchNorm exported to ONNX and run in onnxruntime (`conformance/exported.py`): the output "
-        "against the reference, and what the exporter wrote (epsilon as eps and momentum as 1 - m, float32 "
-        "attributes; one BatchNormalization node; in the CNN, every BatchNorm folded into its convolution: no "
-        "BatchNormalization node, two Conv nodes).", summary.exported(doc), "exported")
-
-
-def _cnn(doc: dict) -> list[Block]:
-    return _section(
-        "The seeds' CNN end to end",
-        "Conv-BN-ReLU-MaxPool twice and a Linear layer (`conformance/cnn.py`), weights made in PyTorch's layout "
-        "and ported, one SGD step in training mode, then inference: worst error ratio against PyTorch in float64 "
-        "(<= 1 passes; tolerances derived in the example's docstring).", summary.cnn(doc), "cnn")
-
-
 def blocks(doc: dict) -> list[Block]:
     env = doc["environment"]
     counts = doc["counts"]
@@ -257,8 +235,6 @@ def blocks(doc: dict) -> list[Block]:
              "(`test_defaults_match_convention`) and what it did when training on one value per channel."),
         _table(summary.conventions_table(doc), "conventions"),
         *_porting(doc),
-        *_cnn(doc),
-        *_exported(doc),
         Heading(2, "Deviations"),
         *_deviations(doc),
         Heading(2, "Failures"),

@@ -5,7 +5,7 @@ Refused, with the offending test or implementation named: documents of different
 project versions, an implementation with different versions, and the same test with different results.
 A test in several shards with the same result is kept once. Run-specific fields are combined: ``created``
 is the earliest, ``duration_s`` the sum, ``command`` the first shard's, the machine description the
-first shard's.
+first shard's; the resources measured (each shard's on its own machine) are left out.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def merge(docs: dict[str, dict]) -> dict:
     counts = {status: sum(r["status"] == status for r in results) for status in STATUSES}
     # Every shard collects every module: the same error may come from each, once per module here.
     errors = {e["node"]: e for d in docs.values() for e in d["collection_errors"]}
-    return {**first, "created": min(d["created"] for d in docs.values()),
+    # What each shard's processes took was measured on its own machine: no sum or maximum means the run's.
+    environment = {**first["environment"], "resources": None}
+    return {**first, "environment": environment, "created": min(d["created"] for d in docs.values()),
             "duration_s": round(sum(d["duration_s"] for d in docs.values()), 3),
             "implementations": _implementations(docs), "counts": counts, "results": results,
             "collection_errors": [errors[node] for node in sorted(errors)]}

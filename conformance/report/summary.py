@@ -12,7 +12,7 @@ from ..core.dtypes import ALL_DTYPES
 from ..operators.builtin import OPERATORS
 from .results import BAD_STATUSES
 
-__all__ = ["KILLING_STATUSES", "cnn", "conventions_table", "deviations", "dtypes", "exported", "families", "failures",
+__all__ = ["KILLING_STATUSES", "conventions_table", "deviations", "dtypes", "families", "failures",
            "implementations", "involved", "kill_matrix", "matrix", "not_generated_total", "porting", "porting_dtypes",
            "porting_exceptions", "porting_matrix", "rows", "skips", "worst_error_ratio"]
 
@@ -301,39 +301,3 @@ def porting_exceptions(doc: dict) -> list[dict]:
                     "dtype": r["params"]["dtype"], "status": r["status"], "measured": error, "reason": reason,
                     "upstream": r["deviation"]["link"] if r["deviation"] else ""})
     return out
-
-
-def cnn(doc: dict) -> list[dict]:
-    """The seeds' CNN end to end (``checks/test_cnn.py``): per framework, its status and the error ratio of
-    each compared quantity group (BN statistics, BN gradients, logits) against PyTorch float64."""
-    rows = []
-    for r in doc["results"]:
-        if r["check"] != "cnn_one_step" or r["status"] == "skip":
-            continue
-        groups: dict[str, float] = {}
-        for c in r["comparisons"]:
-            q = c["quantity"]
-            group = "logits" if q == "logits" else "BN gradients" if ".d" in q else "BN statistics"
-            groups[group] = max(groups.get(group, 0.0), c["error_ratio"])
-        cells = {g: f"{groups[g]:.3g}" if g in groups else "-" for g in ("BN statistics", "BN gradients", "logits")}
-        rows.append({"framework": r["params"].get("framework", r["implementation"]), "status": r["status"], **cells})
-    return rows
-
-
-def exported(doc: dict) -> list[dict]:
-    """PyTorch modules exported to ONNX (``checks/test_export.py``): per module, its status, the output's
-    error ratio against the reference and whether the exporter wrote the attributes and nodes expected."""
-    rows = []
-    for r in doc["results"]:
-        if r["check"] not in ("exported_inference", "exported_cnn") or r["status"] == "skip":
-            continue
-        by = {c["quantity"]: c for c in r["comparisons"]}
-        output = by.get("y") or by.get("logits")
-        written = [q for q in ("epsilon", "momentum", "batchnorm_nodes", "conv_nodes") if q in by]
-        model = "seed 002 CNN" if r["check"] == "exported_cnn" else r["implementation"]
-        rows.append({"model": model, "exporter": r["params"].get("exporter", ""),
-                     "runtime": r["params"].get("runtime", ""), "status": r["status"],
-                     "output error ratio": f"{output['error_ratio']:.3g}" if output else "-",
-                     "written as expected": ", ".join(f"{q}: {'yes' if by[q]['passed'] else by[q]['note']}"
-                                                      for q in written)})
-    return rows

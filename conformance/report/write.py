@@ -4,12 +4,11 @@ conformance.report render`` gives the same files from a saved report."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 from .blocks import Figure, to_html, to_markdown
 from .content import blocks
-from .results import Result, document, dumps, load
+from .results import dumps, load
 
 __all__ = ["render", "write_report"]
 

@@ -1,86 +1,193 @@
-"""PyTorch's BatchNorm exported to ONNX and run in onnxruntime, in a process of its own.
+"""Export: a PyTorch layer exported to ONNX and run in onnxruntime (:class:`Exported`), checked by the generic
+checks against the reference like any implementation.
 
-``torch.onnx.export`` of torch 2.13 has two exporters: the default (``dynamo=True``) needs ``onnxscript``,
-which is not installed here; the TorchScript exporter (``dynamo=False``) ships with torch and is what
-this uses. :func:`export_and_run` exports an eval-mode ``BatchNorm1d/2d/3d`` holding a given state, runs
-the graph in onnxruntime's CPU provider, and returns its output with what the exporter wrote: the node
-types and the BatchNormalization attributes (``epsilon``, ``momentum``: ONNX's old-value convention, so
-PyTorch's ``m`` is written as ``1 - m``, both as float32 attributes). :func:`run_isolated` runs it in a
-fresh interpreter, so that neither torch nor onnxruntime is imported into the test process.
-:func:`export_cnn` does the same for the seeds' CNN, where the exporter folds each eval-mode BatchNorm
-into the convolution before it (no BatchNormalization node is left).
+The layer trains eagerly in PyTorch, as users train before they export; every inference call exports the
+module with its current state (``torch.onnx.export(dynamo=False)``, the TorchScript exporter: the default
+``dynamo=True`` needs ``onnxscript``, which is not installed) and runs the graph in onnxruntime's CPU
+provider, in the same worker process (torch and onnxruntime both imported there). So inference after
+training, after assigned state, on edge input and for every layer option is what the exported graph
+computes, and the state is the eager module's, which no export may change.
+
+What the exporter wrote is checked through the Mirror's hyperparameter comparison: the layer reports, from
+the last graph it ran, the ``eps`` and ``momentum`` of its BatchNormalization node (ONNX attributes are
+float32) and how many BatchNormalization and Conv nodes it has; the reference side (:class:`ExportedReference`,
+the operator's reference with :meth:`hyperparameters` replaced) states what the graph must hold. BatchNorm:
+one BatchNormalization node whose ``epsilon`` is eps and whose ``momentum`` is the module's momentum in
+ONNX's convention (old-value: ``1 - m``; :func:`reference.convert_momentum` between the records), both rounded
+to float32 exactly (a cumulative average, ``momentum=None``, has no ONNX momentum: not judged). The seeds' CNN:
+no BatchNormalization node (each is folded into the convolution before it) and its two Conv nodes.
+
+Which checks apply (``families``): forward, running statistics (train -> export -> train: the export leaves
+the module's state and mode alone; layer options: no running statistics, no affine parameters), state from
+construction, edge cases, the contract, random cases and production sizes, all in inference through the
+graph. Not gradients or second order: the graph is inference-only (its training half is the eager module,
+which the ``torch.*`` implementations check), nor the constructor defaults (the eager module's). Dtypes:
+those onnxruntime's CPU provider runs for the graph (BatchNormalization: float64/32/16, no bfloat16; Conv:
+float32 only).
 """
 
 from __future__ import annotations
 
 import io
-import os
-import pickle
-import subprocess
-import sys
+import warnings
 
 import numpy as np
 
-_MODULES = {3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
+from reference import ONNX, convert_momentum
+
+from ..adapters import cnn_torch, torch_nn
+from ..adapters.base import Capabilities, Derivation, Implementation, Layer, State, framework_input
+from ..core.case import Case
+from ..core.comparison import Expected
+from ..operators import ReferenceSide
+
+__all__ = ["Exported", "ExportedLayer", "ExportedReference"]
+
+# What onnxruntime's CPU provider runs, per operator (its BatchNormalization and Conv kernels' types).
+_RUNTIME_DTYPES = {"batchnorm": frozenset({"float64", "float32", "float16"}), "cnn": frozenset({"float32"})}
+_FAMILIES = frozenset({"forward", "running_stats", "construction", "edge_cases", "contract", "random", "large"})
+_GRAPH_FACTS = ("batchnorm_nodes", "conv_nodes")
 
 
-def export_and_run(state: dict[str, np.ndarray], eps: float, momentum: float, x: np.ndarray) -> dict:
-    """``y`` from onnxruntime for an eval-mode module of ``x``'s rank holding ``state``, the exported node
-    types (``ops``) and the BatchNormalization attributes (``attributes``)."""
+def export_and_run(module, x, dtype) -> tuple[np.ndarray, dict[str, object]]:
+    """``module`` exported for input ``x`` (NumPy) and run in onnxruntime: ``y`` and what the graph holds
+    (its BatchNormalization node's ``eps`` and ``momentum`` where it has one, the node counts)."""
     import onnx
     import onnxruntime
     import torch
 
-    module = getattr(torch.nn, _MODULES[x.ndim])(x.shape[1], eps=eps, momentum=momentum).eval()
-    with torch.no_grad():
-        for name, attribute in (("gamma", "weight"), ("beta", "bias"), ("running_mean", "running_mean"),
-                                ("running_var", "running_var")):
-            getattr(module, attribute).copy_(torch.from_numpy(state[name]))
+    x, cast = framework_input(x)
+    t = torch.from_numpy(x)
+    t = t.to(dtype) if cast else t
     buffer = io.BytesIO()
-    torch.onnx.export(module, (torch.from_numpy(x),), buffer, dynamo=False, input_names=["x"])
-    model = onnx.load_from_string(buffer.getvalue())
-    nodes = [n for n in model.graph.node]
-    attributes = {a.name: onnx.helper.get_attribute_value(a) for n in nodes if n.op_type == "BatchNormalization"
-                  for a in n.attribute}
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice, once per export
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (t,), buffer, dynamo=False, input_names=["x"])
+    graph = onnx.load_from_string(buffer.getvalue()).graph
+    ops = [node.op_type for node in graph.node]
+    held: dict[str, object] = {"batchnorm_nodes": ops.count("BatchNormalization"), "conv_nodes": ops.count("Conv")}
+    for node in graph.node:
+        if node.op_type == "BatchNormalization":
+            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            held |= {"eps": attributes.get("epsilon"), "momentum": attributes.get("momentum")}
+            break
     session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    (y,) = session.run(None, {"x": x})
-    return {"y": np.asarray(y, np.float64), "ops": [n.op_type for n in nodes], "attributes": attributes,
-            "opset": model.opset_import[0].version}
+    (y,) = session.run(None, {"x": t.numpy()})
+    return y, held
 
 
-def export_cnn(w: dict) -> dict:
-    """The seeds' CNN (``conformance/cnn.py``) in eval mode, exported and run in onnxruntime: its logits,
-    PyTorch's float64 logits of the same model, and the exported node types (``ops``)."""
-    import onnx
-    import onnxruntime
-    import torch
+class ExportedLayer:
+    """The eager layer (a PyTorch adapter's: it has ``module`` and ``dtype``) for training and state; every
+    inference call through its exported graph."""
 
-    from conformance.cnn import torch_model
+    def __init__(self, eager: Layer) -> None:
+        self.eager, self.held = eager, {}
 
-    x = w["x"].astype(np.float32)
-    model = torch_model(w).eval()
-    buffer = io.BytesIO()
-    torch.onnx.export(model, (torch.from_numpy(x),), buffer, dynamo=False, input_names=["x"])
-    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {"x": x})
-    with torch.no_grad():
-        expected = torch_model(w, "float64").eval()(torch.from_numpy(w["x"])).numpy()
-    ops = [n.op_type for n in onnx.load_from_string(buffer.getvalue()).graph.node]
-    return {"logits": np.asarray(logits, np.float64), "expected": expected, "ops": ops}
+    def set_state(self, state: State) -> None:
+        self.eager.set_state(State(**{k: v for k, v in state.items() if k not in _GRAPH_FACTS}))
 
+    def get_state(self) -> State:
+        """The eager module's state; what the last exported graph holds (nothing before the first)."""
+        return self.eager.get_state().replace(**({"eps": None, "momentum": None} | self.held))
 
-def run_isolated(jobs: list[tuple[str, tuple]]) -> list[dict]:
-    """Each job, ``(function name, arguments)`` of this module (:func:`export_and_run`, :func:`export_cnn`),
-    all in one fresh interpreter (pickled over its pipes)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    done = subprocess.run([sys.executable, "-m", __name__], input=pickle.dumps(jobs), capture_output=True, env=env,
-                          check=False)
-    if done.returncode:
-        raise RuntimeError(f"the export process failed:\n{done.stderr.decode()[-3000:]}")
-    return pickle.loads(done.stdout)
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if training:
+            return self.eager.forward(x, True)
+        y, self.held = export_and_run(self.eager.module, x, self.eager.dtype)
+        return y
+
+    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
+        raise NotImplementedError("an exported graph defines no gradients")
 
 
-if __name__ == "__main__":
-    jobs = pickle.loads(sys.stdin.buffer.read())
-    results = [{"export_and_run": export_and_run, "export_cnn": export_cnn}[name](*args) for name, args in jobs]
-    sys.stdout.buffer.write(pickle.dumps(results))
+class ExportedReference:
+    """The operator's reference side, with what the graph must hold as its hyperparameters."""
+
+    def __init__(self, side: ReferenceSide, held: dict[str, Expected]) -> None:
+        self.side, self.held = side, held
+
+    def assign(self, held: State) -> None:
+        self.side.assign(held)
+
+    def forward(self, x: np.ndarray, training: bool) -> dict[str, Expected]:
+        return self.side.forward(x, training)
+
+    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> dict[str, Expected]:
+        return self.side.forward_backward(x, dy, training)
+
+    def double_backward(self, x: np.ndarray, dy: np.ndarray, direction: dict) -> dict[str, Expected]:
+        return self.side.double_backward(x, dy, direction)
+
+    def state(self, exact: bool = False) -> dict[str, Expected]:
+        return self.side.state(exact)
+
+    def hyperparameters(self) -> dict[str, Expected]:
+        return self.held
+
+
+def _float32(value: float) -> Expected:
+    """An ONNX attribute: ``value`` rounded to float32, exactly."""
+    return Expected(float(np.float32(value)))
+
+
+class Exported(Implementation):
+    """``eager``'s layer, inference exported to ONNX and run in onnxruntime (see the module docstring)."""
+
+    families = _FAMILIES
+
+    def __init__(self, eager: Implementation) -> None:
+        self.eager = eager
+        self.name = eager.name.replace("torch.", "torch.onnx.", 1)
+        self.family, self.framework, self.operator = eager.family, eager.framework, eager.operator
+        self.convention, self.device, self.benchmarked = eager.convention, eager.device, False
+        self.requires = (*eager.requires, "onnx", "onnxruntime")
+        self.derivation = Derivation("export", (eager.name,))
+        caps = eager.capabilities
+        self.capabilities = Capabilities(
+            dtypes=caps.dtypes & _RUNTIME_DTYPES[eager.operator.name], ranks=caps.ranks,
+            channel_axes=caps.channel_axes, devices=caps.devices, features=caps.features, options=caps.options,
+            no_gradients="an exported graph is inference-only (its training is the eager module's)")
+
+    def cases(self, check: str) -> list[tuple[str, Case]]:
+        """The operator's grids; BatchNorm's inference after training (where what the graph holds is compared)
+        with a new-batch weight and an eps no convention has by default, as the porting grid has them, so that a
+        momentum or eps the exporter lost or wrote as the default shows."""
+        grid = self.operator.cases(check)
+        if check != "inference_after_training" or self.operator.name != "batchnorm":
+            return grid
+        return [(case.id, case) for case in (case.with_(new_batch_weight=0.3, eps=2e-3) for _, case in grid)]
+
+    def reference(self, case: Case, spec) -> ExportedReference:
+        side = self.operator.reference(case, self.convention, spec)
+        if self.operator.name == "cnn":  # each BatchNorm folded into the convolution before it
+            return ExportedReference(side, {"batchnorm_nodes": Expected(0.0), "conv_nodes": Expected(2.0)})
+        held = {"batchnorm_nodes": Expected(1.0), "eps": _float32(spec.eps)}
+        if spec.momentum is not None:
+            held["momentum"] = _float32(convert_momentum(spec.momentum, self.convention, ONNX))
+        return ExportedReference(side, held)
+
+    def deviation_names(self) -> tuple[str, ...]:
+        """Its own name, then the eager implementation's, whose deviations in training it inherits."""
+        return (self.name, self.eager.name)
+
+    def environment(self) -> dict[str, str]:
+        import onnx
+        import onnxruntime
+
+        return {**self.eager.environment(), "exporter": "torch.onnx.export(dynamo=False)",
+                "runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider", "onnx": onnx.__version__}
+
+    def defaults(self) -> dict[str, object]:
+        return self.eager.defaults()
+
+    def output_dtype(self, spec) -> str:
+        return self.eager.output_dtype(spec)
+
+    def build(self, spec) -> ExportedLayer:
+        return ExportedLayer(self.eager.build(spec))
+
+
+# PyTorch's BatchNorm modules (the functional form holds no module to export) and the seeds' CNN.
+_EAGER = [impl for impl in torch_nn.IMPLEMENTATIONS
+          if impl.device == "cpu" and impl.module is not None and impl.memory_format is None]
+IMPLEMENTATIONS = [Exported(impl) for impl in _EAGER + cnn_torch.IMPLEMENTATIONS]

@@ -32,6 +32,7 @@ from ..core.case import Case
 from ..core.comparison import Expected
 from ..core.dtypes import unit_roundoff
 from ..operators import ReferenceSide
+from ..operators.batchnorm import BATCHNORM
 
 __all__ = ["Ported", "PortedLayer", "PortedReference", "derive"]
 
@@ -188,6 +189,9 @@ class Ported(Implementation):
     def conventions(self) -> tuple[Convention, ...]:
         return (self.source.convention, self.target.convention)
 
+    def parameters(self) -> dict[str, object]:
+        return {"source": self.source.name, "target": self.target.name}
+
     def deviation_names(self) -> tuple[str, ...]:
         """The pair's own name, then its framework implementation's: a deviation of the framework explains
         the pair's."""
@@ -204,9 +208,10 @@ class Ported(Implementation):
 
 
 def derive(selected: list[Implementation]) -> list[Ported]:
-    """Every selected implementation that keeps running statistics (no reference, no transform's, no
-    distributed one), paired both ways with the reference in each built-in convention and its own."""
-    frameworks = [i for i in selected if i.family != "reference" and i.derivation is None and i.families is None]
+    """Every selected BatchNorm implementation (no reference, no transform's, no distributed one), paired both
+    ways with the reference in each built-in convention and its own."""
+    frameworks = [i for i in selected if i.operator is BATCHNORM and i.family != "reference" and i.derivation is None
+                  and i.families is None]
     pairs = []
     for impl in frameworks:
         conventions = {**CONVENTIONS, impl.convention.name: impl.convention}

@@ -250,6 +250,9 @@ class Sharded(Implementation):
     family = "synchronized"
     families = frozenset({"synchronized"})
     benchmarked = False  # a world's layer takes one shard per rank: not timed by the benchmarks
+    # Every sharded worker group hosts a world of rank processes (jax.distributed, MultiWorkerMirroredStrategy,
+    # gloo): under xdist it runs with no other group's processes alive (harness/groups.py).
+    exclusive = True
 
     def __init__(self, engine: Engine, world_size: int) -> None:
         self.engine, self.world_size = engine, world_size

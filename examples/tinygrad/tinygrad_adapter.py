@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from conformance.adapters.base import PER_CHANNEL, Capabilities, Implementation, LayerSpec, State, as_numpy_float
+from conformance.adapters.base import Capabilities, Implementation, LayerSpec, State, as_numpy_float
+from reference import TORCH
 
 
 class TinygradLayer:
@@ -28,7 +29,8 @@ class TinygradLayer:
                                track_running_stats=spec.track_running_stats, momentum=spec.momentum)
         # tinygrad makes its parameters and statistics float32 whatever the input; a layer for another
         # dtype holds them in that dtype, as ``module.to(dtype)`` does in PyTorch.
-        self.set_state(State(**{name: self._numpy(getattr(self.bn, _ATTRIBUTE[name], None)) for name in PER_CHANNEL}))
+        self.set_state(State(**{name: self._numpy(getattr(self.bn, attribute, None))
+                                for name, attribute in _ATTRIBUTE.items()}))
 
     def _tensor(self, values: np.ndarray):
         # Tensor(float64 array) alone would make a float32 tensor (tinygrad's default float): the dtype is given.
@@ -45,14 +47,17 @@ class TinygradLayer:
         return None if t is None else t.cast(dtypes.float64).numpy()  # exact from every float dtype
 
     def set_state(self, state: State) -> None:
-        for name in PER_CHANNEL:
-            value = getattr(state, name)
-            if value is not None and getattr(self.bn, _ATTRIBUTE[name], None) is not None:
-                setattr(self.bn, _ATTRIBUTE[name], self._tensor(value).contiguous().realize())
+        for name, attribute in _ATTRIBUTE.items():
+            value = state.get(name)
+            if value is not None and getattr(self.bn, attribute, None) is not None:
+                setattr(self.bn, attribute, self._tensor(value).contiguous().realize())
+        tracked = state.get("num_batches_tracked")
+        if tracked is not None and self.bn.track_running_stats:
+            self.bn.num_batches_tracked = self.Tensor([tracked], dtype=self.bn.num_batches_tracked.dtype).realize()
 
     def get_state(self) -> State:
-        tracked = int(self.bn.num_batches_tracked.numpy()) if self.bn.track_running_stats else None
-        return State(**{name: self._numpy(getattr(self.bn, _ATTRIBUTE[name], None)) for name in PER_CHANNEL},
+        tracked = int(self.bn.num_batches_tracked.numpy().item()) if self.bn.track_running_stats else None
+        return State(**{name: self._numpy(getattr(self.bn, attribute, None)) for name, attribute in _ATTRIBUTE.items()},
                      num_batches_tracked=tracked)
 
     def _call(self, x, training: bool):
@@ -80,7 +85,7 @@ class TinygradImplementation(Implementation):
     name = "tinygrad.BatchNorm"
     family = "tinygrad"
     framework = "tinygrad"
-    convention = "torch"
+    convention = TORCH
     requires = ("tinygrad",)
     process_env = {"DEV": "PYTHON"}  # tinygrad's pure-Python device: no compiler needed
     # momentum=None (PyTorch's cumulative average) is a multiplication by None in tinygrad: not supported.

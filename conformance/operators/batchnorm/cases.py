@@ -234,7 +234,8 @@ GRIDS = {
     "bad_input": lambda: CONTRACT,
     "mismatched_dy": lambda: CONTRACT,
     "output_policy": lambda: [case.with_(dtype=dtype) for case in CONTRACT for dtype in ALL_DTYPES],
-    "caller_arrays_unmodified": lambda: [case.with_(dtype=dtype) for case in CONTRACT for dtype in ("float32", "float16")],
+    "caller_arrays_unmodified": lambda: [case.with_(dtype=dtype) for case in CONTRACT
+                                         for dtype in ("float32", "float16")],
     # A layer trained three steps, ported at the inference call, then trained once more (transforms/porting.py):
     # a new-batch weight and an eps no convention has by default, so that a lost momentum or eps shows.
     "porting": lambda: _LAYOUTS(("float64", "float32"), new_batch_weight=0.3, eps=2e-3, steps=5),

@@ -106,7 +106,7 @@ def count(name: str, run: Callable[[], object], repeats: int, warmup: int = 3) -
         raise ValueError(f"measurement name {name!r}: letters, digits and _.- only")
     hook = _hook()
     if not hook.bn_on_valgrind():
-        raise RuntimeError("count() measures only in a process started by perf.callgrind.measure()")
+        raise RuntimeError("count() measures only in a process started by benchmarks.callgrind.measure()")
     for _ in range(warmup):
         run()
     for _ in range(repeats):

@@ -1,7 +1,7 @@
 """Counted metrics of the benchmark grid: one callgrind process measures many parameter combinations
-(``benchmarks/bench_counted.py`` reads them; ``perf.study`` uses the same).
+(``bench_counted`` reads them; ``perf.study`` uses the same).
 
-    python -m perf.counted COMBINATIONS_JSON REPEATS     (run under callgrind by measure_combinations())
+    python -m benchmarks.counted COMBINATIONS_JSON REPEATS     (run under callgrind by measure_combinations())
 
 The measured process imports the benchmarks' own machinery (``benchmarks.common``): the same seeded
 inputs and the same warmed-up runners that the timings use, one thread for every framework
@@ -14,11 +14,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import callgrind
-from .run import ROOT
 
 __all__ = ["ONE_THREAD", "measure_combinations"]
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout whose benchmarks these are
 
 # benchmarks/__init__.py pins OpenMP, MKL, OpenBLAS, TensorFlow and the reference to BN_BENCH_THREADS;
 # XLA (JAX) has its own flags, and JAX's asynchronous dispatch would leave the work to another thread.
@@ -38,13 +40,13 @@ def measure_combinations(combinations: Sequence[tuple], repeats: int = 3,
     one's import path, then this checkout's ``benchmarks`` (last: a gate's side may put another
     ``reference/`` first)."""
     path = os.pathsep.join([*(p for p in sys.path if p), str(ROOT)])
-    argv = ["-m", "perf.counted", json.dumps([list(c) for c in combinations]), str(repeats)]
+    argv = ["-m", "benchmarks.counted", json.dumps([list(c) for c in combinations]), str(repeats)]
     found = callgrind.measure(argv, env={**(env or {}), **ONE_THREAD, "PYTHONPATH": path})
     return {tuple(c): found.get(f"c{i}") for i, c in enumerate(combinations)}
 
 
 def _driver(combinations: list[list], repeats: int) -> None:
-    from benchmarks.common import BatchNormCase
+    from .common import BatchNormCase
 
     for i, (implementation, operation, shape, channel_axis, dtype) in enumerate(combinations):
         case = BatchNormCase()
