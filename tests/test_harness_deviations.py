@@ -11,11 +11,10 @@ import pytest
 
 import conformance.checks
 from conformance.checks.test_contract import BAD_INPUTS
-from conformance.checks.test_synchronized import SHARDINGS
 from conformance.core.dtypes import ALL_DTYPES
 from conformance.harness.deviations import Deviation, load_registry, match
 from conformance.harness.registry import builtin, derived
-from conformance.operators.batchnorm.cases import EDGE_CASES, FRAMEWORK_OPTIONS, BatchNormCase
+from conformance.operators.batchnorm.cases import EDGE_CASES, FRAMEWORK_OPTIONS, SHARDINGS, BatchNormCase
 from conformance.transforms.sharded import WORLD_SIZES
 
 pytest_plugins = ["pytester"]
@@ -131,10 +130,13 @@ PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": 
                  "bad_input": {*BAD_INPUTS, "mismatched_dy"}}
 # Framework options: their alternatives, or "default" for a case that leaves one unset.
 PARAM_VALUES |= {name: {*values, "default"} for name, (values, _) in FRAMEWORK_OPTIONS.items()}
-# The synchronized checks' (test_synchronized): how the global batch is sharded over the ranks.
-PARAM_VALUES |= {"sharding": set(SHARDINGS), "shard_sizes": None, "world_size": set(WORLD_SIZES)}
-# A ported pair (transforms/porting.py) has no parameters of its own: its name says which way it ports
-# (``ported.SOURCE-to-TARGET``), and an entry names it by a glob on that.
+# The synchronized checks' case options (transforms/sharded.py): how the global batch is sharded over how many
+# ranks, and whether the framework's own training loop runs the steps.
+PARAM_VALUES |= {"sharding": {*SHARDINGS, "default"}, "world_size": {*WORLD_SIZES, "default"},
+                 "training_loop": {"model.fit", "default"}}
+# A ported pair's parties (transforms/porting.py, Implementation.parameters); its name says the same
+# (``ported.SOURCE-to-TARGET``), and an entry may name it by a glob on that instead.
+PARAM_VALUES |= {"source": None, "target": None}
 REGISTRY = load_registry()
 # Every implementation a run can have: the built-in ones and what the transforms derive from them (ported pairs).
 KNOWN = {impl.name for impl in builtin()} | {impl.name for impl in derived(builtin())}

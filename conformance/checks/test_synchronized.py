@@ -13,8 +13,6 @@ the running statistics, and no cross-rank reduction happens.
 
 import pytest
 
-from conformance.operators.batchnorm.cases import SHARDINGS  # noqa: F401 - where tests/test_harness_deviations.py reads them
-
 pytestmark = pytest.mark.conformance(transform="shard")
 
 

@@ -234,12 +234,9 @@ class ShardedReference:
         raise NotImplementedError("a sharded layer declares no second order (Capabilities.double_backward)")
 
     def state(self, exact: bool = False) -> dict[str, Expected]:
-        """Every rank's parameters and running averages are the global batch's (``reference/sharding.py``). A
-        batch counter is not part of that specification, and not compared: fairscale's SyncBatchNorm never
-        counts (its synchronized path skips ``num_batches_tracked``), which matters only to a cumulative
-        average, a case these grids do not have."""
-        counter = self.inner.convention.counter
-        state = {name: want for name, want in self.inner.state(exact).items() if name != counter}
+        """Every rank's state is the single-device layer's on the global batch (``reference/sharding.py``):
+        parameters, running averages and, where the convention keeps one, the batch counter."""
+        state = self.inner.state(exact)
         return {f"rank{r}.{name}": want for r in range(len(self.sizes)) for name, want in state.items()}
 
     def hyperparameters(self) -> dict[str, Expected]:
