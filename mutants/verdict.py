@@ -1,11 +1,11 @@
 """The mutation self-test's verdict, from the facts of a conformance report's JSON (never its text).
 
-    python -m mutants.verdict report-mutants/conformance.json [--readme README.md]
+    python -m mutants.verdict report-mutants/conformance.json [--readme docs/mutants.md]
 
 Exit status 0 when the run is complete, every correct baseline passed every check it ran, and every
 mutant failed at least one check; 1 otherwise, listing each problem; 2 when there is no readable report.
-``--readme`` also writes the mutant catalogue with its kill matrix between the README's
-``mutants:begin``/``mutants:end`` markers.
+``--readme`` also writes the mutant catalogue with its kill matrix into that file (docs/mutants.md), between
+its ``mutants:begin``/``mutants:end`` markers.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """How much the benchmark figures move from run to run on this machine: raw time against the
-copy-normalized fraction (the numbers in README "Benchmarks").
+copy-normalized fraction (the numbers in docs/benchmarks.md).
 
     python -m perf.dispersion [--runs 5] [--bench REGEX]
 

@@ -1,6 +1,6 @@
 """How well each gate metric holds on a busy machine: dispersion, detection and false alarms, measured.
 
-    python -m perf.study [--repetitions 20] [--load 1] [--factor 1.02] [--readme README.md]
+    python -m perf.study [--repetitions 20] [--load 1] [--factor 1.02] [--readme docs/benchmarks.md]
 
 While ``--load`` processes keep CPU cores busy (started and stopped by the study), each repetition
 measures three variants of one benchmark, each in a fresh process and in both modes: the implementation
@@ -15,7 +15,8 @@ to last 10 ms, the benchmarks' runner, every CPU), ``counted`` the callgrind cos
   either comparison was ``inconclusive``.
 
 Targets for the counted mode: dispersion <= 0.5%, 20/20 detected, 0/20 false alarms. The table goes to
-stdout, or between the README's ``perf.study`` markers, and everything to ``.asv/study/study.json``.
+stdout, or between the ``perf.study`` markers of the ``--readme`` file (docs/benchmarks.md), and everything
+to ``.asv/study/study.json``.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operation", default="forward_training")
     parser.add_argument("--shape", default="20,64,28,28", help="batch a multiple of 20: the extra work is 5%%")
     parser.add_argument("--modes", default="counted,wall")
-    parser.add_argument("--readme", help="write the table between the README's perf.study markers")
+    parser.add_argument("--readme", help="write the table between this file's perf.study markers (docs/benchmarks.md)")
     args = parser.parse_args(argv)
     combination = (args.implementation, args.operation, tuple(map(int, args.shape.split(","))), 1, "float32")
     modes = args.modes.split(",")

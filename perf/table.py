@@ -1,13 +1,13 @@
-"""The README's benchmark table, from saved asv results: each implementation's fraction of the bandwidth
+"""The benchmark table (docs/benchmarks.md), from saved asv results: each implementation's fraction of the bandwidth
 floor per operation and dtype on the machine that ran them.
 
-    python -m perf.table [--config asv.conf.json] [--commit HEAD] [--machine NAME] [--readme README.md]
+    python -m perf.table [--config asv.conf.json] [--commit HEAD] [--machine NAME] [--readme docs/benchmarks.md]
 
 A cell is the geometric mean, over the shapes and channel positions the implementation ran, of
 ``bench_bandwidth.BatchNorm.track_copy_fraction``: the floor's bytes per second (``common.PASSES``)
 over the copy bandwidth measured in the same process. 1.0 moves the unavoidable bytes as fast as a plain
 copy; above 1 is possible where a tensor fits in cache. The table replaces what stands between the
-README's ``perf.table`` markers; without ``--readme`` it is printed.
+``perf.table`` markers of that file; without ``--readme`` it is printed.
 """
 
 from __future__ import annotations

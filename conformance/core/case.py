@@ -16,7 +16,7 @@ import numpy as np
 
 from .dtypes import ALL_DTYPES, round_to
 
-__all__ = ["DATA_KINDS", "Case"]
+__all__ = ["DATA_KINDS", "Case", "ChannelCase"]
 
 # How the data looks per statistics group (a channel, for BatchNorm): ``normal`` offsets in [-2, 2] and
 # spreads in [0.5, 2]; ``offset`` puts the mean 1e4 spreads away (|mean| / std ~ 1e4), hostile to one-pass
@@ -104,3 +104,23 @@ class Case:
 
     def with_(self, **changes) -> Case:
         return replace(self, **changes)
+
+
+class ChannelCase(Case):
+    """A case whose statistics groups and parameters are its channels, at ``channel_axis`` (a field of the
+    record): the id says ``cfirst`` (axis 1) or ``clast``."""
+
+    LAYOUT_FIELDS = ("channel_axis",)
+
+    @property
+    def layout(self) -> str:
+        return "cfirst" if self.channel_axis == 1 else "clast"
+
+    @property
+    def group_axes(self) -> tuple[int, ...]:
+        return (self.channel_axis,)
+
+    @property
+    def parameter_axis(self) -> int:
+        """The axis whose size the parameters have (the contract's wrong-size input adds one along it)."""
+        return self.channel_axis

@@ -22,7 +22,7 @@ from ..core.case import Case
 from ..core.comparison import Expected
 from ..core.state import State
 
-__all__ = ["Operator", "ReferenceSide", "Vocabulary"]
+__all__ = ["Delegating", "Operator", "ReferenceSide", "Vocabulary"]
 
 
 class ReferenceSide(Protocol):
@@ -52,6 +52,33 @@ class ReferenceSide(Protocol):
 
     def hyperparameters(self) -> dict[str, Expected]:
         """The hyperparameters the layer was built with, as it may hold them (``eps``, ``momentum``)."""
+
+
+class Delegating:
+    """A reference side that answers with another's (``side``): what a transform's reference side derives
+    from, overriding what its path changes (a port switches sides at the first inference call; an export
+    states what its graph must hold)."""
+
+    side: ReferenceSide
+
+    def assign(self, held: State) -> None:
+        self.side.assign(held)
+
+    def forward(self, x: np.ndarray, training: bool) -> dict[str, Expected]:
+        return self.side.forward(x, training)
+
+    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> dict[str, Expected]:
+        return self.side.forward_backward(x, dy, training)
+
+    def double_backward(self, x: np.ndarray, dy: np.ndarray, direction: dict[str, np.ndarray | None]
+                        ) -> dict[str, Expected]:
+        return self.side.double_backward(x, dy, direction)
+
+    def state(self, exact: bool = False) -> dict[str, Expected]:
+        return self.side.state(exact)
+
+    def hyperparameters(self) -> dict[str, Expected]:
+        return self.side.hyperparameters()
 
 
 @dataclass(frozen=True)

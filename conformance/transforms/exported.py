@@ -39,7 +39,7 @@ from ..adapters import cnn_torch, torch_nn
 from ..adapters.base import Capabilities, Derivation, Implementation, Layer, State, framework_input
 from ..core.case import Case
 from ..core.comparison import Expected
-from ..operators import ReferenceSide
+from ..operators import Delegating, ReferenceSide
 
 __all__ = ["Exported", "ExportedLayer", "ExportedReference"]
 
@@ -100,26 +100,11 @@ class ExportedLayer:
         raise NotImplementedError("an exported graph defines no gradients")
 
 
-class ExportedReference:
+class ExportedReference(Delegating):
     """The operator's reference side, with what the graph must hold as its hyperparameters."""
 
     def __init__(self, side: ReferenceSide, held: dict[str, Expected]) -> None:
         self.side, self.held = side, held
-
-    def assign(self, held: State) -> None:
-        self.side.assign(held)
-
-    def forward(self, x: np.ndarray, training: bool) -> dict[str, Expected]:
-        return self.side.forward(x, training)
-
-    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> dict[str, Expected]:
-        return self.side.forward_backward(x, dy, training)
-
-    def double_backward(self, x: np.ndarray, dy: np.ndarray, direction: dict) -> dict[str, Expected]:
-        return self.side.double_backward(x, dy, direction)
-
-    def state(self, exact: bool = False) -> dict[str, Expected]:
-        return self.side.state(exact)
 
     def hyperparameters(self) -> dict[str, Expected]:
         return self.held

@@ -31,7 +31,7 @@ from ..adapters.reference_impl import ReferenceImplementation
 from ..core.case import Case
 from ..core.comparison import Expected
 from ..core.dtypes import unit_roundoff
-from ..operators import ReferenceSide
+from ..operators import Delegating, ReferenceSide
 from ..operators.batchnorm import BATCHNORM
 
 __all__ = ["Ported", "PortedLayer", "PortedReference", "derive"]
@@ -81,7 +81,7 @@ class PortedLayer:
         return self.layer.forward_backward(x, dy, training)
 
 
-class PortedReference:
+class PortedReference(Delegating):
     """The reference side of a ported layer: the source convention's until the first inference call, then
     the target convention's, built from the case, holding the source's parameters and what makes its
     inference read what the source's read (:func:`reference.running_state_for`; a counter carried where
@@ -107,27 +107,15 @@ class PortedReference:
         target.parameter_tolerance = unit_roundoff(self.case.dtype)  # the target layer holds them in its dtype
         self.side, self.target = target, True
 
-    def assign(self, held: State) -> None:
-        self.side.assign(held)
-
     def forward(self, x: np.ndarray, training: bool) -> dict[str, Expected]:
         if not (training or self.target):
             self._port()
-        return self.side.forward(x, training)
+        return super().forward(x, training)
 
     def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> dict[str, Expected]:
         if not (training or self.target):
             self._port()
-        return self.side.forward_backward(x, dy, training)
-
-    def double_backward(self, x: np.ndarray, dy: np.ndarray, direction: dict) -> dict[str, Expected]:
-        return self.side.double_backward(x, dy, direction)
-
-    def state(self, exact: bool = False) -> dict[str, Expected]:
-        return self.side.state(exact)
-
-    def hyperparameters(self) -> dict[str, Expected]:
-        return self.side.hyperparameters()
+        return super().forward_backward(x, dy, training)
 
 
 class Ported(Implementation):

@@ -14,7 +14,7 @@ import numpy as np
 
 from reference import Convention
 
-from ...core.case import Case
+from ...core.case import ChannelCase
 from ...core.dtypes import ALL_DTYPES, round_to
 from .spec import LayerSpec
 
@@ -27,7 +27,7 @@ LAYOUTS = tuple((rank, axis) for rank in _SHAPES for axis in (1, -1))
 
 
 @dataclass(frozen=True)
-class BatchNormCase(Case):
+class BatchNormCase(ChannelCase):
     """One run except the implementation: shape, channel position, dtype, layer options, the data's
     character and the number of training steps."""
 
@@ -42,21 +42,6 @@ class BatchNormCase(Case):
     data: str = "normal"
     steps: int = 1
     options: tuple[tuple[str, object], ...] = ()  # framework options (LayerSpec.options), sorted by name
-
-    LAYOUT_FIELDS = ("channel_axis",)
-
-    @property
-    def layout(self) -> str:
-        return "cfirst" if self.channel_axis == 1 else "clast"
-
-    @property
-    def group_axes(self) -> tuple[int, ...]:
-        return (self.channel_axis,)
-
-    @property
-    def parameter_axis(self) -> int:
-        """The axis whose size the parameters have (the contract's wrong-size input adds one along it)."""
-        return self.channel_axis
 
     @property
     def num_features(self) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 
 from reference import Convention
 
-from ...core.case import Case
+from ...core.case import ChannelCase
 from ...core.dtypes import round_to
 from .spec import BLOCKS, CLASSES, IN_CHANNELS, NetworkSpec, bn_field
 
@@ -29,7 +29,7 @@ __all__ = ["GRIDS", "NetworkCase", "draw_case", "seeds"]
 
 
 @dataclass(frozen=True)
-class NetworkCase(Case):
+class NetworkCase(ChannelCase):
     """One run of the network except the implementation (see the module docstring)."""
 
     shape: tuple[int, ...]
@@ -41,8 +41,6 @@ class NetworkCase(Case):
     steps: int = 1
     options: tuple[tuple[str, object], ...] = ()
 
-    LAYOUT_FIELDS = ("channel_axis",)
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.shape) != 4 or self.shape[self.channel_axis] != IN_CHANNELS:
@@ -50,14 +48,6 @@ class NetworkCase(Case):
                              f"channel_axis={self.channel_axis}")
         if self.height % 4 or self.width % 4:
             raise ValueError(f"two 2x2 pools need a height and width divisible by 4, got {self.height}x{self.width}")
-
-    @property
-    def layout(self) -> str:
-        return "cfirst" if self.channel_axis == 1 else "clast"
-
-    @property
-    def group_axes(self) -> tuple[int, ...]:
-        return (self.channel_axis,)
 
     @property
     def height(self) -> int:
