@@ -43,6 +43,7 @@ __all__ = ["IMPLEMENTATIONS", "MARKER", "NOT_GENERATED", "REGISTRIES"]
 IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
 LOCK = pytest.StashKey[RunLock]()
 _LOCK_PATH = "bn_run_lock"  # how the xdist controller hands its lock file to the workers
+_LOADGROUP = "bn_loadgroup"  # and that it schedules by group
 REGISTRIES = pytest.StashKey[list[Deviation]]()
 # implementation -> check family -> {"checks": number not generated, "unsupported": {capability: checks}}.
 NOT_GENERATED = pytest.StashKey[dict[str, dict[str, dict]]]()
@@ -124,6 +125,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[LOCK] = RunLock(getattr(config, "workerinput", {}).get(_LOCK_PATH))
     if getattr(config.option, "dist", "no") == "load":  # checks of one worker process go to one xdist worker
         config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get(_LOADGROUP):  # an xdist worker, which parses only the command line
+        config.option.loadgroup = True  # xdist's worker-side switch that appends the group to the node ids
     if config.getoption("--report") and not hasattr(config, "workerinput"):  # the xdist controller only
         from ..report.plugin import ReportPlugin
 
@@ -135,8 +138,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
-    """xdist's controller: every worker of the run shares its lock."""
+    """xdist's controller: every worker of the run shares its lock, and learns that the run is scheduled by
+    group (a worker reads only the command line, where a plain ``-n`` says ``load``)."""
     node.workerinput[_LOCK_PATH] = node.config.stash[LOCK].path
+    node.workerinput[_LOADGROUP] = node.config.getvalue("dist") == "loadgroup"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
