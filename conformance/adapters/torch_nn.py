@@ -7,11 +7,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from reference import TORCH
+from reference import TORCH, Convention
 
 from .base import Capabilities, Implementation, LayerSpec, State, framework_input
 
 _MODULE_RANKS = {"BatchNorm1d": {2, 3}, "BatchNorm2d": {4}, "BatchNorm3d": {5}}
+# The functional form's own record: the modules' rules, but the caller holds the running statistics and
+# nothing counts batches, so there is no cumulative average either (F.batch_norm rejects momentum=None).
+TORCH_FUNCTIONAL = Convention("torch_functional", "new", 0.1, 1e-5, 1, running_var_ddof=1,
+                              frameworks="PyTorch F.batch_norm (the caller holds the buffers; no batch counter)")
 _ALL_FEATURES = frozenset({"affine_false", "no_running_stats", "momentum_none"})
 
 
@@ -162,18 +166,18 @@ def _to_numpy(t) -> np.ndarray | None:
 class TorchImplementation(Implementation):
     family = "torch"
     framework = "torch"
-    convention = TORCH
     requires = ("torch",)
 
     def __init__(self, module: str | None, memory_format: str | None = None, device: str = "cpu") -> None:
         self.module, self.memory_format, self.device = module, memory_format, device
+        self.convention = TORCH if module else TORCH_FUNCTIONAL
         self.benchmarked = module is not None  # F.batch_norm runs the modules' kernels
         name = f"torch.{module or 'functional'}" + (".channels_last" if memory_format else "")
         self.name = name + ("" if device == "cpu" else f"[{device}]")
         ranks = _MODULE_RANKS.get(module or "", {2, 3, 4, 5})
         if memory_format:
             ranks = {4} if memory_format == "channels_last" else {5}
-        # F.batch_norm rejects momentum=None: the cumulative average is a feature of the modules.
+        # F.batch_norm rejects momentum=None: the cumulative average is a feature of the modules (and records).
         features = _ALL_FEATURES if module else _ALL_FEATURES - {"momentum_none"}
         self.capabilities = Capabilities(
             ranks=frozenset(ranks), channel_axes=frozenset({1}), devices=frozenset({device}), features=features,

@@ -42,6 +42,7 @@ __all__ = ["IMPLEMENTATIONS", "MARKER", "NOT_GENERATED", "REGISTRIES"]
 
 IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
 LOCK = pytest.StashKey[RunLock]()
+EXCLUSIVE = pytest.StashKey[set[str]]()  # the groups holding an exclusive implementation: they run alone
 _LOCK_PATH = "bn_run_lock"  # how the xdist controller hands its lock file to the workers
 _LOADGROUP = "bn_loadgroup"  # and that it schedules by group
 REGISTRIES = pytest.StashKey[list[Deviation]]()
@@ -123,6 +124,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[IMPLEMENTATIONS] = _chosen(config)
     config.stash[REGISTRIES] = _registries(config)
     config.stash[LOCK] = RunLock(getattr(config, "workerinput", {}).get(_LOCK_PATH))
+    config.stash[EXCLUSIVE] = {impl.group for impl in config.stash[IMPLEMENTATIONS] if impl.exclusive}
     if getattr(config.option, "dist", "no") == "load":  # checks of one worker process go to one xdist worker
         config.option.dist = "loadgroup"
     if getattr(config, "workerinput", {}).get(_LOADGROUP):  # an xdist worker, which parses only the command line
@@ -270,9 +272,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A group's first check takes the run's lock for it (exclusively for an exclusive implementation)."""
+    """A group's first check takes the run's lock for it (exclusively for a group with an exclusive
+    implementation)."""
     if (impl := _impl_of(item)) is not None:
-        item.config.stash[LOCK].enter(impl.group, impl.exclusive)
+        item.config.stash[LOCK].enter(impl.group, impl.group in item.config.stash[EXCLUSIVE])
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:

@@ -247,9 +247,6 @@ class Sharded(Implementation):
     family = "synchronized"
     families = frozenset({"synchronized"})
     benchmarked = False  # a world's layer takes one shard per rank: not timed by the benchmarks
-    # Every sharded worker group hosts a world of rank processes (jax.distributed, MultiWorkerMirroredStrategy,
-    # gloo): under xdist it runs with no other group's processes alive (harness/groups.py).
-    exclusive = True
 
     def __init__(self, engine: Engine, world_size: int) -> None:
         self.engine, self.world_size = engine, world_size
@@ -268,6 +265,10 @@ class Sharded(Implementation):
         else:
             env = {}
         self.process_env = MappingProxyType(env)
+        # A TensorFlow worker group hosts a MultiWorkerMirroredStrategy world: a TensorFlow (or tf-keras) import
+        # of 0.4-0.8 GB in every rank besides the worker's own. Under xdist it runs with no other group alive
+        # (harness/groups.py); a world of JAX or PyTorch ranks (0.2-0.3 GB each) shares the machine.
+        self.exclusive = "BN_WORLD_SIZE" in env
 
     def cases(self, check: str) -> list[tuple[str, Case]]:
         """The operator's grid for ``check`` at this world size, each case at the engine's own channel axis
