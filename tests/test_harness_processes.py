@@ -95,6 +95,23 @@ def test_workers_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
         isolation.shutdown()
 
 
+def test_a_worker_grown_past_its_bound_is_recycled() -> None:
+    (impl,) = (isolation.isolate(i) for i in load("fake_processes:sleepers")[:1])
+    try:
+        impl.environment()
+        worker = isolation._worker_for(impl)
+        isolation.recycle(max_pss=1 << 40)  # far within the bound: kept
+        assert worker.alive
+        pid = worker.process.pid
+        isolation.recycle(max_pss=1 << 20)  # any Python process is past a MiB
+        assert not worker.alive and _gone([pid])
+        impl.environment.cache_clear()
+        impl.environment()  # the next call starts it afresh
+        assert worker.alive and worker.process.pid != pid
+    finally:
+        isolation.shutdown()
+
+
 def test_a_run_stopped_from_outside_leaves_nothing_behind(tmp_path: Path) -> None:
     """A check run whose implementation hangs in its worker, killed with SIGKILL as a CI time limit kills it:
     every process it started goes with it."""

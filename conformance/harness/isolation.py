@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..adapters.base import Implementation, ImplementationCrashed, LayerSpec
-from .processes import adopt, spawn, tree_pss
+from .processes import adopt, pss, spawn
 
 __all__ = ["MAX_WORKERS", "RemoteError", "WorkerCrashed", "isolate", "recycle", "shutdown", "started"]
 
@@ -186,9 +186,10 @@ def _make_room(starting: _Worker) -> None:
 
 
 def recycle(max_pss: int = _MAX_PSS) -> None:
-    """Stop every worker whose process tree has grown past ``max_pss`` bytes (the next call starts it afresh)."""
+    """Stop every worker that has grown past ``max_pss`` bytes (the next call starts it afresh). The worker's
+    own size: the ranks of a world it coordinates are the world's, bounded apart (one world per process)."""
     for worker in _WORKERS.values():
-        if worker.alive and tree_pss(worker.process.pid)[0] > max_pss:
+        if worker.alive and pss(worker.process.pid) > max_pss:
             worker.stop()
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-__all__ = ["TreeSampler", "adopt", "spawn", "tree", "tree_pss"]
+__all__ = ["TreeSampler", "adopt", "pss", "spawn", "tree", "tree_pss"]
 
 _PR_SET_PDEATHSIG = 1
 _PARENT = "BN_PARENT_PID"  # how spawn tells a child who started it
@@ -67,7 +67,7 @@ def tree(root: int) -> list[int]:
     return found
 
 
-def _pss(pid: int) -> int:
+def pss(pid: int) -> int:
     """One process's PSS in bytes (0 where it cannot be read: gone, or not Linux)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -82,7 +82,7 @@ def _pss(pid: int) -> int:
 def tree_pss(root: int) -> tuple[int, int]:
     """``(PSS in bytes, processes)`` of the tree under ``root`` now."""
     pids = tree(root)
-    return sum(_pss(pid) for pid in pids), len(pids)
+    return sum(pss(pid) for pid in pids), len(pids)
 
 
 class TreeSampler:
@@ -103,8 +103,8 @@ class TreeSampler:
             self._stop.wait(self.interval_s)
 
     def sample(self) -> None:
-        pss, processes = tree_pss(self.root)
-        self.peak_pss, self.peak_processes = max(self.peak_pss, pss), max(self.peak_processes, processes)
+        total, processes = tree_pss(self.root)
+        self.peak_pss, self.peak_processes = max(self.peak_pss, total), max(self.peak_processes, processes)
         self.samples += 1
 
     def stop(self) -> dict[str, float | int]:
