@@ -3,8 +3,9 @@ conventions and name clashes; a missing framework is a skip naming it; and a dec
 not trusted: an implementation following another framework's rules fails, naming the statistic."""
 
 import pytest
-from fake_adapters import MISSING_MODULE
+from fake_adapters import MISSING_MODULE, ReferenceAs
 
+from conformance.adapters.base import Capabilities
 from conformance.adapters.torch_nn import TORCH_FUNCTIONAL
 from conformance.harness import registry
 from conformance.harness.registry import builtin, conventions, derived, load, process_groups, select
@@ -193,3 +194,13 @@ def test_porting_pairs_every_framework_with_the_reference_in_every_record_both_w
     assert all(p.families == frozenset({"porting"}) and p.group == keras.group for p in pairs)
     # The reference alone, or a transform's implementation, gets no pairs.
     assert derived(select(["reference.torch", "keras.jax.jit"])) == []
+
+
+def test_a_pair_of_a_float32_only_rank_4_layer_runs_the_cases_it_takes() -> None:
+    # A layout is the pair's when any of its cases is supported (the first case there may be float64).
+    fused = ReferenceAs("fused.float32", "keras")
+    fused.capabilities = Capabilities(dtypes=frozenset({"float32"}), ranks=frozenset({4}))
+    for pair in derived([fused]):
+        cases = [case for _, case in pair.cases("porting")]
+        assert cases and {(c.rank, c.dtype) for c in cases if not pair.unsupported(c.spec(pair.convention))} \
+            == {(4, "float32")}, pair.name

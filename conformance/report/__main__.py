@@ -22,7 +22,7 @@ BEGIN, END = "<!-- conformance-matrix:begin -->", "<!-- conformance-matrix:end -
 def readme_section(doc: dict) -> str:
     backends: dict[str, list[str]] = {}
     for i in doc["implementations"]:
-        if i["available"] and i["family"] != "reference":
+        if i["available"] and i["family"] != "reference" and i["version"]:  # a pair with no case never ran
             names = backends.setdefault(f"{i['framework']} {i['version']}", [])
             if i["backend"] and i["backend"] not in names:
                 names.append(i["backend"])

@@ -167,8 +167,9 @@ class Ported(Implementation):
         axis = self.framework_side.convention.channel_axis
         layouts = sorted({(case.rank, case.channel_axis) for _, case in grid},
                          key=lambda layout: (_RANKS.index(layout[0]), layout[1] != axis))
-        supported = [layout for layout in layouts if not self.unsupported(next(
-            case for _, case in grid if (case.rank, case.channel_axis) == layout).spec(self.convention))]
+        supported = [layout for layout in layouts if any(
+            not self.unsupported(case.spec(self.convention))
+            for _, case in grid if (case.rank, case.channel_axis) == layout)]
         return [(name, case) for name, case in grid if supported and (case.rank, case.channel_axis) == supported[0]]
 
     def reference(self, case: Case, spec: LayerSpec) -> PortedReference:
