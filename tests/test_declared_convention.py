@@ -30,7 +30,7 @@ def test_correct_layers_with_their_own_records_pass(run_checks) -> None:
     impls = [arg for locator in DECLARED for arg in ("--impl", locator)]
     result = run_checks(*MODULES, *impls, plugins=[seen])
     assert result.ret == pytest.ExitCode.OK
-    assert set(result.parseoutcomes()) <= {"passed", "deselected"}  # no failure, deviation, skip or error
+    assert set(result.parseoutcomes()) <= {"passed", "deselected", "warnings"}  # no failure, deviation, skip, error
     assert set(seen.outcomes.values()) == {"passed"} and len(seen.outcomes) > 200
 
     ran: dict[str, set[str]] = {}
