@@ -120,6 +120,23 @@ class _InPlace(ReferenceAs):
         return _InPlaceLayer(spec, self.runs)
 
 
+class _OffByOneLayer(ReferenceLayer):
+    """``y + 1``, the caller's arrays left alone: a wrong output, not a modified input."""
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return super().forward(x, training) + 1
+
+    def forward_backward(self, x, dy, training):
+        y, *gradients = super().forward_backward(x, dy, training)
+        return (y + 1, *gradients)
+
+
+class _OffByOne(ReferenceAs):
+    def build(self, spec: LayerSpec) -> ReferenceLayer:
+        return _OffByOneLayer(spec, self.runs)
+
+
+OFF_BY_ONE = _OffByOne("wrong.off_by_one")
 IN_PLACE = _InPlace("wrong.in_place")
 IN_PLACE_ISOLATED = _InPlace("wrong.in_place_isolated", isolated=True)
 

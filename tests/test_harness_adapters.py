@@ -141,6 +141,15 @@ def test_second_order_check_fails_a_missing_hessian_term(run_checks) -> None:
     )
 
 
+def test_a_wrong_output_fails_the_output_checks_not_the_caller_arrays_check(run_checks) -> None:
+    caller = BATCHNORM.cases("caller_arrays_unmodified")
+    run_checks("test_contract.py", "--impl", "fake_adapters:OFF_BY_ONE", "-k", "caller_arrays_unmodified",
+               outcomes={"passed": 2 * len(caller)})  # both modes
+    outputs = BATCHNORM.cases("training_output")
+    run_checks("test_forward.py", "--impl", "fake_adapters:OFF_BY_ONE", "-k", "training_output",
+               outcomes={"failed": len(outputs)}, lines=["E *y: max |error| 1 (relative*"])
+
+
 def test_families_are_spelled_like_their_names_and_select_by_that_spelling() -> None:
     for impl in builtin():
         assert impl.name.startswith(f"{impl.family}."), impl.name

@@ -30,6 +30,8 @@ MATCHING = {
     "implementation glob": ({"implementation": "keras.*"}, ("keras.jax", "gradients", {}, None), True),
     "implementation glob, other family": ({"implementation": "keras.*"}, ("tf_keras.fused", "c", {}, None), False),
     "implementation is a whole-name glob": ({"implementation": "keras"}, ("keras.jax", "gradients", {}, None), False),
+    "implementation list": ({"implementation": ["keras.jax", "flax.*"]}, ("flax.nnx", "c", {}, None), True),
+    "implementation list, other": ({"implementation": ["keras.jax", "flax.*"]}, ("keras.torch", "c", {}, None), False),
     "check glob": ({"check": "*_output"}, ("torch.F", "training_output", {}, None), True),
     "check glob, other check": ({"check": "*_output"}, ("torch.F", "running_statistics", {}, None), False),
     "check list": ({"check": ["gradients", "edge_case"]}, ("torch.F", "edge_case", {}, None), True),
@@ -101,6 +103,8 @@ MALFORMED = {
     "check not a glob": (BODY.replace('"gradients"', "3"), "entry 1: check must be a glob or a list of globs"),
     "empty check list": (BODY.replace('"gradients"', "[]"), "entry 1: check must be a glob or a list of globs"),
     "link not a string": (BODY.replace('link = ""', "link = 1"), "entry 1: link must be a string"),
+    "implementation not a glob": (BODY.replace('"torch.*"', "{ name = 'x' }"),
+                                  "entry 1: implementation must be a glob or a list of globs"),
 }
 
 
@@ -145,7 +149,10 @@ KNOWN = {impl.name for impl in builtin()} | {impl.name for impl in derived(built
 @pytest.mark.parametrize("deviation", REGISTRY, ids=[f"{i}-{d.implementation}" for i, d in enumerate(REGISTRY)])
 def test_registry_entry_can_match(deviation: Deviation) -> None:
     # A misspelt implementation, check, parameter or value would make an entry silently cover nothing.
-    assert any(fnmatch.fnmatchcase(name, deviation.implementation) for name in KNOWN), deviation.implementation
+    implementations = deviation.implementation if isinstance(deviation.implementation, list) else [
+        deviation.implementation]
+    for implementation in implementations:
+        assert any(fnmatch.fnmatchcase(name, implementation) for name in KNOWN), implementation
     checks = deviation.check if isinstance(deviation.check, list) else [deviation.check]
     for check in checks:
         assert any(fnmatch.fnmatchcase(name, check) for name in CHECK_NAMES), f"{check!r} is none of {CHECK_NAMES}"

@@ -22,7 +22,7 @@ def record(name: str, convention: str = "torch", seeded_bug: dict | None = None)
     return {"name": name, "operator": "batchnorm", "family": name.split(".")[0], "framework": "numpy",
             "convention": convention, "conventions": [convention], "derivation": None, "version": "2",
             "backend": None, "environment": {"version": "2"}, "devices": ["cpu"], "available": True, "missing": "",
-            "seeded_bug": seeded_bug}
+            "seeded_bug": seeded_bug, "locator": "mutants.catalogue:IMPLEMENTATIONS"}
 
 
 def results(name: str, statuses: tuple[str, ...]) -> list[Result]:

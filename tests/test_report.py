@@ -5,6 +5,8 @@ determinism, the README matrix, the HTML in headless Chromium, and the pytest pl
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -93,7 +95,8 @@ SYNTHETIC = {
 
 
 def implementations() -> list[dict]:
-    common = {"operator": "batchnorm", "family": "fake", "derivation": None, "devices": ["cpu"], "seeded_bug": None}
+    common = {"operator": "batchnorm", "family": "fake", "derivation": None, "devices": ["cpu"], "seeded_bug": None,
+              "locator": "fake_adapters:IMPLEMENTATIONS"}
     return [
         {**common, "name": n, "framework": "fakelib", "convention": conv, "conventions": [conv], "version": "1.0",
          "backend": None, "environment": {"version": "1.0"}, "available": True, "missing": ""}
@@ -165,7 +168,7 @@ def test_smallest_failing_case_is_shown(tmp_path):
     doc = doc_of(results)
     render(load_written(tmp_path, doc), tmp_path)
     md = (tmp_path / "conformance.md").read_text()
-    assert "| fake.a | gradients | fail | - | 2 | shape 2x3, float32" in md
+    assert "| fake.a | gradients | fail | no case of this check passes | 2 | shape 2x3, float32" in md
 
 
 def test_every_distinct_failure_has_its_row_with_its_count(tmp_path):
@@ -180,12 +183,31 @@ def test_every_distinct_failure_has_its_row_with_its_count(tmp_path):
     doc = load_written(tmp_path, doc_of(results))
     render(doc, tmp_path)
     md = (tmp_path / "conformance.md").read_text()
-    assert "| fake.a | gradients | fail | dtype=float16, eps=1e-05 | 1 | shape 16x3, float16" in md
-    assert "| fake.a | gradients | fail | dtype=float32, eps=0.1 | 2 | shape 2x3, float32" in md
-    assert "| fake.a | gradients | fail | dtype=float32, eps=0.1 | 1 | shape 8x3, float32" in md
+    assert "| fake.a | gradients | fail | no case of this check passes | 1 | shape 16x3, float16" in md
+    assert "| fake.a | gradients | fail | no case of this check passes | 2 | shape 2x3, float32" in md
+    assert "| fake.a | gradients | fail | no case of this check passes | 1 | shape 8x3, float32" in md
     # NaN is named, never shown as an error of 0 with an infinite ratio.
     assert "running_var: NaN at 1 places where the reference has finite values" in md
     assert "max abs error 0 " not in md
+
+
+def test_a_failure_says_what_no_passing_case_of_its_check_has(tmp_path):
+    # float16 fails at both eps, float32 passes at both: dtype sets the failures apart, eps does not.
+    def case(n: int, dtype: str, eps: float, ratio: float) -> Result:
+        return result("fake.a", f"conformance/checks/test_gradients.py::test_gradients[fake.a-{n}]",
+                      params={"shape": [n, 3], "dtype": dtype, "eps": eps},
+                      call=("passed",) if ratio <= 1 else ("failed", "AssertionError"),
+                      comparisons=[comparison("dx", ratio)])
+    results = [case(2, "float16", 0.1, 3.0), case(4, "float16", 1e-5, 3.0), case(8, "bfloat16", 0.1, 3.0),
+               case(16, "float32", 0.1, 0.5), case(32, "float32", 1e-5, 0.5)]
+    doc = load_written(tmp_path, doc_of(results))
+    render(doc, tmp_path)
+    md = (tmp_path / "conformance.md").read_text()
+    assert "| fake.a | gradients | fail | dtype=float16 | 2 | shape 2x3, float16" in md
+    assert "| fake.a | gradients | fail | dtype=bfloat16 | 1 | shape 8x3, bfloat16" in md
+    replay = ("pytest --pyargs 'conformance.checks.test_gradients::test_gradients[fake.a-2]' "
+              "--impl fake_adapters:IMPLEMENTATIONS")
+    assert replay in md
 
 
 def test_heatmap_is_split_per_dtype_and_names_nan(tmp_path):
@@ -299,6 +321,22 @@ def test_two_runs_give_the_same_report(tmp_path):
         (tmp_path / "2" / "conformance.md").read_text().split("\n", 3)[3]  # equal below the timestamp line
 
 
+def test_progress_counts_every_check_once_and_ends_at_the_total(tmp_path):
+    # Under xdist, with derived implementations (the ported pairs count in their framework's line).
+    run = run_suite(tmp_path, "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "-n", "2")
+    progress = re.findall(r"\[report\] (\S+): done: .* \[(\d+)/(\d+) checks, (\d+)%\]", run.stdout)
+    doc = load(tmp_path / "conformance.json")
+    assert [(done, total) for _, done, total, _ in progress][-1] == (str(len(doc["results"])),) * 2, run.stdout[-3000:]
+    assert all(int(done) <= int(total) and int(percent) <= 100 for _, done, total, percent in progress)
+    assert {name for name, *_ in progress} == {"seed.numpy"}
+    # What was skipped is about the selected implementation only: no built-in one that was not selected, no
+    # check that no implementation has a case for (pytest's "got empty parameter set").
+    skipped = (tmp_path / "conformance.md").read_text().partition("## Skipped")[2].partition("\n## ")[0]
+    rows = [line for line in skipped.splitlines() if line.startswith("| ") and not line.startswith("| implementation")]
+    assert rows and all(row.startswith("| seed.numpy |") for row in rows), rows
+    assert "empty parameter set" not in run.stdout + skipped
+
+
 def test_failures_give_nonzero_exit_and_still_a_report(tmp_path):
     run = run_suite(tmp_path, "--impl", "examples.seed_adapter:IMPLEMENTATIONS", "-k", "zero_size_batch")
     assert run.returncode == 1, run.stdout[-2000:]
@@ -306,3 +344,10 @@ def test_failures_give_nonzero_exit_and_still_a_report(tmp_path):
     assert doc["counts"]["fail"] >= 1
     md = (tmp_path / "conformance.md").read_text()
     assert "| seed.numpy | edge_case | fail |" in md and "shape 0x3" in md
+    # Each failure's replay command runs that one check again, from the repository root as from anywhere.
+    failure = next(line for line in md.splitlines() if line.startswith("| seed.numpy | edge_case | fail |"))
+    command = shlex.split(failure.rstrip(" |").rpartition(" | ")[2])
+    assert command[:2] == ["pytest", "--pyargs"], command
+    again = subprocess.run([sys.executable, "-m", *command, "-p", "no:cacheprovider", "-q"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "1 failed" in again.stdout, again.stdout[-2000:]

@@ -1,10 +1,10 @@
-"""A third party's run, as README's "Testing your implementation" describes it: this project installed
+"""A third party's run, as docs/third-party.md describes it: this project installed
 (``pip install --no-deps --target``: the run imports the installed copy, never the checkout), and from a
 scratch directory that holds only an example's adapter module and its own deviation registry, the suite
 run on it with ``--deviations`` and ``--report``. The tinygrad example must exit 0 with its deviations
 registered, and the report must say where each came from, the device tinygrad really ran on, and what the
-implementation did on one value per channel. Skips where tinygrad is not installed (``tox -e example``
-installs it)."""
+implementation did on one value per channel; the jitted JAX example must pass everything it supports with no
+registry at all. Each skips where its framework is not installed (``tox -e example`` installs both)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from sources import copy_sources
 
 from conformance.report.results import SCHEMA, load
 
@@ -25,19 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SELECTION = "edge_case or defaults_match_convention or (training_output and (16x3 or 2x3x4x5))"
 
 
-# What a checkout holds besides its sources: environments, builds, caches, reports.
-_NOT_SOURCES = (".git", ".tox", ".venv", ".asv", "build", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache",
-                "report", "report-mutants")
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This project installed into a directory of its own (its dependencies are the environment's)."""
     target = tmp_path_factory.mktemp("site-packages")
-    # pip builds in the source tree (build/, *.egg-info), where a build of an earlier checkout may have left
-    # modules that no longer exist: it builds a copy of the sources instead, which no other worker touches.
-    source = tmp_path_factory.mktemp("source") / "checkout"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
+    source = copy_sources(tmp_path_factory.mktemp("source") / "checkout")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-cache-dir",
          "--target", str(target), str(source)],
@@ -60,6 +53,19 @@ def test_the_installed_package_is_what_runs(installed: Path, tmp_path: Path) -> 
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(installed)
     assert (installed / "conformance" / "checks" / "test_forward.py").is_file()
+
+
+def test_the_jitted_jax_example_passes_everything_it_supports(installed: Path, tmp_path: Path) -> None:
+    # docs/third-party.md, "Speed": an adapter written the documented way; a correct layer needs no registry.
+    pytest.importorskip("jax")
+    shutil.copy(ROOT / "examples" / "jax_adapter.py", tmp_path)
+    run = outside(installed, tmp_path, "--pyargs", "conformance.checks", "-n", "2", "-q",
+                  "--impl", "jax_adapter:IMPLEMENTATIONS", "--report", "out")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    doc = load(tmp_path / "out" / "conformance.json")
+    assert doc["counts"]["pass"] > 300 and doc["counts"]["deviation"] == 0, doc["counts"]
+    assert {r["implementation"] for r in doc["results"] if r["check"] == "porting"} >= {
+        "ported.example.jax-to-reference.flax", "ported.reference.torch-to-example.jax"}
 
 
 def test_tinygrad_example_from_outside(installed: Path, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The deviation registry: known, explained differences from the reference, as data.
 
-``deviations.toml`` lists entries of ``[[deviation]]`` with ``implementation`` (a glob) and ``check`` (a
-glob or a list of globs),
+``deviations.toml`` lists entries of ``[[deviation]]`` with ``implementation`` and ``check`` (each a glob or
+a list of globs),
 ``when`` (case parameters that must match: a value or a list of values; a parameter a check leaves unset,
 a framework option say, has the value ``"default"``), ``observed`` (what the implementation does),
 ``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a PEP 440 specifier on the
@@ -29,7 +29,7 @@ _KEYS = {"implementation", "check", "when", "observed", "reason", "link", "versi
 
 @dataclass(frozen=True)
 class Deviation:
-    implementation: str
+    implementation: str | list[str]
     check: str | list[str]
     observed: str
     reason: str
@@ -40,20 +40,20 @@ class Deviation:
 
     def __post_init__(self) -> None:
         """Reject now what would otherwise fail, or silently never match, only once a check runs."""
-        for key in ("implementation", "observed", "reason", "link", "versions"):
+        for key in ("observed", "reason", "link", "versions"):
             if not isinstance(getattr(self, key), str):
                 raise ValueError(f"{key} must be a string, got {getattr(self, key)!r}")
-        checks = self.check if isinstance(self.check, list) else [self.check]
-        if not checks or not all(isinstance(c, str) for c in checks):
-            raise ValueError(f"check must be a glob or a list of globs, got {self.check!r}")
+        for key in ("implementation", "check"):
+            globs = _globs(getattr(self, key))
+            if not globs or not all(isinstance(g, str) for g in globs):
+                raise ValueError(f"{key} must be a glob or a list of globs, got {getattr(self, key)!r}")
         if not isinstance(self.when, dict):
             raise ValueError(f"when must be a table of case parameters, got {self.when!r}")
         SpecifierSet(self.versions)  # InvalidSpecifier, a ValueError naming the specifier
 
     def matches(self, implementation: str, check: str, params: dict, version: str | None) -> bool:
-        checks = self.check if isinstance(self.check, list) else [self.check]
-        if not (fnmatch.fnmatchcase(implementation, self.implementation)
-                and any(fnmatch.fnmatchcase(check, c) for c in checks)):
+        if not (any(fnmatch.fnmatchcase(implementation, g) for g in _globs(self.implementation))
+                and any(fnmatch.fnmatchcase(check, g) for g in _globs(self.check))):
             return False
         for key, wanted in self.when.items():
             options = wanted if isinstance(wanted, list) else [wanted]
@@ -66,6 +66,10 @@ class Deviation:
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in sorted(_KEYS | {"registry"})}
+
+
+def _globs(value: str | list[str]) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def _name(path: Path) -> str:

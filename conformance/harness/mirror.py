@@ -145,6 +145,22 @@ class Mirror:
         if step is not None and (observed := self._named(self.operator.gradients, step[0], "forward_backward")):
             self._compare(observed, step[1])
 
+    def leaves_inputs(self, x: np.ndarray, dy: np.ndarray, training: bool) -> None:
+        """One call (forward and backward, or forward where the layer has no gradients) judged only on the
+        caller's arrays: its outputs are the other checks' to judge, so that a wrong output never reads as
+        a modified input."""
+        before = len(self.comparisons)
+        if self.impl.capabilities.no_gradients:
+            arrays = {"x": x}
+            self._call(self.layer.forward, x, training=training)
+        else:
+            arrays = {"x": x, "dy": dy}
+            self._call(self.layer.forward_backward, x, dy, training=training)
+        modified = {c.quantity for c in self.comparisons[before:]}
+        for name in arrays:
+            if f"{name}_unmodified" not in modified:
+                self._add(fact(f"{name}_unmodified", True, f"the caller's {name} is bitwise as it was"))
+
     def training_step(self, x: np.ndarray, dy: np.ndarray) -> None:
         """A training forward with its backward, where the implementation defines gradients."""
         if self.impl.capabilities.no_gradients:

@@ -1,6 +1,6 @@
 """``python -m conformance.report render`` re-renders Markdown, HTML and PNG from a saved
-``conformance.json``; ``python -m conformance.report readme`` puts its summary matrix into the README
-between the ``conformance-matrix`` markers (so the README's matrix is generated, never hand-edited);
+``conformance.json``; ``python -m conformance.report readme`` puts its summary matrix into a page (docs/results.md)
+between the ``conformance-matrix`` markers (so the matrix is generated, never hand-edited);
 ``python -m conformance.report merge --out DIR SHARD.json...`` merges the reports of the shards of one run
 (``pytest --shard i/n``) into one (``conformance/report/merge.py``)."""
 

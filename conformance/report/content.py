@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
+from pathlib import PurePosixPath
 
 from ..core.comparison import describe_nonfinite
 from . import heatmap, summary
 from .blocks import Block, Figure, Heading, Items, Table, Text
 from .results import BAD_STATUSES
 
-__all__ = ["HEATMAP_PNG", "blocks", "kill_matrix_table", "matrix_table", "verdict"]
+__all__ = ["HEATMAP_PNG", "blocks", "kill_matrix_table", "matrix_table", "replay", "verdict"]
 
 HEATMAP_PNG = "heatmap.png"
 
@@ -164,11 +166,25 @@ def _failures(doc: dict) -> list[Block]:
     rows = []
     for f in found:
         what = "; ".join(_describe(c) for c in f["failing_comparisons"]) or f["reason"].splitlines()[0][:300]
-        when = ", ".join(f"{k}={v}" for k, v in sorted(f["when"].items())) or "-"
-        rows.append([f["implementation"], f["check"], f["status"], when, str(f["count"]), _case(f["params"]), what,
-                     f["test"]])
-    return [Table(["implementation", "check", "status", "in all of them", "checks", "smallest case", "what went wrong",
-                   "test"], rows, id="failures")]
+        rows.append([f["implementation"], f["check"], f["status"], _apart(f["unlike_passing"]), str(f["count"]),
+                     _case(f["params"]), what, replay(f["test"], f["locator"])])
+    return [Table(["implementation", "check", "status", "unlike its passing cases", "checks", "smallest case",
+                   "what went wrong", "replay"], rows, id="failures")]
+
+
+def _apart(unlike: dict[str, list] | None) -> str:
+    if unlike is None:
+        return "no case of this check passes"
+    return "; ".join(f"{k}={v[0]}" if len(v) == 1 else f"{k} in {', '.join(map(str, v))}"
+                     for k, v in unlike.items()) or "no single parameter"
+
+
+def replay(test: str, locator: str) -> str:
+    """The command that runs the one check again, from any folder where ``locator`` imports: the node id as
+    a module of the installed ``conformance.checks``, however the run named its file."""
+    path, _, name = test.partition("::")
+    module = f"conformance.checks.{PurePosixPath(path).stem}::{name}"
+    return f"pytest --pyargs {shlex.quote(module)} --impl {shlex.quote(locator)}"
 
 
 def _describe(c: dict) -> str:

@@ -32,7 +32,7 @@ from ..adapters.base import ALL_DTYPES, Implementation
 __all__ = ["FORMAT_VERSION", "SCHEMA", "STATUSES", "Result", "document", "dumps", "finish_status",
            "implementation_record", "load", "test_id", "text"]
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 SCHEMA = Path(__file__).with_name("conformance.schema.json")
 STATUSES = ("pass", "deviation", "fail", "crash", "unexpected_pass", "error", "skip")
 BAD_STATUSES = frozenset({"fail", "crash", "unexpected_pass", "error"})
@@ -135,13 +135,14 @@ def finish_status(result: Result) -> None:
 def implementation_record(impl: Implementation, environment: dict | None) -> dict:
     """Who was checked: name, operator, framework and version, backend, device(s), convention, how a
     transform made it (``derivation``: transform, the implementations it wraps, the row the report shows it
-    in; null for a plain one), and whether it could run here (``missing`` says why not: a framework not
-    installed, no CUDA device). The device is the one the framework reports running on
-    (``environment["device"]``), else the one the adapter declares."""
+    in; null for a plain one), the ``--impl`` value that selects it again (``locator``), and whether it
+    could run here (``missing`` says why not: a framework not installed, no CUDA device). The device is
+    the one the framework reports running on (``environment["device"]``), else the one the adapter declares."""
     environment = environment or {}
     missing = impl.missing()
     return {
         "name": impl.name,
+        "locator": impl.locator,
         "operator": impl.operator.name,
         "family": impl.family,
         "framework": impl.framework,

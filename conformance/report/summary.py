@@ -21,7 +21,6 @@ _ORDER = ("conventions", "construction", "forward", "running_stats", "gradients"
           "contract", "large", "random")
 
 # The parameters that say where a case sits, not what it tests: a failure's group never splits on them.
-_LAYOUT = frozenset({"shape", "rank", "channel_axis"})
 
 
 def families(doc: dict) -> list[str]:
@@ -145,7 +144,7 @@ def deviations(doc: dict) -> list[dict]:
     for r in doc["results"]:
         if r["status"] == "deviation" and r["deviation"]:
             d = r["deviation"]
-            key = (d["registry"], d["implementation"], str(d["check"]), str(d["when"]), d["observed"])
+            key = (d["registry"], str(d["implementation"]), str(d["check"]), str(d["when"]), d["observed"])
             entry = grouped.setdefault(key, {**d, "implementations": set(), "checks": 0})
             entry["implementations"].add(row.get(r["implementation"], r["implementation"]))
             entry["checks"] += 1
@@ -170,28 +169,39 @@ def _symptom(r: dict) -> tuple:
 
 def failures(doc: dict) -> list[dict]:
     """Every distinct failure: the failed checks grouped by implementation, check, status, dtype and what
-    went wrong (:func:`_symptom`), each group with its count, its smallest case (fewest elements) and, as
-    ``when``, the values its checks share of the parameters that differ among that implementation's
-    failures of that check (the layout aside): what sets the group apart."""
+    went wrong (:func:`_symptom`), each group with its count, its smallest case (fewest elements), the
+    ``locator`` that selects its implementation again, and as ``unlike_passing`` what separates the group
+    from the passing cases of the same implementation and check: each parameter (the shape aside) whose
+    values in the group no passing case has, with those values (``None`` when no case of that check
+    passed, so there is nothing to set the group apart from)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    passing: dict[tuple, list[dict]] = defaultdict(list)
     for r in doc["results"]:
         if r["status"] in BAD_STATUSES:
             dtype = str(r["params"].get("dtype", ""))
             groups[r["implementation"], r["check"], r["status"], dtype, _symptom(r)].append(r)
-    values: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))
-    for (implementation, check, *_), members in groups.items():
-        for m in members:
-            for k, v in m["params"].items():
-                values[implementation, check][k].add(repr(v))
+        elif r["status"] == "pass":
+            passing[r["implementation"], r["check"]].append(r)
+    locators = {i["name"]: i["locator"] for i in doc["implementations"]}
     out = []
     for key in sorted(groups):
         members = groups[key]
         smallest = min(members, key=lambda r: (_size(r["params"]), r["test"]))
-        differ = {k for k, seen in values[key[:2]].items() if len(seen) > 1} - _LAYOUT
-        shared = {k: v for k, v in smallest["params"].items()
-                  if k in differ and all(m["params"].get(k) == v for m in members)}
         out.append({**smallest, "failing_comparisons": [c for c in smallest["comparisons"] if not c["passed"]],
-                    "count": len(members), "when": shared})
+                    "count": len(members), "locator": locators.get(key[0], ""),
+                    "unlike_passing": _apart(members, passing[key[:2]])})
+    return out
+
+
+def _apart(members: list[dict], passed: list[dict]) -> dict[str, list] | None:
+    """Each parameter whose values among ``members`` none of ``passed`` has: those values, in order."""
+    if not passed:
+        return None
+    out = {}
+    for k in sorted({k for m in members for k in m["params"]} - {"shape"}):
+        failing = {repr(m["params"].get(k, "default")): m["params"].get(k, "default") for m in members}
+        if failing.keys().isdisjoint(repr(p["params"].get(k, "default")) for p in passed):
+            out[k] = [failing[v] for v in sorted(failing)]
     return out
 
 
