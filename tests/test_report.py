@@ -351,3 +351,14 @@ def test_failures_give_nonzero_exit_and_still_a_report(tmp_path):
     again = subprocess.run([sys.executable, "-m", *command, "-p", "no:cacheprovider", "-q"], cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "1 failed" in again.stdout, again.stdout[-2000:]
+
+
+def test_a_report_without_matplotlib_is_refused_before_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from conformance.report.plugin import ReportPlugin
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    with pytest.raises(pytest.UsageError, match=r"--report needs matplotlib .* report extra"):
+        ReportPlugin(None, [], lambda node=None: {})

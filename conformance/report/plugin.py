@@ -9,6 +9,7 @@ roles, crashed); the failure text is kept as the reason, never parsed.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -30,6 +31,9 @@ class ReportPlugin:
         """``not_generated(node=None)``: the checks never generated, of this process or of the xdist worker
         ``node`` (the harness's facts, :data:`conformance.harness.plugin.NOT_GENERATED`); ``resources()``: what
         the run's process tree took, asked for once at the end (the harness measures it)."""
+        if importlib.util.find_spec("matplotlib") is None:  # refused now, not after the whole run
+            raise pytest.UsageError("--report needs matplotlib for its heatmap: install the report extra "
+                                    "(pip install 'batchnorm-conformance[report]')")
         self.config, self._not_generated, self._resources = config, not_generated, resources
         self.directory = Path(config.getoption("--report"))
         self.impls = impls
