@@ -138,7 +138,7 @@ def test_document_follows_its_schema_and_round_trips(tmp_path):
 
 def test_load_rejects_another_format_version(tmp_path):
     path = tmp_path / "conformance.json"
-    path.write_text(json.dumps({"format_version": 99}))
+    path.write_text(json.dumps({"format": "batchnorm-conformance-report", "format_version": 99}))
     with pytest.raises(ValueError, match="format_version 99"):
         load(path)
 

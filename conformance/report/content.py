@@ -12,7 +12,7 @@ from . import heatmap, summary
 from .blocks import Block, Figure, Heading, Items, Table, Text
 from .results import BAD_STATUSES
 
-__all__ = ["HEATMAP_PNG", "blocks", "kill_matrix_table", "matrix_table", "replay", "verdict"]
+__all__ = ["HEATMAP_PNG", "blocks", "describe", "kill_matrix_table", "matrix_table", "replay", "verdict"]
 
 HEATMAP_PNG = "heatmap.png"
 
@@ -165,7 +165,7 @@ def _failures(doc: dict) -> list[Block]:
         return [Text("None.")]
     rows = []
     for f in found:
-        what = "; ".join(_describe(c) for c in f["failing_comparisons"]) or f["reason"].splitlines()[0][:300]
+        what = "; ".join(describe(c) for c in f["failing_comparisons"]) or f["reason"].splitlines()[0][:300]
         rows.append([f["implementation"], f["check"], f["status"], _apart(f["unlike_passing"]), str(f["count"]),
                      _case(f["params"]), what, replay(f["test"], f["locator"])])
     return [Table(["implementation", "check", "status", "unlike its passing cases", "checks", "smallest case",
@@ -187,7 +187,8 @@ def replay(test: str, locator: str) -> str:
     return f"pytest --pyargs {shlex.quote(module)} --impl {shlex.quote(locator)}"
 
 
-def _describe(c: dict) -> str:
+def describe(c: dict) -> str:
+    """What went wrong in one comparison: its note, the non-finite values, or the error against the tolerance."""
     if c["note"]:
         return f"{c['quantity']}: {c['note']}"
     if c["nonfinite_mismatches"]:

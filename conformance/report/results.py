@@ -29,9 +29,10 @@ import numpy as np
 
 from ..adapters.base import ALL_DTYPES, Implementation
 
-__all__ = ["FORMAT_VERSION", "SCHEMA", "STATUSES", "Result", "document", "dumps", "finish_status",
+__all__ = ["FORMAT", "FORMAT_VERSION", "SCHEMA", "STATUSES", "Result", "document", "dumps", "finish_status",
            "implementation_record", "load", "test_id", "text"]
 
+FORMAT = "batchnorm-conformance-report"
 FORMAT_VERSION = 6
 SCHEMA = Path(__file__).with_name("conformance.schema.json")
 STATUSES = ("pass", "deviation", "fail", "crash", "unexpected_pass", "error", "skip")
@@ -173,7 +174,7 @@ def document(implementations: list[dict], conventions: dict[str, dict], results:
     for r in results:
         counts[r.status] += 1
     return {
-        "format": "batchnorm-conformance-report",
+        "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": started.isoformat(timespec="seconds"),
         "duration_s": round(duration_s, 3),
@@ -237,8 +238,14 @@ def dumps(doc: dict) -> str:
 
 
 def load(path: Path) -> dict:
-    """A written report, with "inf"/"nan" strings turned back into floats."""
-    doc = json.loads(Path(path).read_text())
+    """A written report, with "inf"/"nan" strings turned back into floats. A ValueError names the file and
+    what it is instead: not JSON, JSON but no report, a report of another format version."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a conformance report (no \"format\": \"{FORMAT}\")")
     if doc.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {doc.get('format_version')!r}, this code reads {FORMAT_VERSION}")
     return _numbers(doc)
