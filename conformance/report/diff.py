@@ -70,9 +70,11 @@ def _summary(doc: dict) -> dict:
 
 
 def _versions(old: dict, new: dict) -> list[dict]:
-    """Each implementation's version in each report (None: absent, unavailable, or never ran)."""
-    before = {i["name"]: i["version"] for i in old["implementations"]}
-    after = {i["name"]: i["version"] for i in new["implementations"]}
+    """Each implementation's version in each report (None: absent, unavailable, or never ran); one shown in
+    another's row (a ported pair) is that row's framework, listed there."""
+    def own(doc: dict) -> dict[str, str | None]:
+        return {i["name"]: i["version"] for i in doc["implementations"] if not (i["derivation"] or {}).get("row")}
+    before, after = own(old), own(new)
     return [{"implementation": name, "old": before.get(name), "new": after.get(name)}
             for name in dict.fromkeys([*before, *after])]
 
