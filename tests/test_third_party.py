@@ -83,8 +83,10 @@ def test_tinygrad_example_from_outside(installed: Path, tmp_path: Path) -> None:
     deviations = [r for r in doc["results"] if r["status"] == "deviation"]
     assert {r["params"]["edge"] for r in deviations} >= {"one_value_per_channel", "zero_size_batch"}
     assert {r["deviation"]["registry"] for r in deviations} == {"deviations.toml"}
-    (impl,) = doc["implementations"]
+    # The layer itself, and the pairs porting its state to and from every convention, which run on it.
+    impl, *pairs = doc["implementations"]
     assert impl["name"] == "tinygrad.BatchNorm" and impl["version"] == "0.14.0" and impl["devices"] == ["PYTHON"]
+    assert pairs and all(p["derivation"]["row"] == impl["name"] for p in pairs)
     # Channels-last cases are never generated for it (its layer takes channels at axis 1), yet counted.
     assert doc["not_generated"]["tinygrad.BatchNorm"]["forward"]["unsupported"]["channel_axis=-1"] > 0
     md = (tmp_path / "out" / "conformance.md").read_text()
