@@ -25,7 +25,8 @@ benchmark: worse, inconclusive (the noise is too large to rule out a regression 
 table gives the noise), better or same. A benchmark that ran in the baseline and fails in the candidate
 counts as worse.
 
-Exit status: 1 when anything got worse, else 3 when anything was inconclusive, else 0. The table lists
+Exit status: 1 when anything got worse, else 3 when anything was inconclusive, else 0; 2 when nothing was
+compared (the baseline measured none of the selected benchmarks, say every one timed out). The table lists
 every benchmark that is not ``same``.
 """
 
@@ -162,6 +163,10 @@ def compare(baseline: Samples, candidate: Samples, factor: float) -> list[tuple[
 
 
 def status(verdicts: list[tuple[str, Verdict | None]]) -> int:
+    """1 worse, 3 inconclusive, 0 nothing worse; 2 when nothing was compared (the baseline measured none of
+    the benchmarks: a gate that measured nothing must not pass)."""
+    if not verdicts:
+        return 2
     statuses = {verdict.status if verdict else "worse" for _, verdict in verdicts}
     return 1 if "worse" in statuses else 3 if "inconclusive" in statuses else 0
 
@@ -215,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = compare(measured["baseline"], measured["candidate"], factor)
     print(table(verdicts))
     code = status(verdicts)
-    print(f"perf.gate ({args.metric}, factor {factor}): "
-          f"{({0: 'nothing worse', 1: 'worse than the baseline', 3: 'inconclusive'})[code]}", flush=True)
+    said = {0: "nothing worse", 1: "worse than the baseline", 3: "inconclusive",
+            2: "nothing compared: the baseline measured none of the benchmarks (asv says why above)"}
+    print(f"perf.gate ({args.metric}, factor {factor}): {said[code]}", flush=True)
     return code
 
 

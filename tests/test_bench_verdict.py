@@ -73,8 +73,8 @@ BENCH = "bench_counted.BatchNorm.track_cost"
 
 
 def test_exit_status_and_table() -> None:
-    """1 when anything got worse or failed, else 3 when anything is inconclusive, else 0; the table lists
-    what is not `same`, worst first."""
+    """1 when anything got worse or failed, else 3 when anything is inconclusive, else 0, and 2 when nothing
+    was compared; the table lists what is not `same`, worst first."""
     a, b, c = ("x", (1, 8)), ("x", (2, 8)), ("x", (3, 8))
     baseline = {(BENCH, a): [100.0], (BENCH, b): [100.0], (BENCH, c): [100.0, 100.01]}
     same = {(BENCH, a): [100.0], (BENCH, b): [100.5], (BENCH, c): [100.0, 100.005]}
@@ -94,6 +94,9 @@ def test_exit_status_and_table() -> None:
     failed = {k: v for k, v in same.items() if k != (BENCH, a)}
     verdicts = compare(baseline, failed, 1.02)
     assert status(verdicts) == 1 and table(verdicts).splitlines()[2].startswith("| failed |")
+
+    # A baseline that measured nothing (every benchmark timed out, say) compares nothing: never a pass.
+    assert status(compare({}, same, 1.02)) == 2 and status(compare({}, {}, 1.02)) == 2
 
 
 @pytest.mark.parametrize(("baseline", "candidate", "expected"), [
