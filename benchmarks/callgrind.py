@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CACHE_MODEL", "Counts", "count", "measure", "unavailable"]
+__all__ = ["CACHE_MODEL", "Counts", "count", "measure", "presented_cpu", "unavailable"]
 
 CACHE_MODEL = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=8388608,16,64")
 HEADER = Path("/usr/include/valgrind/callgrind.h")
@@ -40,6 +41,23 @@ HOOK_SOURCE = """#include <valgrind/callgrind.h>
 void bn_start(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
 void bn_stop(const char *name) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT(name); }
 int bn_on_valgrind(void) { return RUNNING_ON_VALGRIND; }
+"""
+CPU_PROBE = """#include <cpuid.h>
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    unsigned r[12], a, b, c, d;
+    char vendor[13] = {0}, brand[49] = {0};
+    __cpuid(0, a, b, c, d);
+    memcpy(vendor, &b, 4); memcpy(vendor + 4, &d, 4); memcpy(vendor + 8, &c, 4);
+    for (unsigned i = 0; i < 3; i++) __cpuid(0x80000002 + i, r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]);
+    memcpy(brand, r, 48);
+    __cpuid(1, a, b, c, d);
+    printf("%s, %s, CPUID %08x %08x %08x", brand, vendor, a, c, d);
+    __cpuid_count(7, 0, a, b, c, d);
+    printf(" %08x %08x %08x\\n", b, c, d);
+    return 0;
+}
 """
 _PART = re.compile(r"^desc: Trigger: Client Request: (?P<name>\S+)$.*?^totals: (?P<totals>[\d ]+)$", re.M | re.S)
 
@@ -86,33 +104,52 @@ def unavailable() -> str | None:
     return None
 
 
+def _compiled(code: str, *flags: str) -> Path:
+    """``code`` compiled by gcc with ``flags``, once per source and flags (kept in the temporary directory)."""
+    digest = hashlib.sha256(" ".join([code, *flags]).encode()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / f"bn-callgrind-{digest}"
+    if not target.exists():
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # same file system: the rename is atomic
+            source, built = Path(tmp) / "source.c", Path(tmp) / "built"
+            source.write_text(code)
+            subprocess.run(["gcc", "-O2", *flags, "-o", built, source], check=True)
+            os.replace(built, target)  # concurrent builders each put a whole file in place
+    return target
+
+
 def _hook() -> ctypes.CDLL:
-    digest = hashlib.sha256(HOOK_SOURCE.encode()).hexdigest()[:12]
-    library = Path(tempfile.gettempdir()) / f"bn-callgrind-hook-{digest}.so"
-    if not library.exists():
-        with tempfile.TemporaryDirectory(dir=library.parent) as tmp:  # same file system: the rename is atomic
-            source, built = Path(tmp) / "hook.c", Path(tmp) / "hook.so"
-            source.write_text(HOOK_SOURCE)
-            subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", built, source], check=True)
-            os.replace(built, library)  # concurrent builders each put a whole library in place
-    return ctypes.CDLL(str(library))
+    return ctypes.CDLL(str(_compiled(HOOK_SOURCE, "-shared", "-fPIC")))
+
+
+def presented_cpu() -> str:
+    """The CPU that valgrind shows the measured code: vendor, brand and the CPUID feature words (leaf 1:
+    signature, ecx, edx; leaf 7: ebx, ecx, edx) that libraries choose their kernels by. valgrind presents a
+    model of its own, chosen by what the host supports (an AVX2 host: a Haswell), not the host's CPU."""
+    if platform.machine() != "x86_64":
+        return platform.machine()  # no CPUID
+    probe = _compiled(CPU_PROBE)
+    return subprocess.run(["valgrind", "-q", "--tool=none", probe], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def count(name: str, run: Callable[[], object], repeats: int, warmup: int = 3) -> None:
     """In a process under :func:`measure`: ``repeats`` measurements of one call of ``run`` each, saved as
     callgrind dumps named ``name`` (letters, digits and ``_.-`` only), after ``warmup`` uncounted calls
-    (the interpreter specializes code that runs repeatedly; counts settle after a few calls)."""
+    (the interpreter specializes code that runs repeatedly: CPython 3.11 a function's from its 8th call on,
+    and the counts of a small operation drop by about 3% until then)."""
     if not re.fullmatch(r"[\w.-]+", name):
         raise ValueError(f"measurement name {name!r}: letters, digits and _.- only")
     hook = _hook()
     if not hook.bn_on_valgrind():
         raise RuntimeError("count() measures only in a process started by benchmarks.callgrind.measure()")
+    # ctypes looks a function up on its first call: done here, or the first measurement would count it.
+    start, stop, label = hook.bn_start, hook.bn_stop, name.encode()
     for _ in range(warmup):
         run()
     for _ in range(repeats):
-        hook.bn_start()
+        start()
         run()
-        hook.bn_stop(name.encode())
+        stop(label)
 
 
 def measure(argv: list[str], env: Mapping[str, str] | None = None, timeout: float = 1800) -> dict[str, list[Counts]]:

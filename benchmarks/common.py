@@ -38,8 +38,8 @@ from conformance.operators.batchnorm import cases
 from . import THREADS
 
 __all__ = [
-    "CHANNEL_AXES", "DTYPES", "GRID", "IMPLEMENTATIONS", "PASSES", "SAMPLES", "SHAPES", "BatchNormCase", "CopyProbe",
-    "calls_per_sample", "process_groups", "seconds_per_call",
+    "CHANNEL_AXES", "DTYPES", "GRID", "GRIDS", "IMPLEMENTATIONS", "PASSES", "SAMPLES", "SHAPES", "BatchNormCase",
+    "CopyProbe", "calls_per_sample", "process_groups", "seconds_per_call",
 ]
 
 GRID = os.environ.get("BN_BENCH_GRID", "full")
@@ -48,13 +48,14 @@ DEVICE = os.environ.get("BN_BENCH_DEVICE", "cpu")
 # Shapes with the channel axis second, as PyTorch orders them; channel_axis=-1 moves it last. The ci
 # grid has one small shape per rank an implementation may be limited to (PyTorch's BatchNorm1d/2d/3d) and
 # one layout and dtype, so that CI runs every benchmark for every implementation in a few minutes; the
-# runners' other layouts and dtypes are tested directly (tests/test_bench_runners.py).
-SHAPES = {
-    "full": [(3136, 256), (128, 8192), (32, 64, 56, 56), (8, 256, 14, 14), (2, 32, 16, 56, 56)],
-    "ci": [(64, 16), (4, 8, 6, 6), (2, 4, 3, 4, 4)],
-}[GRID]
-CHANNEL_AXES = {"full": [1, -1], "ci": [1]}[GRID]
-DTYPES = {"full": ["float32", "bfloat16"], "ci": ["float32"]}[GRID]
+# runners' other layouts and dtypes are tested directly (tests/test_bench_runners.py). Each grid: shapes,
+# channel axes, dtypes (perf.baseline reads the ci grid's, whichever grid this process runs).
+GRIDS = {
+    "full": ([(3136, 256), (128, 8192), (32, 64, 56, 56), (8, 256, 14, 14), (2, 32, 16, 56, 56)], [1, -1],
+             ["float32", "bfloat16"]),
+    "ci": ([(64, 16), (4, 8, 6, 6), (2, 4, 3, 4, 4)], [1], ["float32"]),
+}
+SHAPES, CHANNEL_AXES, DTYPES = GRIDS[GRID]
 SAMPLES = {"full": 9, "ci": 1}[GRID]  # per measurement of the track_* benchmarks
 
 # Full passes over the tensor that no implementation can avoid (the memory-traffic floor): inference

@@ -1,7 +1,7 @@
 """Counted metrics of the benchmark grid: one callgrind process measures many parameter combinations
 (``bench_counted`` reads them; ``perf.study`` uses the same).
 
-    python -m benchmarks.counted COMBINATIONS_JSON REPEATS     (run under callgrind by measure_combinations())
+    python -m benchmarks.counted COMBINATIONS_JSON REPEATS WARMUP   (run under callgrind by measure_combinations())
 
 The measured process imports the benchmarks' own machinery (``benchmarks.common``): the same seeded
 inputs and the same warmed-up runners that the timings use, one thread for every framework
@@ -32,20 +32,20 @@ ONE_THREAD = {
 }
 
 
-def measure_combinations(combinations: Sequence[tuple], repeats: int = 3,
-                         env: dict[str, str] | None = None) -> dict[tuple, list[callgrind.Counts] | None]:
+def measure_combinations(combinations: Sequence[tuple], repeats: int = 3, env: dict[str, str] | None = None,
+                         warmup: int = 3) -> dict[tuple, list[callgrind.Counts] | None]:
     """Counts of ``repeats`` calls for each ``(implementation, operation, shape, channel_axis, dtype)``
-    combination (None where it is not supported), all in one callgrind process: the implementations must
-    be able to share a process (``benchmarks.common.process_groups``). The measured process sees this
-    one's import path, then this checkout's ``benchmarks`` (last: a gate's side may put another
-    ``reference/`` first)."""
+    combination (None where it is not supported), each after ``warmup`` uncounted calls, all in one
+    callgrind process: the implementations must be able to share a process
+    (``benchmarks.common.process_groups``). The measured process sees this one's import path, then this
+    checkout's ``benchmarks`` (last: a gate's side may put another ``reference/`` first)."""
     path = os.pathsep.join([*(p for p in sys.path if p), str(ROOT)])
-    argv = ["-m", "benchmarks.counted", json.dumps([list(c) for c in combinations]), str(repeats)]
+    argv = ["-m", "benchmarks.counted", json.dumps([list(c) for c in combinations]), str(repeats), str(warmup)]
     found = callgrind.measure(argv, env={**(env or {}), **ONE_THREAD, "PYTHONPATH": path})
     return {tuple(c): found.get(f"c{i}") for i, c in enumerate(combinations)}
 
 
-def _driver(combinations: list[list], repeats: int) -> None:
+def _driver(combinations: list[list], repeats: int, warmup: int) -> None:
     from .common import BatchNormCase
 
     for i, (implementation, operation, shape, channel_axis, dtype) in enumerate(combinations):
@@ -55,8 +55,8 @@ def _driver(combinations: list[list], repeats: int) -> None:
             run = case.make_runner()
         except NotImplementedError:  # unsupported, or raises (a registered deviation), as the timings skip it
             continue  # no dumps under this name: None in measure_combinations
-        callgrind.count(f"c{i}", run, repeats)
+        callgrind.count(f"c{i}", run, repeats, warmup)
 
 
 if __name__ == "__main__":
-    _driver(json.loads(sys.argv[1]), int(sys.argv[2]))
+    _driver(json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
