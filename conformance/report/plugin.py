@@ -2,7 +2,7 @@
 shows progress per implementation while the suite runs, and writes the report when the session ends.
 
 It runs in the pytest process that sees every test report (the xdist controller under ``-n``), so it
-reads only what reports carry: outcome, and the facts ``conformance.plugin`` attaches as
+reads only what reports carry: outcome, and the facts ``conformance.harness.plugin`` attaches as
 ``user_properties`` (implementation, environment, params, comparisons, deviation, defaults, unsupported,
 roles, crashed); the failure text is kept as the reason, never parsed.
 """
