@@ -39,7 +39,7 @@ from . import THREADS
 
 __all__ = [
     "CHANNEL_AXES", "DTYPES", "GRID", "GRIDS", "IMPLEMENTATIONS", "PASSES", "SAMPLES", "SHAPES", "BatchNormCase",
-    "CopyProbe", "calls_per_sample", "process_groups", "seconds_per_call",
+    "CopyProbe", "calls_per_sample", "process_groups", "seconds_per_call", "unsupported",
 ]
 
 GRID = os.environ.get("BN_BENCH_GRID", "full")
@@ -143,6 +143,15 @@ def runner(layer: Layer, operation: str, x: np.ndarray, dy: np.ndarray) -> Calla
     return lambda: layer.forward(x, training)
 
 
+def unsupported(impl: Implementation, operation: str, case: cases.BatchNormCase) -> str | None:
+    """Why ``impl`` cannot run ``operation`` on ``case`` by what it declares (None: it can); imports no
+    framework and sets nothing, so ``perf.baseline`` asks it in its own process."""
+    if operation == "forward_backward" and impl.capabilities.no_gradients:
+        return f"{impl.name}: {impl.capabilities.no_gradients}"
+    missing = impl.unsupported(case.spec(impl.convention))
+    return f"{impl.name} does not support {', '.join(missing)}" if missing else None
+
+
 class BatchNormCase:
     """One implementation, one operation, one input. Subclasses add the measurements."""
 
@@ -157,11 +166,7 @@ class BatchNormCase:
         self.operation = operation
         shape = shape if channel_axis == 1 else (shape[0], *shape[2:], shape[1])
         self.case = cases.BatchNormCase(shape, channel_axis, dtype)
-        unsupported = self.impl.unsupported(self.case.spec(self.impl.convention))
-        reason = self.impl.missing() or (f"{implementation} does not support {', '.join(unsupported)}" if unsupported
-                                         else None)
-        if operation == "forward_backward" and self.impl.capabilities.no_gradients:
-            reason = f"{implementation}: {self.impl.capabilities.no_gradients}"
+        reason = self.impl.missing() or unsupported(self.impl, operation, self.case)
         if reason:
             raise NotImplementedError(reason)  # asv records the combination as skipped
         os.environ.update(self.impl.process_env)  # before the framework's first import in this process

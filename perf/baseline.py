@@ -42,9 +42,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from benchmarks import callgrind
-from benchmarks.common import GRIDS, IMPLEMENTATIONS
+from benchmarks.common import GRIDS, IMPLEMENTATIONS, unsupported
 from benchmarks.counted import measure_combinations
-from conformance.adapters.base import OPERATIONS, Implementation
+from conformance.adapters.base import OPERATIONS
 from conformance.harness.registry import process_groups
 from conformance.operators.batchnorm import cases
 
@@ -63,13 +63,6 @@ DEFAULT = ROOT / "perf" / "baseline.json"
 PAD_STEP = 613
 
 
-def _supported(impl: Implementation, operation: str, shape: tuple[int, ...]) -> bool:
-    """As ``BatchNormCase.setup`` decides, without importing a framework into this process."""
-    if operation == "forward_backward" and impl.capabilities.no_gradients:
-        return False
-    return not impl.unsupported(cases.BatchNormCase(shape, 1, "float32").spec(impl.convention))
-
-
 def selection() -> list[Combination]:
     """The combinations this checkout measures (the module's docstring)."""
     shapes, _, _ = GRIDS["ci"]
@@ -80,7 +73,8 @@ def selection() -> list[Combination]:
         every = impl.family not in families  # a family's first implementation: every operation; the others one
         families.add(impl.family)
         for operation in OPERATIONS:
-            shape = next((s for s in shapes if _supported(impl, operation, s)), None)
+            shape = next((s for s in shapes if not unsupported(impl, operation, cases.BatchNormCase(s, 1, "float32"))),
+                         None)
             if shape is not None:
                 found.append((impl.name, operation, shape, 1, "float32"))
                 if not every:
