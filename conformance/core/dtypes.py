@@ -28,6 +28,12 @@ def unit_roundoff(dtype: str) -> float:
     return _UNIT_ROUNDOFF[dtype]
 
 
+def underflow(dtype: str) -> float:
+    """The absolute rounding error of ``dtype`` below its normal range (half its smallest subnormal): where
+    a result is that small, ``unit_roundoff * |result|`` no longer bounds its rounding."""
+    return float(ml_dtypes.finfo(dtype_of(dtype)).smallest_subnormal) / 2
+
+
 def as_numpy_float(x: np.ndarray) -> np.ndarray:
     """``x`` in a dtype every framework's from-NumPy conversion accepts: ``bfloat16`` (an ml_dtypes
     type NumPy does not know natively) becomes float32, which holds its values exactly."""

@@ -27,6 +27,11 @@ __all__ = ["BatchNormReference"]
 _HYPERPARAMETER_RTOL = 2.0**-24
 
 
+def _values_per_channel(x: np.ndarray, channels: int) -> int:
+    """Of the call's own batch, not the case's shape: a stateful exploration varies the batch from call to call."""
+    return x.size // max(channels, 1)
+
+
 class BatchNormReference:
     def __init__(self, case: BatchNormCase, convention: Convention, spec: LayerSpec) -> None:
         self.case, self.convention, self.spec = case, convention, spec
@@ -58,14 +63,15 @@ class BatchNormReference:
         errors = {}
         if batch:
             mean, var = reference.batch_statistics(x64, case.channel_axis)
-            n = case.values_per_channel
+            n = _values_per_channel(x64, case.num_features)
         else:
             state = layer.state
             mean, var = reference.running_statistics(state, layer.momentum, self.convention)
             n = 1
             errors = dict(zip(("mean_error", "var_error"), self.running_tolerance.statistics_error(state)))
         gamma = layer.gamma if layer.gamma is not None else np.ones(case.num_features)
-        cond = Conditioning(case.dtype, n, mean, var, layer.eps, gamma, case.accumulation_dtype, **errors)
+        beta = layer.beta if layer.beta is not None else 0.0
+        cond = Conditioning(case.dtype, n, mean, var, layer.eps, gamma, case.accumulation_dtype, beta=beta, **errors)
         return cond, (self._last(x64) - mean) / cond.sigma
 
     def conditioning(self, x: np.ndarray, training: bool) -> tuple[Conditioning, np.ndarray]:
@@ -81,7 +87,7 @@ class BatchNormReference:
         y = self.layer.forward(framework_input(x)[0], training)
         cond, xhat = self._conditioning(np.asarray(x, dtype=np.float64), training or not self.case.track_running_stats)
         if training and self.case.track_running_stats and x.size:
-            self.running_tolerance.add_step(cond, self.layer.state, self.case.values_per_channel)
+            self.running_tolerance.add_step(cond, self.layer.state, _values_per_channel(x, self.case.num_features))
         return y, cond, xhat
 
     # -- the ReferenceSide protocol --------------------------------------------------------------------

@@ -27,10 +27,12 @@ storage precision ``u``. So
 production sizes (float16 at 2**18 values per channel: ``rho = 2``, so an all-zero output passed); with
 ``u_acc`` it stays below ``|y|`` at any practical ``n`` (``tests/test_harness_tolerances.py`` checks that
 every bound rejects wrong answers up to 2**24 values per channel), and a layer that accumulates a
-half-precision input in half precision fails. With ``P = 1 + |xhat|`` (``xhat`` and its own error
+half-precision input in half precision fails. Below the dtype's normal range a stored result's rounding is
+absolute, half the smallest subnormal ``eta``: every ``u|result|`` below stands for ``u|result| + eta`` (a float16
+gradient scaled by a tiny gamma is subnormal). With ``P = 1 + |xhat|`` (``xhat`` and its own error
 ``rho (1 + kappa) P``):
 
-    y        u|y| + |gamma| rho (1 + kappa) P
+    y        u|y| + u|beta| + |gamma| rho (1 + kappa) P
     dbeta    u|dbeta| + rho sum|dy|
     dgamma   u|dgamma| + rho (1 + kappa) sum(|dy| P)
     dx       u|dx| + |gamma| / sigma * rho (1 + kappa)(|dy| + mean|dy|) P
@@ -72,7 +74,7 @@ import numpy as np
 
 from reference import Convention, debias_factor
 
-from ...core.dtypes import unit_roundoff
+from ...core.dtypes import underflow, unit_roundoff
 
 __all__ = ["SAFETY", "SECOND_ORDER", "Conditioning", "RunningTolerance"]
 
@@ -109,10 +111,18 @@ class Conditioning:
     # The allowed error of ``mean``/``var`` themselves: running statistics the implementation accumulated.
     mean_error: np.ndarray | float = 0.0
     var_error: np.ndarray | float = 0.0
+    # The shift: a layer holding or computing it in its dtype rounds it, which shows where |gamma xhat| is
+    # small beside it (a tiny or zero gamma).
+    beta: np.ndarray | float = 0.0
 
     @property
     def u(self) -> float:
         return unit_roundoff(self.dtype)
+
+    def stored(self, value: np.ndarray) -> np.ndarray:
+        """The rounding of a stored result: ``u|value|``, or below the normal range half the smallest
+        subnormal (a float16 gradient scaled by a tiny gamma is subnormal)."""
+        return self.u * np.abs(value) + underflow(self.dtype)
 
     @property
     def u_acc(self) -> float:
@@ -136,19 +146,20 @@ class Conditioning:
 
     def y(self, y: np.ndarray, xhat: np.ndarray) -> np.ndarray:
         rounding = self.rho * (1 + self.kappa) * (1 + np.abs(xhat))
-        return self.u * np.abs(y) + np.abs(self.gamma) * (rounding + self._statistics_error(xhat))
+        shift = self.u * np.abs(self.beta)
+        return self.stored(y) + shift + np.abs(self.gamma) * (rounding + self._statistics_error(xhat))
 
     def dx(self, dx: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
         scale = np.abs(self.gamma) / self.sigma * self.rho * (1 + self.kappa)
         statistics = np.abs(self.gamma) * np.abs(dy) * self.var_error / (2 * self.sigma**3)
-        return self.u * np.abs(dx) + scale * (np.abs(dy) + _channel_mean(np.abs(dy))) * (1 + np.abs(xhat)) + statistics
+        return self.stored(dx) + scale * (np.abs(dy) + _channel_mean(np.abs(dy))) * (1 + np.abs(xhat)) + statistics
 
     def dbeta(self, dbeta: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        return self.u * np.abs(dbeta) + self.rho * _channel_sum(np.abs(dy))
+        return self.stored(dbeta) + self.rho * _channel_sum(np.abs(dy))
 
     def dgamma(self, dgamma: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
         rounding = self.rho * (1 + self.kappa) * (1 + np.abs(xhat))
-        return self.u * np.abs(dgamma) + _channel_sum(np.abs(dy) * (rounding + self._statistics_error(xhat)))
+        return self.stored(dgamma) + _channel_sum(np.abs(dy) * (rounding + self._statistics_error(xhat)))
 
     def running_mean_step(self, run: np.ndarray, batch_std: np.ndarray) -> np.ndarray:
         """One training step's error in the running mean ``run`` it stored (the batch mean's, and the
