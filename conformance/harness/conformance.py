@@ -20,6 +20,9 @@ from .mirror import Mirror
 
 __all__ = ["Conformance"]
 
+# Facts of one Hypothesis example: replaced with the example (:meth:`Conformance.example`).
+_EXAMPLE = ("exploration",)
+
 
 class Conformance:
     """One check of one implementation: its skips, deviations and recording. A Hypothesis-driven check
@@ -68,11 +71,18 @@ class Conformance:
     def record(self, comparison: Comparison) -> None:
         self._properties.append(("comparison", comparison.as_dict()))
 
-    def mirror(self, case: Case, constructed: bool = False) -> Mirror:
-        return Mirror(self.impl, case, on_compare=self.record, constructed=constructed)
+    def mirror(self, case: Case, constructed: bool = False, aliasing: bool = False) -> Mirror:
+        return Mirror(self.impl, case, on_compare=self.record, constructed=constructed, aliasing=aliasing)
 
-    def example(self, case: Case) -> Mirror:
-        """A Mirror for one Hypothesis example, replacing the parameters and comparisons of earlier ones."""
-        self._properties[:] = [(k, v) for k, v in self._properties if k not in ("params", "comparison")]
+    def example(self, case: Case, aliasing: bool = False) -> Mirror:
+        """A Mirror for one Hypothesis example, replacing the parameters and comparisons of earlier ones (and
+        the facts :meth:`fact` recorded for them)."""
+        self._properties[:] = [(k, v) for k, v in self._properties if k not in ("params", "comparison", *_EXAMPLE)]
         self._properties.append(("params", case.params() | self.impl.parameters()))
-        return self.mirror(case)
+        return self.mirror(case, aliasing=aliasing)
+
+    def fact(self, name: str, value: object) -> None:
+        """A fact of this check for the report (``exploration``: a shrunk sequence and its replay command;
+        ``coverage``: what it covered), replacing an earlier one of that name."""
+        self._properties[:] = [(k, v) for k, v in self._properties if k != name]
+        self._properties.append((name, value))

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..adapters.base import Implementation, ImplementationCrashed, LayerSpec
+from .aliasing import CallerWrites
 from .processes import adopt, pss, spawn
 
 __all__ = ["MAX_WORKERS", "RemoteError", "WorkerCrashed", "isolate", "recycle", "shutdown", "started"]
@@ -74,14 +75,16 @@ def _serve(conn: Any, locator: str) -> None:
 
     impls = {i.name: i for i in load(locator)}
     layers: dict[int, Any] = {}
+    writes: dict[int, CallerWrites] = {}  # per layer, where the caller writes into what it exchanged
     while True:
         try:
             message = conn.recv()
         except EOFError:
             return
-        op, args, dropped = message
+        op, args, dropped, detaching = message
         for layer_id in dropped:
             layers.pop(layer_id, None)
+            writes.pop(layer_id, None)
         pristine = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
         try:
             if op == "build":
@@ -96,7 +99,11 @@ def _serve(conn: Any, locator: str) -> None:
                 if layer_id not in layers:
                     raise KeyError(f"layer {layer_id} is not in this worker: an earlier worker built it and was "
                                    "stopped (it died, or BN_MAX_WORKERS workers were alive already)")
-                result = getattr(layers[layer_id], op)(*rest)
+                method = getattr(layers[layer_id], op)
+                if detaching:  # the caller writes into what it exchanged with the layer (harness/aliasing.py)
+                    result = writes.setdefault(layer_id, CallerWrites()).call(op, method, *rest)
+                else:
+                    result = method(*rest)
             reply: tuple = ("ok", result)
         except Exception as exc:  # every failure goes back to the caller, with its type and traceback
             reply = ("error", (type(exc).__name__, str(exc), traceback.format_exc()))
@@ -131,13 +138,13 @@ class _Worker:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def call(self, op: str, *args: Any) -> Any:
+    def call(self, op: str, *args: Any, detaching: bool = False) -> Any:
         _WORKERS.move_to_end(self.impl.process_key)  # the most recently used
         if not self.alive:
             self._start()
         dropped, self.pending_drops = self.pending_drops, []
         try:
-            self.conn.send((op, args, dropped))
+            self.conn.send((op, args, dropped, detaching))
             if not self.conn.poll(_TIMEOUT_S):
                 raise TimeoutError(f"{self.impl.family} worker gave no answer to {op!r} within {_TIMEOUT_S:.0f} s")
             status, payload, modified = self.conn.recv()
@@ -209,11 +216,19 @@ class _RemoteLayer:
     """A layer in the worker: every public method call (``forward``, ``get_state``, a transform's own) runs
     there, with the layer's id."""
 
-    def __init__(self, worker: _Worker, layer_id: int) -> None:
-        self._worker, self._id = worker, layer_id
+    def __init__(self, worker: _Worker, layer_id: int, detaching: bool = False) -> None:
+        self._worker, self._id, self._detaching = worker, layer_id, detaching
+        self._owner: _RemoteLayer | None = None
 
     def __del__(self) -> None:  # the worker forgets the layer with the next message it gets
-        self._worker.pending_drops.append(self._id)
+        if self._owner is None:
+            self._worker.pending_drops.append(self._id)
+
+    def detaching(self) -> _RemoteLayer:
+        """The same layer, its worker writing into what each call exchanges (``harness/aliasing.py``)."""
+        proxy = _RemoteLayer(self._worker, self._id, detaching=True)
+        proxy._owner = self  # keeps the layer alive in the worker while this proxy is in use
+        return proxy
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):
@@ -223,7 +238,7 @@ class _RemoteLayer:
         return functools.partial(self._call, method)
 
     def _call(self, method: str, *args: Any) -> Any:
-        return self._worker.call(method, self._id, *args)
+        return self._worker.call(method, self._id, *args, detaching=self._detaching)
 
 
 class _Isolated(Implementation):

@@ -28,6 +28,7 @@ from ..core.case import Case
 from ..core.comparison import Comparison, Expected, compare, fact
 from ..core.dtypes import dtype_of
 from ..core.state import State
+from .aliasing import detaching
 
 __all__ = ["Mirror"]
 
@@ -58,18 +59,26 @@ def _describe(outcome: object) -> str:
 
 class Mirror:
     def __init__(self, impl: Implementation, case: Case, on_compare: Callable[[Comparison], None] | None = None,
-                 constructed: bool = False) -> None:
+                 constructed: bool = False, aliasing: bool = False) -> None:
+        """``aliasing=True``: the caller writes into every array it exchanged with the layer once a call
+        returned (:mod:`.aliasing`), so that shared memory shows in later results."""
         self.impl, self.case, self.on_compare = impl, case, on_compare
         self.operator = impl.operator
         self.spec = case.spec(impl.convention)
         self.layer = impl.build(self.spec)
+        if aliasing:
+            self.layer = detaching(self.layer)
         self.ref = impl.reference(case, self.spec)
         self.comparisons: list[Comparison] = []
         if constructed:
             self.compare_state(exact=True)
             self.compare_hyperparameters()
             return
-        given = case.initial_state(impl.convention)
+        self.assign(case.initial_state(impl.convention))
+
+    def assign(self, given: dict[str, object]) -> None:
+        """Give the layer the state fields ``given``, and the reference what the layer holds of them
+        afterwards (a float16 layer rounds them)."""
         self.layer.set_state(State(**given))
         held = self.layer.get_state()
         self.ref.assign(State(**{name: held.get(name) for name in given}))
