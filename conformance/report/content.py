@@ -198,6 +198,40 @@ def describe(c: dict) -> str:
             f"(error ratio {heatmap.label(c['error_ratio'])})")
 
 
+def _step(step: dict) -> str:
+    """One step of an explored sequence, as the report shows it."""
+    what = {k: v for k, v in step.items() if k not in ("step", "shape", "x_memory", "dy_memory")}
+    if "shape" in step:
+        what = {"shape": "x".join(map(str, step["shape"])), "memory": f"{step['x_memory']}/{step['dy_memory']}",
+                **what}
+    return f"{step['step']}({', '.join(f'{k}={v}' for k, v in what.items())})"
+
+
+def _exploration(doc: dict) -> list[Block]:
+    rows = summary.exploration(doc)
+    if not rows:
+        return []
+    table = [[r["implementation"], r["status"], str(r.get("sequences", "")), str(r.get("steps", "")),
+              str(r.get("states", ""))] for r in rows]
+    blocks: list[Block] = [
+        Heading(2, "Stateful exploration"),
+        Text("Sequences of calls driven against the reference in lockstep (`checks/test_exploration.py`): sequences "
+             "and steps run per implementation (shrinking's replays included) and the distinct states met. Below, "
+             "each sequence that did not pass, shrunk, with the command that replays it."),
+        Table(["implementation", "status", "sequences", "steps", "distinct states"], table, id="exploration"),
+    ]
+    for r in rows:
+        if (sequence := r["sequence"]) is None:
+            continue
+        what = "; ".join(describe(c) for c in r["failing_comparisons"]) or (r["deviation"] or {}).get("observed", "")
+        command = f"BN_EXPLORATION={sequence['profile']} {replay(r['test'], r['locator'] or sequence['impl'])}"
+        blocks += [Heading(3, f"{r['implementation']} ({r['status']})"),
+                   Text(f"Layer {sequence['case']}; {what}"),
+                   Items([_step(step) for step in sequence["steps"]]),
+                   Text(f"Replay: `{command}`")]
+    return blocks
+
+
 def _porting(doc: dict) -> list[Block]:
     """The porting cheat-sheet and matrix, from the porting pairs' results (``checks/test_porting.py``)."""
     head = [Heading(2, "Porting cheat-sheet")]
@@ -252,6 +286,7 @@ def blocks(doc: dict) -> list[Block]:
              "(`test_defaults_match_convention`) and what it did when training on one value per channel."),
         _table(summary.conventions_table(doc), "conventions"),
         *_porting(doc),
+        *_exploration(doc),
         Heading(2, "Deviations"),
         *_deviations(doc),
         Heading(2, "Failures"),

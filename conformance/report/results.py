@@ -72,6 +72,8 @@ class Result:
     unsupported: list[str] = field(default_factory=list)  # what a skip was for (``dtype float16``, ...)
     roles: list[str] = field(default_factory=list)  # what the report reads the check for (one_value_per_channel)
     crashed: bool = False  # the implementation's process died during the test
+    exploration: dict | None = None  # the stateful exploration's last (after a failure: shrunk) sequence
+    coverage: dict | None = None  # what the stateful exploration covered: sequences, steps, states
     duration_s: float = 0.0
     environment: dict | None = None  # goes into the implementation's record, not the result's
     phases: dict[str, tuple[str, str, bool]] = field(default_factory=dict)
@@ -90,7 +92,7 @@ class Result:
             if name == "comparison":
                 comparisons.append(value)
             elif name in ("check", "check_family", "implementation", "environment", "params", "deviation", "defaults",
-                          "unsupported", "roles", "crashed"):
+                          "unsupported", "roles", "crashed", "exploration", "coverage"):
                 setattr(self, name, value)
         self.comparisons = comparisons
 

@@ -12,13 +12,13 @@ from ..core.dtypes import ALL_DTYPES
 from ..operators.builtin import OPERATORS
 from .results import BAD_STATUSES
 
-__all__ = ["KILLING_STATUSES", "conventions_table", "deviations", "dtypes", "families", "failures",
+__all__ = ["KILLING_STATUSES", "conventions_table", "deviations", "dtypes", "exploration", "families", "failures",
            "implementations", "involved", "kill_matrix", "matrix", "not_generated_total", "porting", "porting_dtypes",
            "porting_exceptions", "porting_matrix", "rows", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
 _ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases",
-          "contract", "large", "random")
+          "contract", "large", "random", "exploration")
 
 # The parameters that say where a case sits, not what it tests: a failure's group never splits on them.
 
@@ -203,6 +203,18 @@ def _apart(members: list[dict], passed: list[dict]) -> dict[str, list] | None:
         if failing.keys().isdisjoint(repr(p["params"].get(k, "default")) for p in passed):
             out[k] = [failing[v] for v in sorted(failing)]
     return out
+
+
+def exploration(doc: dict) -> list[dict]:
+    """The stateful exploration per implementation that ran it: its status, what it covered (sequences,
+    steps, distinct states), and where it did not pass the (shrunk) sequence it stopped at with the
+    ``locator`` that selects the implementation again."""
+    locators = {i["name"]: i["locator"] for i in doc["implementations"]}
+    return [{"implementation": r["implementation"], "status": r["status"], **(r.get("coverage") or {}),
+             "sequence": None if r["status"] == "pass" else r.get("exploration"),
+             "failing_comparisons": [c for c in r["comparisons"] if not c["passed"]],
+             "deviation": r["deviation"], "locator": locators.get(r["implementation"], ""), "test": r["test"]}
+            for r in doc["results"] if r["check"] == "exploration" and r["status"] != "skip"]
 
 
 def skips(doc: dict) -> dict[str, Counter]:

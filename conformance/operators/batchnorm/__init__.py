@@ -12,6 +12,7 @@ from reference import CONVENTIONS, Convention, check_momentum
 
 from .. import Operator
 from .cases import FRAMEWORK_OPTIONS, GRIDS, BatchNormCase, draw_case
+from .exploration import EXPLORATION
 from .reference import BatchNormReference
 from .spec import LayerSpec
 from .vocabulary import VOCABULARY
@@ -43,4 +44,5 @@ BATCHNORM = Operator(
     vocabulary=VOCABULARY,
     options=FRAMEWORK_OPTIONS,
     unexpressible=_unexpressible,
+    exploration=EXPLORATION,
 )
