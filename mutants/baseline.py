@@ -27,8 +27,9 @@ class BatchNorm:
     Hooks, in the order a call meets them: construction (:meth:`hyperparameters`, :meth:`initial_state`);
     input checks (:meth:`validate` with :meth:`check_channels`, :meth:`validate_dy`, :meth:`check_batch`);
     the modes (:meth:`effective_training`, :meth:`batch_mode`, :meth:`updates_running`); the dtype policy
-    (:meth:`compute_dtype`, :meth:`output_dtype`); :meth:`statistics` over :attr:`statistic_axes`,
-    :meth:`normalize`; the running update (:meth:`new_batch_weight`, :meth:`bessel_factor` of
+    (:meth:`compute_dtype`, :meth:`output_dtype`); :meth:`statistics` over :attr:`statistic_axes` or
+    :meth:`held_statistics`, :meth:`normalize`, :meth:`scale`;
+    the running update (:meth:`new_batch_weight`, :meth:`bessel_factor` of
     :meth:`values_per_channel`, :meth:`update_running`); gradients (:meth:`backward_training`,
     :meth:`backward_inference`, :meth:`parameter_gradients`); second order
     (:meth:`hessian_vector_product` with :meth:`tangents`). ``input_dtype`` is the last forward's.
@@ -82,9 +83,9 @@ class BatchNorm:
         if batch_mode or updating:
             self.check_batch(x3)
             batch = self.statistics(xc)
-        mean, var = batch if batch_mode else (self._column(a, xc.dtype) for a in (self.running_mean, self.running_var))
+        mean, var = batch if batch_mode else self.held_statistics(x.dtype, xc.dtype)
         xhat, r = self.normalize(xc, mean, var)
-        gamma = np.ones(x3.shape[1]) if self.gamma is None else self.gamma
+        gamma = self.scale(x3.shape[1])
         beta = np.zeros(x3.shape[1]) if self.beta is None else self.beta
         y = xhat * self._column(gamma, xc.dtype) + self._column(beta, xc.dtype)
         if updating:
@@ -169,6 +170,14 @@ class BatchNorm:
     def updates_running(self, training: bool) -> bool:
         """Whether this call adds the batch to the running statistics."""
         return self.effective_training(training) and self.running_mean is not None
+
+    def held_statistics(self, input_dtype: np.dtype, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The running mean and variance inference normalizes with, as columns in the compute dtype."""
+        return self._column(self.running_mean, dtype), self._column(self.running_var, dtype)
+
+    def scale(self, channels: int) -> np.ndarray:
+        """The gamma the normalized values are multiplied by (ones without affine parameters)."""
+        return np.ones(channels) if self.gamma is None else self.gamma
 
     def values_per_channel(self, x3: np.ndarray) -> int:
         return x3.shape[0] * x3.shape[2]

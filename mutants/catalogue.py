@@ -524,6 +524,176 @@ class DoubleBackwardStatisticsConstant(BatchNorm):
         return r * vx, np.zeros_like(r)
 
 
+# -- what only a sequence of calls, an unusual state or the caller's own writes show (the exploration) ---
+
+_ARRAYS = ("gamma", "beta", "running_mean", "running_var")
+
+
+class NegativeGammaSignLost(BatchNorm):
+    """The scale is ``|gamma|``: InPlace-ABN takes the absolute value of the weight (to invert its output in
+    the backward without dividing by zero), so a model trained with plain BatchNorm whose gammas went
+    negative gives other outputs once loaded (mapillary/inplace_abn #92). Gammas start positive, and only
+    training drives them negative."""
+
+    bug = "scale by |gamma|: the sign of a negative gamma is lost"
+    origin = "InPlace-ABN (mapillary/inplace_abn #92, #180)"
+    link = "https://github.com/mapillary/inplace_abn/issues/92"
+
+    def scale(self, channels: int) -> np.ndarray:
+        return np.abs(super().scale(channels))
+
+
+class BackwardRecoversInputFromOutput(BatchNorm):
+    """The backward recovers ``xhat`` from the output, ``(y - beta) / gamma``, instead of keeping it: the
+    memory saving of in-place activated BatchNorm (PaddlePaddle's inplace_abn op, PR #22806: "X should be
+    calculated by inverse operation of batch_norm on Y"). Exact while gamma is away from zero; a gamma that
+    training drove to zero gives NaN gradients."""
+
+    bug = "backward recovers xhat from y / gamma (NaN gradients at gamma = 0)"
+    origin = "in-place activated BatchNorm (PaddlePaddle PR #22806, InPlace-ABN)"
+    link = "https://github.com/PaddlePaddle/Paddle/pull/22806"
+
+    def forward(self, x, training):
+        y = super().forward(x, training)
+        saved, dtype = self.saved, self.saved["x"].dtype
+        beta = self._column(np.zeros(saved["gamma"].shape) if self.beta is None else self.beta, dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            saved["xhat"] = (self._compute(self.view(y), dtype) - beta) / self._column(saved["gamma"], dtype)
+        return y
+
+
+class StateReadAliasesInternals(BatchNorm):
+    """Reading the state returns the layer's own arrays, not copies: PyTorch's ``state_dict()`` holds
+    references to the parameters and buffers (its docs gained a warning, PR #83104), so a caller that
+    edits what it read (a checkpoint averaged in place, say) edits the model."""
+
+    bug = "the state read shares memory with the layer's own arrays"
+    origin = "PyTorch Module.state_dict (PR #83104)"
+    link = "https://github.com/pytorch/pytorch/pull/83104"
+
+    def get_state(self) -> State:
+        return super().get_state().replace(**{name: getattr(self, name) for name in _ARRAYS})
+
+
+class StateAssignmentKeepsCallerArrays(BatchNorm):
+    """Assigning a state keeps the caller's arrays instead of copying them, so a caller that reuses its
+    arrays changes the layer (executorch PR #4754: delegation consumed values from a state dict it had not
+    copied)."""
+
+    bug = "an assigned state shares memory with the caller's arrays"
+    origin = "executorch (PR #4754)"
+    link = "https://github.com/pytorch/executorch/pull/4754"
+
+    def set_state(self, state: State) -> None:
+        super().set_state(state)
+        for name in _ARRAYS:
+            value = state.get(name)
+            if isinstance(value, np.ndarray) and value.dtype == np.float64:
+                setattr(self, name, value)
+
+
+class ParameterGradientsAccumulate(BatchNorm):
+    """dgamma and dbeta are added to what earlier backward calls returned: the gradient buffers are never
+    zeroed between calls (MXNet's BatchNorm with ``grad_req='add'``, apache/mxnet #18499; torch/cunn #212:
+    forward and backward called several times gave wrong gradients)."""
+
+    bug = "parameter gradients accumulate across backward calls"
+    origin = "MXNet BatchNorm grad_req='add' (#18499), torch/cunn (PR #212)"
+    link = "https://github.com/apache/mxnet/issues/18499"
+
+    def parameter_gradients(self, dy, xhat):
+        dgamma, dbeta = super().parameter_gradients(dy, xhat)
+        if dgamma is None:
+            return dgamma, dbeta
+        total = getattr(self, "_total", None)
+        self._total = (dgamma, dbeta) if total is None else (total[0] + dgamma, total[1] + dbeta)
+        return self._total[0].copy(), self._total[1].copy()
+
+
+class HalfPrecisionRunningStatistics(BatchNorm):
+    """Inference casts the running statistics to the input's dtype before normalizing: a running
+    variance past float16's largest value (65504) becomes infinite and the output silently collapses to
+    beta (apple/coreai-torch PR #54: "turning any running_var above the fp16 max of 65504 into inf")."""
+
+    bug = "running statistics cast to float16 for half-precision inference"
+    origin = "coreai-torch fp16 batch norm (PR #54)"
+    link = "https://github.com/apple/coreai-torch/pull/54"
+
+    def held_statistics(self, input_dtype, dtype):
+        return tuple(self._column(np.asarray(a).astype(input_dtype), dtype)
+                     for a in (self.running_mean, self.running_var))
+
+
+class FoldedStatisticsCached(BatchNorm):
+    """Inference folds the running statistics once and keeps them until a training step changes them: a
+    state assigned in between (a checkpoint loaded, weights averaged) is not seen (AiDotNet PR #1505: a
+    cache keyed by the array's identity went stale when BatchNorm folding changed the weights in place)."""
+
+    bug = "inference keeps statistics folded before a state was assigned"
+    origin = "AiDotNet BatchNorm folding (PR #1505)"
+    link = "https://github.com/ooples/AiDotNet/pull/1505"
+
+    def held_statistics(self, input_dtype, dtype):
+        folded = getattr(self, "_folded", None)
+        if folded is None or folded[0].dtype != dtype:
+            self._folded = folded = super().held_statistics(input_dtype, dtype)
+        return folded
+
+    def update_running(self, mean, var, count):
+        super().update_running(mean, var, count)
+        self._folded = None
+
+
+class NonContiguousInputMisread(BatchNorm):
+    """The input's memory is read in its storage order as if it were C-ordered: a Fortran-ordered (or
+    transposed) array comes out permuted (PyTorch #63224: BatchNorm2d permuted the data of a non-contiguous
+    input)."""
+
+    bug = "non-contiguous input read in memory order"
+    origin = "PyTorch BatchNorm2d on non-contiguous input (#63224)"
+    link = "https://github.com/pytorch/pytorch/issues/63224"
+
+    def view(self, a):
+        return super().view(np.ravel(a, order="K").reshape(a.shape))
+
+
+class ReductionDropsPartialBlock(BatchNorm):
+    """The batch statistics are reduced in blocks of 1024 values per channel and a last, partial block is
+    never read (MIOpen PR #916: elements past the work-group size "will never be accessed"). Exact when the
+    values per channel are a multiple of the block, as in every power-of-two production shape."""
+
+    bug = "statistics skip the values past the last full block of 1024"
+    origin = "MIOpen spatial BatchNorm (PR #916)"
+    link = "https://github.com/ROCm/MIOpen/pull/916"
+
+    block = 1024
+
+    def statistics(self, x):
+        n = x.shape[0] * x.shape[2]
+        if n <= self.block or n % self.block == 0:
+            return super().statistics(x)
+        values = np.moveaxis(x, 1, 0).reshape(x.shape[1], n)[:, : n // self.block * self.block]
+        mean = values.mean(axis=1, keepdims=True)
+        var = ((values - mean) ** 2).mean(axis=1)
+        return mean.reshape(1, -1, 1), var.reshape(1, -1, 1)
+
+
+class SavedStatisticsReused(BatchNorm):
+    """The backward takes the inverse standard deviation saved by the first training call of that shape,
+    a buffer filled once and reused ("save_mean / save_std filled in place", which made BatchNorm's
+    backward non-reentrant: PyTorch PR #2268)."""
+
+    bug = "backward reuses the inverse std saved by an earlier training call"
+    origin = "PyTorch BatchNorm backward (PR #2268)"
+    link = "https://github.com/pytorch/pytorch/pull/2268"
+
+    def backward_training(self, dy, xhat, r, gamma):
+        saved = getattr(self, "_saved_r", None)
+        if saved is None or saved.shape != r.shape:
+            self._saved_r = saved = r
+        return super().backward_training(dy, xhat, saved, gamma)
+
+
 MUTANTS: dict[str, tuple[type[BatchNorm], str]] = {
     "running_var_starts_at_zero": (RunningVarStartsAtZero, "torch"),
     "eps_dropped": (EpsDropped, "torch"),
@@ -561,6 +731,16 @@ MUTANTS: dict[str, tuple[type[BatchNorm], str]] = {
     "parameter_gradients_averaged": (ParameterGradientsAveraged, "torch"),
     "inference_backward_uses_batch_statistics": (InferenceBackwardUsesBatchStatistics, "torch"),
     "double_backward_statistics_constant": (DoubleBackwardStatisticsConstant, "torch"),
+    "negative_gamma_sign_lost": (NegativeGammaSignLost, "torch"),
+    "backward_recovers_input_from_output": (BackwardRecoversInputFromOutput, "torch"),
+    "state_read_aliases_internals": (StateReadAliasesInternals, "torch"),
+    "state_assignment_keeps_caller_arrays": (StateAssignmentKeepsCallerArrays, "keras"),
+    "parameter_gradients_accumulate": (ParameterGradientsAccumulate, "torch"),
+    "half_precision_running_statistics": (HalfPrecisionRunningStatistics, "torch"),
+    "folded_statistics_cached": (FoldedStatisticsCached, "keras"),
+    "non_contiguous_input_misread": (NonContiguousInputMisread, "torch"),
+    "reduction_drops_partial_block": (ReductionDropsPartialBlock, "keras"),
+    "saved_statistics_reused": (SavedStatisticsReused, "torch"),
 }
 
 IMPLEMENTATIONS = [LayerImplementation(BatchNorm, "torch"), LayerImplementation(BatchNorm, "keras")] + [
