@@ -27,8 +27,8 @@ class ReferenceLayer:
         self.trainable = spec.trainable
 
     def set_state(self, state: State) -> None:
-        for name, value in state.assigned().items():
-            setattr(self.bn, name, value)
+        for name, value in state.assigned().items():  # copies: the caller may reuse its arrays
+            setattr(self.bn, name, np.array(value) if isinstance(value, np.ndarray) else value)
 
     def get_state(self) -> State:
         return State(**self.bn.state, eps=self.bn.eps, momentum=self.bn.momentum)

@@ -160,7 +160,7 @@ def _to_numpy(t) -> np.ndarray | None:
     if t is None:
         return None
     t = t.detach().cpu()
-    return (t.float() if t.element_size() < 4 else t).double().numpy()
+    return (t.float() if t.element_size() < 4 else t).double().numpy().copy()  # float64 .double() is t itself
 
 
 class TorchImplementation(Implementation):

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, assume, settings
+from hypothesis import HealthCheck, Phase, assume, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -43,11 +43,15 @@ pytestmark = pytest.mark.conformance
 class Profile:
     sequences: int
     steps: int
+    shrink: bool = True
 
 
-PROFILES = {"ci": Profile(sequences=8, steps=10), "deep": Profile(sequences=40, steps=20)}
+# ``kill``: the CI sequences without shrinking, for the mutation self-test (whether a mutant fails is all it
+# reads; shrinking a failure costs ten to fifty times its finding).
+PROFILES = {"ci": Profile(sequences=8, steps=10), "kill": Profile(sequences=8, steps=10, shrink=False),
+            "deep": Profile(sequences=40, steps=20)}
 # The checks whose registered deviations a sequence stays clear of (they are the fixed grids' to record).
-_COVERED = ("gradients", "running_statistics", "inference_after_training")
+_COVERED = ("gradients", "running_statistics", "inference_after_training", "production_size")
 
 
 @dataclass
@@ -187,6 +191,7 @@ def test_exploration(available: Conformance, request: pytest.FixtureRequest) -> 
     try:
         run_state_machine_as_test(machine, settings=settings(
             max_examples=profile.sequences, stateful_step_count=profile.steps, derandomize=True, database=None,
-            deadline=None, print_blob=False, suppress_health_check=list(HealthCheck)))
+            deadline=None, print_blob=False, suppress_health_check=list(HealthCheck),
+            phases=[phase for phase in Phase if profile.shrink or phase not in (Phase.shrink, Phase.explain)]))
     finally:
         available.fact("coverage", coverage.as_dict())

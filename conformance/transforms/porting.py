@@ -101,9 +101,9 @@ class PortedReference(Delegating):
             mean, var = running_statistics(held, self.side.layer.momentum, src)
             counter = held[src.counter] if src.counter and dst.counter else None
             kept |= running_state_for(mean, var, target.layer.momentum, dst, counter)
-            # The statistics carry the errors the source's steps were allowed.
-            target.running_tolerance.carry(*self.side.running_tolerance.statistics_error(held), kept)
         target.assign(State(**kept))
+        if held.get("running_mean") is not None:  # the statistics carry the errors the source's steps were allowed
+            target.running_tolerance.carry(*self.side.running_tolerance.statistics_error(held), kept)
         target.parameter_tolerance = unit_roundoff(self.case.dtype)  # the target layer holds them in its dtype
         self.side, self.target = target, True
 

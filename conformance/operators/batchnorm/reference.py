@@ -84,17 +84,23 @@ class BatchNormReference:
     def _forward(self, x: np.ndarray, training: bool) -> tuple[np.ndarray, Conditioning, np.ndarray]:
         """The reference's forward (raising where the input is an error), its conditioning and ``xhat``."""
         training = self._training(training)
+        previous = self.layer.state
         y = self.layer.forward(framework_input(x)[0], training)
         cond, xhat = self._conditioning(np.asarray(x, dtype=np.float64), training or not self.case.track_running_stats)
         if training and self.case.track_running_stats and x.size:
-            self.running_tolerance.add_step(cond, self.layer.state, _values_per_channel(x, self.case.num_features))
+            self.running_tolerance.add_step(cond, self.layer.state, _values_per_channel(x, self.case.num_features),
+                                            previous)
         return y, cond, xhat
 
     # -- the ReferenceSide protocol --------------------------------------------------------------------
     def assign(self, held: State) -> None:
+        """Start from ``held``: assigned running statistics carry no error of earlier steps (a port carries
+        its source's in afterwards, :meth:`RunningTolerance.carry`)."""
         for name in self.layer.state_fields:
             if held.get(name) is not None and getattr(self.layer, name) is not None:
                 setattr(self.layer, name, held[name])
+        if any(held.get(name) is not None for name in self.running_tolerance.accumulated):
+            self.running_tolerance = RunningTolerance(self.case.dtype, self.convention, self.spec.momentum)
 
     def forward(self, x: np.ndarray, training: bool) -> dict[str, Expected]:
         y, cond, xhat = self._forward(x, training)

@@ -196,13 +196,17 @@ class RunningTolerance:
         self.dtype, self.convention, self.momentum = dtype, convention, momentum
         self.accumulated = {"running_mean": 0.0, convention.spread_field: 0.0}
 
-    def add_step(self, cond: Conditioning, state: dict, count: int) -> None:
+    def add_step(self, cond: Conditioning, state: dict, count: int, previous: dict | None = None) -> None:
         """Account for one training step with ``cond``'s batch statistics over ``count`` values per
-        channel, after which the reference holds ``state``."""
+        channel, after which the reference holds ``state`` (before it: ``previous``)."""
         # n/(n-1) bounds the Bessel correction's amplification whether or not the convention applies it.
         correction = count / max(count - 1, 1)
+        u = unit_roundoff(self.dtype)
+        # The update written as old - w (old - batch) (tf-keras' assign_sub) rounds relative to the old value.
+        old = {name: u * np.abs(np.asarray(previous[name], dtype=np.float64)) if previous and previous.get(name)
+               is not None else 0.0 for name in self.accumulated}
         self.accumulated["running_mean"] = self.accumulated["running_mean"] + cond.running_mean_step(
-            state["running_mean"], np.sqrt(cond.var))
+            state["running_mean"], np.sqrt(cond.var)) + old["running_mean"]
         spread = self.convention.spread_field
         if spread == "running_std":
             var_error = correction * cond.running_var_step(state[spread] ** 2)
@@ -212,7 +216,7 @@ class RunningTolerance:
             step = unit_roundoff(self.dtype) * np.abs(state[spread]) + np.minimum(root_error, np.sqrt(var_error))
         else:
             step = correction * cond.running_var_step(state[spread])
-        self.accumulated[spread] = self.accumulated[spread] + step
+        self.accumulated[spread] = self.accumulated[spread] + step + old[spread]
 
     def carry(self, mean_error: np.ndarray | float, var_error: np.ndarray | float, state: dict) -> None:
         """Start from statistics already allowed ``mean_error`` and ``var_error`` (a state ported in from
