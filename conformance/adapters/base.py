@@ -58,11 +58,13 @@ class Layer(Protocol):
     """One built layer. Every method takes and returns NumPy arrays."""
 
     def set_state(self, state: State) -> None:
-        """Assign every field of ``state`` that has a value (the hyperparameters aside)."""
+        """Assign every field of ``state`` that has a value (the hyperparameters aside), as copies: the caller
+        may write into its arrays afterwards."""
 
     def get_state(self) -> State:
         """Every field of the state it keeps (BatchNorm: parameters, the convention's running fields) and,
-        where the adapter reports them, the ``eps`` and ``momentum`` it holds."""
+        where the adapter reports them, the ``eps`` and ``momentum`` it holds; arrays the caller owns (no
+        memory shared with the layer, ``harness/aliasing.py``)."""
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         """One forward call, with the framework's usual side effects (running-stat updates)."""
