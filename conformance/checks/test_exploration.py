@@ -12,8 +12,8 @@ layer shares with what it returned or was given shows in a later result.
 
 Hypothesis shrinks a failing sequence; the report holds the shrunk one (steps, shapes, value summaries) and
 the command that replays it (the run is derandomized, so the same command finds the same sequence), and per
-implementation the sequences, steps and distinct states covered. ``BN_EXPLORATION`` picks the profile:
-``ci`` (default, a fixed few sequences per implementation) or ``deep`` (``tox -e report``).
+implementation the sequences, steps and distinct states covered. ``BN_EXPLORATION`` picks the profile
+(:data:`PROFILES`): ``ci`` (the default), ``kill`` (``tox -e mutants``) or ``deep`` (``tox -e report``).
 """
 
 from __future__ import annotations
@@ -43,13 +43,16 @@ pytestmark = pytest.mark.conformance
 class Profile:
     sequences: int
     steps: int
-    shrink: bool = True
+    # When a failure is shrunk: "always", "unexpected" (not where the registry expects the check to fail: its
+    # entry holds the sequence already) or "never".
+    shrink: str = "unexpected"
 
 
-# ``kill``: the CI sequences without shrinking, for the mutation self-test (whether a mutant fails is all it
-# reads; shrinking a failure costs ten to fifty times its finding).
-PROFILES = {"ci": Profile(sequences=8, steps=10), "kill": Profile(sequences=8, steps=10, shrink=False),
-            "deep": Profile(sequences=40, steps=20)}
+# Shrinking a failure costs ten to fifty times finding it, a compiled path's new shape a second or more.
+# ``ci``: what CI affords every implementation; ``kill``: the mutation self-test's (NumPy mutants are cheap,
+# and whether a check failed is all its verdict reads); ``deep``: ``tox -e report``.
+PROFILES = {"ci": Profile(sequences=4, steps=8), "kill": Profile(sequences=8, steps=10, shrink="never"),
+            "deep": Profile(sequences=16, steps=12, shrink="always")}
 # The checks whose registered deviations a sequence stays clear of (they are the fixed grids' to record).
 _COVERED = ("gradients", "running_statistics", "inference_after_training", "production_size")
 
@@ -187,11 +190,12 @@ def test_exploration(available: Conformance, request: pytest.FixtureRequest) -> 
         available.unsupported("stateful exploration")
     name = os.environ.get("BN_EXPLORATION", "ci")
     profile, coverage = PROFILES[name], Coverage()
+    shrink = profile.shrink == "always" or profile.shrink == "unexpected" and available.deviation({}) is None
     machine = _machine(available, coverage, _replay(available, request, name))
     try:
         run_state_machine_as_test(machine, settings=settings(
             max_examples=profile.sequences, stateful_step_count=profile.steps, derandomize=True, database=None,
             deadline=None, print_blob=False, suppress_health_check=list(HealthCheck),
-            phases=[phase for phase in Phase if profile.shrink or phase not in (Phase.shrink, Phase.explain)]))
+            phases=[phase for phase in Phase if shrink or phase not in (Phase.shrink, Phase.explain)]))
     finally:
         available.fact("coverage", coverage.as_dict())
