@@ -69,7 +69,8 @@ class JaxLayer:
                       "running_mean": np.zeros(c, self.dtype), "running_var": np.ones(c, self.dtype)}
 
     def set_state(self, state: State) -> None:
-        self.state |= {name: np.asarray(state[name], self.dtype) for name in FIELDS if state.get(name) is not None}
+        # Copies: the caller may write into its arrays afterwards.
+        self.state |= {name: np.array(state[name], self.dtype) for name in FIELDS if state.get(name) is not None}
 
     def get_state(self) -> State:
         return State(**{name: np.array(value) for name, value in self.state.items()})
