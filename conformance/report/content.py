@@ -200,7 +200,7 @@ def describe(c: dict) -> str:
 
 def _step(step: dict) -> str:
     """One step of an explored sequence, as the report shows it."""
-    what = {k: v for k, v in step.items() if k not in ("step", "shape", "x_memory", "dy_memory")}
+    what = {k: v for k, v in step.items() if k not in ("step", "size", "shape", "x_memory", "dy_memory")}
     if "shape" in step:
         what = {"shape": "x".join(map(str, step["shape"])), "memory": f"{step['x_memory']}/{step['dy_memory']}",
                 **what}

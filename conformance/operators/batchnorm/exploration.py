@@ -141,7 +141,7 @@ def draw_batch(draw: Callable, case: BatchNormCase, training: bool) -> Batch:
     centre = offset * scale * rng.choice([-1.0, 1.0], channels)
     x = round_to(centre + scale * rng.standard_normal(shape), case.dtype)
     dy = round_to(rng.standard_normal(shape), case.dtype)
-    summary = {"shape": list(shape), "offset_spreads": offset, "scale": scale, "x_memory": memory[0],
+    summary = {"size": size, "shape": list(shape), "offset_spreads": offset, "scale": scale, "x_memory": memory[0],
                "dy_memory": memory[1]}
     return Batch(_in_memory(x, memory[0]), _in_memory(dy, memory[1]), summary)
 
