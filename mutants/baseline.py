@@ -27,8 +27,8 @@ class BatchNorm:
     Hooks, in the order a call meets them: construction (:meth:`hyperparameters`, :meth:`initial_state`);
     input checks (:meth:`validate` with :meth:`check_channels`, :meth:`validate_dy`, :meth:`check_batch`);
     the modes (:meth:`effective_training`, :meth:`batch_mode`, :meth:`updates_running`); the dtype policy
-    (:meth:`compute_dtype`, :meth:`output_dtype`); :meth:`statistics` over :attr:`statistic_axes` or
-    :meth:`held_statistics`, :meth:`normalize`, :meth:`scale`;
+    (:meth:`compute_dtype`, :meth:`output_dtype`); :meth:`statistics` (means by :meth:`channel_mean` over
+    :attr:`statistic_axes`) or :meth:`held_statistics`, :meth:`normalize`, :meth:`scale`;
     the running update (:meth:`new_batch_weight`, :meth:`bessel_factor` of
     :meth:`values_per_channel`, :meth:`update_running`); gradients (:meth:`backward_training`,
     :meth:`backward_inference`, :meth:`parameter_gradients`); second order
@@ -182,10 +182,19 @@ class BatchNorm:
     def values_per_channel(self, x3: np.ndarray) -> int:
         return x3.shape[0] * x3.shape[2]
 
+    def channel_mean(self, a: np.ndarray) -> np.ndarray:
+        """The mean over :attr:`statistic_axes`, kept as axes of one, summed pairwise: NumPy sums pairwise
+        only along a contiguous axis, and an ``(N, C, 1)`` view reduced over N as it is adds 2**20 float32
+        values one after another (half a spread of the mean lost 100 spreads from zero)."""
+        axes = self.statistic_axes
+        moved = np.moveaxis(a, axes, range(a.ndim - len(axes), a.ndim))
+        flat = np.ascontiguousarray(moved).reshape(*moved.shape[: a.ndim - len(axes)], -1)
+        return np.expand_dims(flat.mean(axis=-1), axes)
+
     def statistics(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and biased variance, two-pass, shaped to broadcast against ``x``."""
-        mean = x.mean(axis=self.statistic_axes, keepdims=True)
-        return mean, ((x - mean) ** 2).mean(axis=self.statistic_axes, keepdims=True)
+        mean = self.channel_mean(x)
+        return mean, self.channel_mean((x - mean) ** 2)
 
     def normalize(self, x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``xhat`` and ``r = 1 / sqrt(var + eps)``."""
@@ -209,9 +218,7 @@ class BatchNorm:
         return count / (count - 1)
 
     def backward_training(self, dy: np.ndarray, xhat: np.ndarray, r: np.ndarray, gamma: np.ndarray) -> np.ndarray:
-        axes = self.statistic_axes
-        mean_dy = dy.mean(axis=axes, keepdims=True)
-        return gamma * r * (dy - mean_dy - xhat * (dy * xhat).mean(axis=axes, keepdims=True))
+        return gamma * r * (dy - self.channel_mean(dy) - xhat * self.channel_mean(dy * xhat))
 
     def backward_inference(self, dy: np.ndarray, xhat: np.ndarray, r: np.ndarray, gamma: np.ndarray) -> np.ndarray:
         return dy * gamma * r
@@ -225,9 +232,7 @@ class BatchNorm:
         self, dy: np.ndarray, xhat: np.ndarray, r: np.ndarray, gamma: np.ndarray, vx: np.ndarray, vgamma: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """The formula of :func:`reference.textbook.hvp_training`: ``(hvp_x, hvp_gamma)``."""
-        def mean(a):
-            return a.mean(axis=self.statistic_axes, keepdims=True)
-
+        mean = self.channel_mean
         g = dy - mean(dy) - xhat * mean(dy * xhat)
         t, dr = self.tangents(r, xhat, vx)
         hx = vgamma * r * g + gamma * dr * g - gamma * r * (t * mean(dy * xhat) + xhat * mean(dy * t))
@@ -236,9 +241,8 @@ class BatchNorm:
     def tangents(self, r: np.ndarray, xhat: np.ndarray, vx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The derivatives of ``xhat`` and of ``r = 1 / sqrt(var + eps)`` along ``vx``, through the batch
         statistics."""
-        axes = self.statistic_axes
-        xhat_vx = (xhat * vx).mean(axis=axes, keepdims=True)
-        return r * (vx - vx.mean(axis=axes, keepdims=True) - xhat * xhat_vx), -(r**2) * xhat_vx
+        xhat_vx = self.channel_mean(xhat * vx)
+        return r * (vx - self.channel_mean(vx) - xhat * xhat_vx), -(r**2) * xhat_vx
 
     # -- layout ----------------------------------------------------------------------------------
     def view(self, a: np.ndarray) -> np.ndarray:

@@ -101,8 +101,8 @@ class OnePassVariance(BatchNorm):
     link = "https://github.com/keras-team/keras-core/pull/866"
 
     def statistics(self, x):
-        mean = x.mean(axis=self.statistic_axes, keepdims=True)
-        return mean, (x * x).mean(axis=self.statistic_axes, keepdims=True) - mean * mean
+        mean = self.channel_mean(x)
+        return mean, self.channel_mean(x * x) - mean * mean
 
 
 class PerLocationStatistics(BatchNorm):

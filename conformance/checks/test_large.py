@@ -1,9 +1,10 @@
-"""Production sizes in low precision (BatchNorm: 2**20 values per channel, a (256, 2, 64, 64) batch and one
-1024x1024 image with its channels last, in float16, bfloat16 and float32, with values up to ~1e4 and
-per-channel offsets 3-10 spreads away, ``data="large"``): a training step with its gradients and running
-statistics, then inference. A float16 sum of squares overflows on this data and a half- or
-bfloat16-precision sum loses the mean; the tolerances hold reductions to float32 precision, so a layer that
-accumulates in its input's precision fails, a correct one passes."""
+"""Production sizes in low precision (BatchNorm: 2**20 values per channel at every rank and channel position,
+in float16, bfloat16 and float32, with values up to ~3e4: per-channel offsets 3-10 spreads away and one
+channel 100 spreads away, ``data="large"``): a training step with its gradients and running statistics,
+then inference. A float16 sum of squares overflows on this data, a half- or bfloat16-precision sum loses the
+mean, and so does a float32 sum that adds 2**20 values one after another on the channel 100 spreads away;
+the tolerances hold reductions to what a blocked float32 sum achieves, so such a layer fails, a correct
+one passes."""
 
 import pytest
 

@@ -157,9 +157,12 @@ ONE_VALUE_PER_CHANNEL = ("one_value_per_channel", "one_value_per_channel_4d", "o
 # The contract's layouts: channels first at ranks 2 and 4, channels last at rank 4.
 CONTRACT = [BatchNormCase((6, 3)), BatchNormCase((4, 3, 2, 2)), BatchNormCase((4, 2, 2, 3), channel_axis=-1)]
 
-# Production sizes: 2**20 values per channel (a (256, 2, 64, 64) batch, and one 1024x1024 image with its
-# channels last) in float16, bfloat16 and float32, with production-scale magnitudes (``data="large"``).
-LARGE = [((256, 2, 64, 64), 1), ((1, 1024, 1024, 2), -1)]
+# Production sizes: 2**20 values per channel of two channels at every rank and channel position (BatchNorm1d's
+# (N, C) after a linear layer, (N, C, L) and (N, L, C), a (256, 2, 64, 64) batch and one 1024x1024 image with
+# its channels last, volumes both ways) in float16, bfloat16 and float32, with production-scale magnitudes
+# and one channel 100 spreads away (``data="large"``).
+LARGE = [((2**20, 2), 1), ((256, 2, 4096), 1), ((256, 4096, 2), -1), ((256, 2, 64, 64), 1),
+         ((1, 1024, 1024, 2), -1), ((16, 2, 16, 64, 64), 1), ((1, 64, 128, 128, 2), -1)]
 
 # Synchronized BatchNorm (the shard transform, ``transforms/sharded.py``): a global batch that the transform
 # splits over a world's ranks by the case's ``sharding`` option, at the sizes given here for each world size
