@@ -11,6 +11,7 @@ import pytest
 
 import conformance.checks
 from conformance.checks.test_contract import BAD_INPUTS
+from conformance.checks.test_exploration import PROFILES
 from conformance.core.dtypes import ALL_DTYPES
 from conformance.harness.deviations import Deviation, load_registry, match
 from conformance.harness.registry import builtin, derived
@@ -141,6 +142,8 @@ PARAM_VALUES |= {"sharding": {*SHARDINGS, "default"}, "world_size": {*WORLD_SIZE
 # A ported pair's parties (transforms/porting.py, Implementation.parameters); its name says the same
 # (``ported.SOURCE-to-TARGET``), and an entry may name it by a glob on that instead.
 PARAM_VALUES |= {"source": None, "target": None}
+# The exploration's one parameter: its profile (checks/test_exploration.py).
+PARAM_VALUES |= {"profile": set(PROFILES)}
 REGISTRY = load_registry()
 # Every implementation a run can have: the built-in ones and what the transforms derive from them (ported pairs).
 KNOWN = {impl.name for impl in builtin()} | {impl.name for impl in derived(builtin())}

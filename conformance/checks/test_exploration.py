@@ -178,20 +178,29 @@ def _machine(conformance: Conformance, coverage: Coverage, replay: dict) -> type
 
 
 @pytest.fixture
-def available(conformance: Conformance) -> Conformance:
-    """``conformance``, with any entry covering this whole check applied once, outside the sequences."""
-    conformance.expect_deviation({})
+def profile_name() -> str:
+    name = os.environ.get("BN_EXPLORATION", "ci")
+    if name not in PROFILES:
+        raise ValueError(f"BN_EXPLORATION={name!r} is not a profile: {', '.join(PROFILES)}")
+    return name
+
+
+@pytest.fixture
+def available(conformance: Conformance, profile_name: str) -> Conformance:
+    """``conformance``, with any entry covering this whole check applied once, outside the sequences; the
+    profile is its one parameter (a deeper profile finds what a shallower one does not reach)."""
+    conformance.expect_deviation({"profile": profile_name})
     return conformance
 
 
-def test_exploration(available: Conformance, request: pytest.FixtureRequest) -> None:
+def test_exploration(available: Conformance, profile_name: str, request: pytest.FixtureRequest) -> None:
     impl = available.impl
     if impl.operator.exploration is None:
         available.unsupported("stateful exploration")
-    name = os.environ.get("BN_EXPLORATION", "ci")
-    profile, coverage = PROFILES[name], Coverage()
-    shrink = profile.shrink == "always" or profile.shrink == "unexpected" and available.deviation({}) is None
-    machine = _machine(available, coverage, _replay(available, request, name))
+    profile, coverage = PROFILES[profile_name], Coverage()
+    expected = available.deviation({"profile": profile_name})
+    shrink = profile.shrink == "always" or profile.shrink == "unexpected" and expected is None
+    machine = _machine(available, coverage, _replay(available, request, profile_name))
     try:
         run_state_machine_as_test(machine, settings=settings(
             max_examples=profile.sequences, stateful_step_count=profile.steps, derandomize=True, database=None,

@@ -30,9 +30,10 @@ storage precision ``u``. So
 production sizes (float16 at 2**18 values per channel: ``rho = 2``, so an all-zero output passed); with
 ``u_acc`` it stays below ``|y|`` at any practical ``n`` (``tests/test_harness_tolerances.py`` checks that
 every bound rejects wrong answers up to 2**24 values per channel), and a layer that accumulates a
-half-precision input in half precision fails. Below the dtype's normal range a stored result's rounding is
-absolute, half the smallest subnormal ``eta``: every ``u|result|`` below stands for ``u|result| + eta`` (a float16
-gradient scaled by a tiny gamma is subnormal). With ``P = 1 + |xhat|`` (``xhat`` and its own error
+half-precision input in half precision fails. Below the dtype's normal range a rounding is absolute, half
+the smallest subnormal ``eta``, and each of the few elementwise operations that make a result rounds so
+there: every ``u|result|`` below stands for ``u|result| + SAFETY eta`` (a float16 gradient scaled by a tiny
+gamma is subnormal, and so are the products on its way). With ``P = 1 + |xhat|`` (``xhat`` and its own error
 ``rho (1 + kappa) P``):
 
     y        u|y| + u|beta| + |gamma| rho (1 + kappa) P
@@ -124,8 +125,9 @@ class Conditioning:
 
     def stored(self, value: np.ndarray) -> np.ndarray:
         """The rounding of a stored result: ``u|value|``, or below the normal range half the smallest
-        subnormal (a float16 gradient scaled by a tiny gamma is subnormal)."""
-        return self.u * np.abs(value) + underflow(self.dtype)
+        subnormal for each of the few operations that make it (a float16 gradient scaled by a tiny gamma
+        is subnormal, and so are the products on its way)."""
+        return self.u * np.abs(value) + SAFETY * underflow(self.dtype)
 
     @property
     def u_acc(self) -> float:
