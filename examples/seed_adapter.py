@@ -49,7 +49,7 @@ class SeedLayer:
                 setattr(self.bn, name, np.array(state[name]))
 
     def get_state(self) -> State:
-        return State(**{name: getattr(self.bn, name) for name in FIELDS})
+        return State(**{name: np.array(getattr(self.bn, name)) for name in FIELDS})  # copies: the caller owns them
 
     def forward(self, x, training):
         return self.bn.forward(np.asarray(x, dtype=np.float64), training)
