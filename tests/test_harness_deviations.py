@@ -11,8 +11,8 @@ import pytest
 
 import conformance.checks
 from conformance.checks.test_contract import BAD_INPUTS
-from conformance.checks.test_exploration import PROFILES
 from conformance.core.dtypes import ALL_DTYPES
+from conformance.core.profiles import PROFILES
 from conformance.harness.deviations import Deviation, load_registry, match
 from conformance.harness.registry import builtin, derived
 from conformance.operators.batchnorm.cases import EDGE_CASES, FRAMEWORK_OPTIONS, SHARDINGS, BatchNormCase

@@ -13,12 +13,12 @@ layer shares with what it returned or was given shows in a later result.
 Hypothesis shrinks a failing sequence; the report holds the shrunk one (steps, shapes, value summaries) and
 the command that replays it (the run is derandomized, so the same command finds the same sequence), and per
 implementation the sequences, steps and distinct states covered. ``BN_EXPLORATION`` picks the profile
-(:data:`PROFILES`): ``ci`` (the default), ``kill`` (``tox -e mutants``) or ``deep`` (``tox -e report``).
+(:mod:`conformance.core.profiles`): ``ci`` (the default), ``kill`` (``tox -e mutants``) or ``deep``
+(``tox -e report``).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -33,26 +33,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from conformance.core.profiles import PROFILES, profile_name
 from conformance.harness.conformance import Conformance
 from conformance.harness.mirror import Mirror
 
 pytestmark = pytest.mark.conformance
 
 
-@dataclass(frozen=True)
-class Profile:
-    sequences: int
-    steps: int
-    # When a failure is shrunk: "always", "unexpected" (not where the registry expects the check to fail: its
-    # entry holds the sequence already) or "never".
-    shrink: str = "unexpected"
-
-
-# Shrinking a failure costs ten to fifty times finding it, a compiled path's new shape a second or more.
-# ``ci``: what CI affords every implementation; ``kill``: the mutation self-test's (NumPy mutants are cheap,
-# and whether a check failed is all its verdict reads); ``deep``: ``tox -e report``.
-PROFILES = {"ci": Profile(sequences=4, steps=8), "kill": Profile(sequences=8, steps=10, shrink="never"),
-            "deep": Profile(sequences=16, steps=12, shrink="always")}
 # The checks whose registered deviations a sequence stays clear of (they are the fixed grids' to record).
 _COVERED = ("gradients", "running_statistics", "inference_after_training", "production_size")
 
@@ -177,12 +164,9 @@ def _machine(conformance: Conformance, coverage: Coverage, replay: dict) -> type
     return Exploration
 
 
-@pytest.fixture
-def profile_name() -> str:
-    name = os.environ.get("BN_EXPLORATION", "ci")
-    if name not in PROFILES:
-        raise ValueError(f"BN_EXPLORATION={name!r} is not a profile: {', '.join(PROFILES)}")
-    return name
+@pytest.fixture(name="profile_name")
+def _profile_name() -> str:
+    return profile_name()
 
 
 @pytest.fixture

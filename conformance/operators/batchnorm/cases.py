@@ -8,7 +8,6 @@ Flax), through the implementation's convention record.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,7 @@ from reference import Convention
 
 from ...core.case import ChannelCase
 from ...core.dtypes import ALL_DTYPES, round_to
+from ...core.profiles import profile_name
 from .spec import LayerSpec
 
 __all__ = ["FRAMEWORK_OPTIONS", "GRIDS", "LAYOUTS", "SHARDINGS", "BatchNormCase", "draw_case", "layout_cases",
@@ -170,7 +170,7 @@ def _production_layouts() -> list[tuple[tuple[int, ...], int]]:
     """Every layout of :data:`LARGE`, except for the mutation self-test (``BN_EXPLORATION=kill``): its verdict
     needs a check to fail a mutant, which rank 4 both ways does, and its 48 NumPy layers would spend
     minutes on the other five."""
-    return LARGE[3:5] if os.environ.get("BN_EXPLORATION") == "kill" else LARGE
+    return LARGE[3:5] if profile_name() == "kill" else LARGE
 
 # Synchronized BatchNorm (the shard transform, ``transforms/sharded.py``): a global batch that the transform
 # splits over a world's ranks by the case's ``sharding`` option, at the sizes given here for each world size
