@@ -145,14 +145,21 @@ class Conditioning:
     def kappa(self) -> np.ndarray:
         return np.abs(self.mean) / self.sigma
 
-    def _statistics_error(self, xhat: np.ndarray) -> np.ndarray:
-        """How far ``xhat`` may move with the statistics' own allowed errors."""
-        return self.mean_error / self.sigma + np.abs(xhat) * self.var_error / (2 * self.sigma**2)
+    def _xhat_error(self) -> tuple[np.ndarray, np.ndarray]:
+        """How far ``xhat`` may be off, ``a + b|xhat|`` per channel: the rounding around the reductions,
+        ``rho (1 + kappa)(1 + |xhat|)``, and how far the statistics' own allowed errors move it,
+        ``mean_error / sigma + |xhat| var_error / (2 sigma^2)``. Per channel: a production-size tolerance
+        then costs a few passes over its arrays, not one per term."""
+        rounding = self.rho * (1 + self.kappa)
+        return rounding + self.mean_error / self.sigma, rounding + self.var_error / (2 * self.sigma**2)
 
     def y(self, y: np.ndarray, xhat: np.ndarray) -> np.ndarray:
-        rounding = self.rho * (1 + self.kappa) * (1 + np.abs(xhat))
-        shift = self.u * np.abs(self.beta)
-        return self.stored(y) + shift + np.abs(self.gamma) * (rounding + self._statistics_error(xhat))
+        a, b = self._xhat_error()
+        gamma = np.abs(self.gamma)
+        bound = np.abs(xhat) * (gamma * b)
+        bound += self.u * np.abs(self.beta) + gamma * a  # beta's rounding; the error not scaling with xhat
+        bound += self.stored(y)
+        return bound
 
     def dx(self, dx: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
         scale = np.abs(self.gamma) / self.sigma * self.rho * (1 + self.kappa)
@@ -163,8 +170,9 @@ class Conditioning:
         return self.stored(dbeta) + self.rho * _channel_sum(np.abs(dy))
 
     def dgamma(self, dgamma: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
-        rounding = self.rho * (1 + self.kappa) * (1 + np.abs(xhat))
-        return self.stored(dgamma) + _channel_sum(np.abs(dy) * (rounding + self._statistics_error(xhat)))
+        a, b = self._xhat_error()
+        ady = np.abs(dy)
+        return self.stored(dgamma) + a * _channel_sum(ady) + b * _channel_sum(ady * np.abs(xhat))
 
     def running_mean_step(self, run: np.ndarray, batch_std: np.ndarray) -> np.ndarray:
         """One training step's error in the running mean ``run`` it stored (the batch mean's, and the
