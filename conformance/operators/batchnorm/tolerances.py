@@ -146,10 +146,10 @@ class Conditioning:
         return np.abs(self.mean) / self.sigma
 
     def _xhat_error(self) -> tuple[np.ndarray, np.ndarray]:
-        """How far ``xhat`` may be off, ``a + b|xhat|`` per channel: the rounding around the reductions,
-        ``rho (1 + kappa)(1 + |xhat|)``, and how far the statistics' own allowed errors move it,
-        ``mean_error / sigma + |xhat| var_error / (2 sigma^2)``. Per channel: a production-size tolerance
-        then costs a few passes over its arrays, not one per term."""
+        """How far ``xhat`` may be off, as ``a + b|xhat|`` (a and b broadcast like the statistics): the
+        rounding around the reductions, ``rho (1 + kappa)(1 + |xhat|)``, and how far the statistics' own
+        allowed errors move it, ``mean_error / sigma + |xhat| var_error / (2 sigma^2)``. So a production-size
+        tolerance costs a few passes over its arrays, not one per term."""
         rounding = self.rho * (1 + self.kappa)
         return rounding + self.mean_error / self.sigma, rounding + self.var_error / (2 * self.sigma**2)
 
@@ -171,8 +171,7 @@ class Conditioning:
 
     def dgamma(self, dgamma: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
         a, b = self._xhat_error()
-        ady = np.abs(dy)
-        return self.stored(dgamma) + a * _channel_sum(ady) + b * _channel_sum(ady * np.abs(xhat))
+        return self.stored(dgamma) + _channel_sum(np.abs(dy) * (a + b * np.abs(xhat)))
 
     def running_mean_step(self, run: np.ndarray, batch_std: np.ndarray) -> np.ndarray:
         """One training step's error in the running mean ``run`` it stored (the batch mean's, and the
