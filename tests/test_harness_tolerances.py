@@ -175,6 +175,25 @@ def test_bounds_reject_wrong_answers(dtype: str, offset: float, log2_n: int) -> 
     assert not compare("running_var", np.ones(1), np.full(1, 4.0), cond.running_var_step(np.full(1, 4.0))).passed
 
 
+def test_inference_with_given_statistics_holds_a_far_channel_to_its_dtype() -> None:
+    """A running mean 1e6 from the batch beside a zero running variance (kappa = 3e8): in float64 both the
+    textbook ``(x - mean) / sigma`` and the folded ``x scale + shift`` pass, a float64 layer computing in
+    float32 fails. The training bound's ``(1 + kappa)(1 + |xhat|)`` would have let the float32 one pass."""
+    mean, var, eps, gamma, beta = np.array([1e6]), np.array([0.0]), 1e-5, np.array([-1.5]), np.array([0.5])
+    x = np.random.default_rng(0).standard_normal((256, 1))
+    sigma = np.sqrt(var + eps)
+    xhat = (x - mean) / sigma
+    y = gamma * xhat + beta
+    scale = gamma / sigma
+    in_float32 = [np.asarray(a, np.float32) for a in (x, mean, var, gamma, beta)]
+    x32, mean32, var32, gamma32, beta32 = in_float32
+    computed = {"textbook": y, "folded": x * scale + (beta - mean * scale),
+                "float32": (gamma32 * (x32 - mean32) / np.sqrt(var32 + np.float32(eps)) + beta32).astype(np.float64)}
+    cond = Conditioning("float64", 1, mean, var, eps, gamma, beta=beta)
+    verdicts = {name: compare("y", got, y, cond.y(y, xhat)).passed for name, got in computed.items()}
+    assert verdicts == {"textbook": True, "folded": True, "float32": False}
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("convention", [TORCH, KERAS, STD_AVERAGE, HAIKU_LIKE], ids=lambda c: c.name)
 def test_running_bounds_reject_a_state_that_did_not_move(dtype: str, convention) -> None:

@@ -34,7 +34,10 @@ half-precision input in half precision fails. Below the dtype's normal range a r
 the smallest subnormal ``eta``, and each of the few elementwise operations that make a result rounds so
 there: every ``u|result|`` below stands for ``u|result| + SAFETY eta`` (a float16 gradient scaled by a tiny
 gamma is subnormal, and so are the products on its way). With ``P = 1 + |xhat|`` (``xhat`` and its own error
-``rho (1 + kappa) P``):
+``rho (1 + kappa) P``; with the statistics given, in inference, ``rho (1 + kappa + |xhat|)``: there the
+subtraction and division, or a folded ``x scale + shift``, round by ``u (|x| + |mean|) / sigma`` at most, and
+no computed variance multiplies the mean's error by ``|xhat|``; the product would loosen the bound by
+``kappa``, 3e5 for a channel whose running mean is 1e3 beside a variance at eps):
 
     y        u|y| + u|beta| + |gamma| rho (1 + kappa) P
     dbeta    u|dbeta| + rho sum|dy|
@@ -147,11 +150,13 @@ class Conditioning:
 
     def _xhat_error(self) -> tuple[np.ndarray, np.ndarray]:
         """How far ``xhat`` may be off, as ``a + b|xhat|`` (a and b broadcast like the statistics): the
-        rounding around the reductions, ``rho (1 + kappa)(1 + |xhat|)``, and how far the statistics' own
+        rounding around the reductions, ``rho (1 + kappa)(1 + |xhat|)`` (without reductions
+        ``rho (1 + kappa + |xhat|)``), and how far the statistics' own
         allowed errors move it, ``mean_error / sigma + |xhat| var_error / (2 sigma^2)``. So a production-size
         tolerance costs a few passes over its arrays, not one per term."""
         rounding = self.rho * (1 + self.kappa)
-        return rounding + self.mean_error / self.sigma, rounding + self.var_error / (2 * self.sigma**2)
+        slope = rounding if self.n > 1 else self.rho  # statistics given: the module docstring
+        return rounding + self.mean_error / self.sigma, slope + self.var_error / (2 * self.sigma**2)
 
     def y(self, y: np.ndarray, xhat: np.ndarray) -> np.ndarray:
         a, b = self._xhat_error()
