@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import conformance.checks
+import reference
 from conformance.adapters.base import State
 from conformance.adapters.cnn_reference import ReferenceNetwork, ReferenceNetworkLayer
 from conformance.core.comparison import Expected
@@ -20,7 +21,7 @@ from conformance.harness.mirror import Mirror
 from conformance.operators.cnn import CNN
 from conformance.operators.cnn.cases import NetworkCase
 from conformance.operators.cnn.spec import from_channels_last
-from conformance.transforms import exported
+from conformance.transforms import exported, folded
 
 pytest_plugins = ["pytester"]
 
@@ -125,6 +126,28 @@ def test_the_export_transform_declares_what_onnxruntime_runs() -> None:
         assert "bfloat16" not in impl.capabilities.dtypes and "gradients" not in impl.families
         assert set(impl.requires) >= {"torch", "onnx", "onnxruntime"}
     assert _exported("torch.onnx.cnn").capabilities.dtypes == {"float32"}  # onnxruntime's CPU Conv
+
+
+def test_the_fold_transform_declares_each_tool_and_what_a_folded_network_holds() -> None:
+    assert {impl.name for impl in folded.IMPLEMENTATIONS} == {f"torch.cnn.folded.{tool}" for tool in folded.TOOLS}
+    for impl in folded.IMPLEMENTATIONS:
+        assert impl.derivation.transform == "fold" and impl.capabilities.no_gradients
+        assert "gradients" not in impl.families and impl.deviation_names() == (impl.name, "torch.cnn")
+        case = CNN.cases("inference_output")[0][1]
+        held = impl.reference(case, case.spec(impl.convention)).hyperparameters()
+        assert {name: e.value for name, e in held.items()} == {"batchnorm_nodes": 0.0, "conv_nodes": 2.0}
+
+
+def test_the_extreme_state_reaches_every_batchnorm_channel_kind() -> None:
+    """Each BatchNorm of the extreme state holds a zero, a negative and a large scale, a zero variance and
+    a running mean 1e3 from the batch's."""
+    case = next(case for _, case in CNN.cases("inference_output") if case.state == "extreme")
+    state = case.initial_state(reference.TORCH)
+    for block in (1, 2):
+        gamma, mean, var = (state[f"bn{block}_{name}"] for name in ("gamma", "running_mean", "running_var"))
+        assert {0.0, -1.5, 1e3} <= set(gamma) and 0.0 in var and 1e3 in mean
+    with pytest.raises(ValueError, match="state"):
+        NetworkCase((2, 3, 4, 4), state="extrem")
 
 
 def test_a_transforms_adapted_grid_survives_isolation() -> None:

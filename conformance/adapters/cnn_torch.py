@@ -33,7 +33,7 @@ class TorchNetworkLayer:
         for block, index in ((1, 1), (2, 5)):
             self.tensors |= {bn_field(block, f): getattr(self.module[index], a) for f, a in _BATCHNORM.items()}
 
-    def _input(self, x: np.ndarray, requires_grad: bool = False):
+    def tensor(self, x: np.ndarray, requires_grad: bool = False):
         x, cast = framework_input(x)
         t = self.torch.from_numpy(x)
         return (t.to(self.dtype) if cast else t).requires_grad_(requires_grad)
@@ -50,14 +50,14 @@ class TorchNetworkLayer:
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         self.module.train(training)
         with self.torch.no_grad():
-            return _output(self.module(self._input(x)))
+            return _output(self.module(self.tensor(x)))
 
     def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
         self.module.train(training)
-        xt = self._input(x, requires_grad=True)
+        xt = self.tensor(x, requires_grad=True)
         params = [self.tensors[name] for name in PARAMETERS]
         y = self.module(xt)
-        dx, *grads = self.torch.autograd.grad(y, [xt, *params], self._input(dy))
+        dx, *grads = self.torch.autograd.grad(y, [xt, *params], self.tensor(dy))
         return _output(y), _to_numpy(dx), *map(_to_numpy, grads)
 
 

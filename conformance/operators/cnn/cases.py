@@ -7,7 +7,10 @@ the layout: batches, state and ``dy`` are drawn for the channels-first twin (:at
 and moved, so a channels-first and a channels-last framework run the same network on the same images.
 
 The grids hold the seeds' batch (8 images of 3x32x32, PyTorch's eps 1e-5 and momentum 0.1) in both layouts,
-and a non-square one (16x24) where a classifier permuted with height and width swapped would show. Checks
+and a non-square one (16x24) where a classifier permuted with height and width swapped would show;
+inference also from an extreme state (``state="extreme"``: zero, negative, tiny and large scales, zero and
+tiny variances, running means far from the batch's), where folding a BatchNorm into its convolution is
+least forgiving. Checks
 the CNN has no grid for (edge cases, the contract's bad input, second order, state from construction: its
 weights are each framework's random initialisation, ...) are not generated for it.
 """
@@ -40,9 +43,12 @@ class NetworkCase(ChannelCase):
     data: str = "normal"
     steps: int = 1
     options: tuple[tuple[str, object], ...] = ()
+    state: str = "normal"  # the BatchNorms' parameters and running statistics: one of STATES
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.state not in STATES:
+            raise ValueError(f"a CNN case's state is one of {STATES}, got {self.state!r}")
         if len(self.shape) != 4 or self.shape[self.channel_axis] != IN_CHANNELS:
             raise ValueError(f"a CNN case is a batch of {IN_CHANNELS}-channel images, got shape {self.shape} with "
                              f"channel_axis={self.channel_axis}")
@@ -89,14 +95,23 @@ class NetworkCase(ChannelCase):
                  "fc_weight": rng.standard_normal((CLASSES, features)) / np.sqrt(features),
                  "fc_bias": rng.uniform(-0.1, 0.1, CLASSES)}
         for block, c in enumerate(BLOCKS, 1):
+            gamma, beta = rng.uniform(0.5, 1.5, c), rng.uniform(-0.5, 0.5, c)
             mean, var = rng.uniform(-1.0, 1.0, c), rng.uniform(0.5, 2.0, c)
+            if self.state == "extreme":
+                gamma, beta, mean, var = (np.resize(values, c) for values in _EXTREME)
             spread = np.sqrt(var) if convention.averaged_spread == "std" else var
-            state |= {bn_field(block, "gamma"): rng.uniform(0.5, 1.5, c),
-                      bn_field(block, "beta"): rng.uniform(-0.5, 0.5, c),
+            state |= {bn_field(block, "gamma"): gamma, bn_field(block, "beta"): beta,
                       bn_field(block, "running_mean"): mean, bn_field(block, convention.spread_field): spread}
         return state
 
 
+STATES = ("normal", "extreme")
+# The extreme state's (gamma, beta, running mean, running variance), cycled over each BatchNorm's channels
+# (lengths 5, 3, 4, 6: every combination recurs within 60 channels): values training reaches and folding
+# for deployment must carry (a zero or negative scale, a variance at zero beside eps, running statistics far
+# from the batch's).
+_EXTREME = ((-1.5, 0.0, 1e-6, 1e3, 1.0), (0.0, 1e3, -0.5), (0.0, 1e3, -1e3, 0.5),
+            (0.0, 1e-8, 1e4, 1.0, 1e-3, 2.0))
 SEEDS = (8, IN_CHANNELS, 32, 32)  # seed 002's batch
 NON_SQUARE = (4, IN_CHANNELS, 16, 24)
 
@@ -112,7 +127,7 @@ def seeds(dtypes: tuple[str, ...] = ("float32", "float64"), shape: tuple[int, ..
 # Which cases each check runs, by check name (BatchNorm's check names: the same generic bodies).
 GRIDS = {
     "training_output": seeds,
-    "inference_output": seeds,
+    "inference_output": lambda: seeds() + seeds(state="extreme"),
     "inference_after_training": lambda: seeds(steps=3),
     "gradients": lambda: seeds() + seeds(("float32",), NON_SQUARE),
     "running_statistics": lambda: [c for w in (0.1, None) for c in seeds(new_batch_weight=w, steps=3)],
