@@ -1,4 +1,4 @@
-"""The committed performance baseline (perf/baseline.json): expected counted costs, each with a noise
+"""The committed performance baseline (perf/baseline.json): expected instruction counts, each with a noise
 margin, that CI checks; it fails on a regression and on an unexpected improvement alike, so that the
 baseline is refreshed on purpose.
 
@@ -9,12 +9,12 @@ baseline is refreshed on purpose.
 (``perf.environment``: interpreter, C library, valgrind, the CPU valgrind presents, framework versions);
 a host of another CPU model is only noted. Otherwise it measures the baseline's combinations and this
 checkout's selection (``SELECTED``), once each, prints the table (``perf.expected`` has the rule), and
-the new baseline, ready to commit, to stdout or ``--write FILE``: the measured costs, the margins kept.
+the new baseline, ready to commit, to stdout or ``--write FILE``: the measured counts, the margins kept.
 Exit status 1 when anything is worse, better or missing, else 0. Without valgrind it exits 2 when
 ``BN_REQUIRE_VALGRIND`` is set (CI), else 0, saying why nothing was compared.
 
 ``update`` measures the selection ``--repeats`` times, each time in fresh processes, and writes the
-medians as the expected costs, with margins from their spread.
+medians as the expected counts, with margins from their spread.
 
 The selection: for the first implementation of each family in ``SELECTED``, every operation; for the
 others (variants of the same adapter: dimensions, layouts, opsets) the first operation each runs; each on
@@ -83,7 +83,7 @@ def selection() -> list[Combination]:
 
 
 def measure(combinations: Sequence[Combination], pad: int = 0) -> dict[Combination, int | None]:
-    """The cost of each combination, the median of ``CALLS`` calls (None: not measured: unsupported, not
+    """The instructions of each combination, the median of ``CALLS`` calls (None: not measured: unsupported, not
     installed, or its process failed, which is reported on stderr), in processes whose environment holds
     ``pad`` more bytes."""
     known = {c[0]: IMPLEMENTATIONS[c[0]] for c in combinations if c[0] in IMPLEMENTATIONS}
@@ -99,7 +99,7 @@ def measure(combinations: Sequence[Combination], pad: int = 0) -> dict[Combinati
             return {}
         print(f"perf.baseline: {', '.join(dict.fromkeys(c[0] for c in group))}: {time.monotonic() - start:.0f} s",
               file=sys.stderr, flush=True)
-        return {c: v and statistics.median_low(x.cost for x in v) for c, v in counts.items()}
+        return {c: v and statistics.median_low(x.instructions for x in v) for c, v in counts.items()}
 
     found: dict[Combination, int | None] = dict.fromkeys(combinations)
     with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:

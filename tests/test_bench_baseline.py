@@ -1,4 +1,4 @@
-"""The committed performance baseline (perf.baseline, perf.expected): the rule on synthetic costs, the file's
+"""The committed performance baseline (perf.baseline, perf.expected): the rule on synthetic counts, the file's
 round trip, the refusal to compare across environments, and the check's printed new baseline; none measures
 anything but the last test, which measures one small combination under callgrind twice."""
 
@@ -121,8 +121,8 @@ def test_check_prints_the_table_and_the_new_baseline(measured_here: Path, monkey
     assert cli.main(["check", "--baseline", str(measured_here)]) == 1
     assert asked == [A, B, C, D]  # the baseline's combinations and the selection, each once
     out = capsys.readouterr().out
-    assert "| track_cost('torch.BatchNorm2d', 'b', (4, 8, 6, 6), 1, 'float32') | 1,000 | 1,200 | 1.2000 | ±2.00% " \
-           "| worse |" in out
+    assert "| track_instructions('torch.BatchNorm2d', 'b', (4, 8, 6, 6), 1, 'float32') | 1,000 | 1,200 | 1.2000 " \
+           "| ±2.00% | worse |" in out
     proposed = loads(out[out.index("{\n"):])
     assert [e.expected for e in proposed.entries] == [1000, 1200, 1000, 1000]
     assert [e.margin for e in proposed.entries] == [0.02] * 4
