@@ -5,7 +5,9 @@ order: :func:`hvp_training`); conventions as validated records (:class:`Conventi
 :data:`CONVENTIONS`, :data:`REQUIRED` for a missing default, :func:`get_convention`,
 :func:`convert_momentum`) and the running state of any record (:mod:`reference.running`); porting a state
 between conventions (:mod:`reference.porting`); and synchronized BatchNorm over a world of ranks
-(:mod:`reference.sharding`: :func:`split_batch`, :func:`synchronized_training`).
+(:mod:`reference.sharding`: :func:`split_batch`, :func:`synchronized_training`). LayerNorm:
+:mod:`reference.layernorm` (its conventions, :class:`LayerNormConvention`) beside
+:mod:`reference.layernorm_textbook`.
 
 Modules: :mod:`reference.textbook` is the specification as the papers write it (read it first);
 :mod:`reference.batchnorm` computes the same, fast, on the blocked engine of :mod:`reference.engine`,
@@ -36,6 +38,14 @@ from .conventions import (
     get_convention,
 )
 from .layer import BatchNorm
+from .layernorm import (
+    LAYERNORM_CONVENTIONS,
+    LayerNormConvention,
+    layer_norm,
+    layer_norm_backward,
+    layer_norm_hvp,
+    layer_norm_statistics,
+)
 from .porting import Settings, move_channels, port
 from .running import (
     debias_factor,
@@ -52,6 +62,8 @@ __all__ = [
     "Convention",
     "FLAX",
     "KERAS",
+    "LAYERNORM_CONVENTIONS",
+    "LayerNormConvention",
     "ONNX",
     "TF_KERAS_FUSED",
     "TORCH",
@@ -70,6 +82,10 @@ __all__ = [
     "get_convention",
     "hvp_training",
     "initial_running_state",
+    "layer_norm",
+    "layer_norm_backward",
+    "layer_norm_hvp",
+    "layer_norm_statistics",
     "move_channels",
     "normalize",
     "port",
