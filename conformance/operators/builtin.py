@@ -6,7 +6,8 @@ from __future__ import annotations
 from . import Operator
 from .batchnorm import BATCHNORM
 from .cnn import CNN
+from .layernorm import LAYERNORM
 
 __all__ = ["OPERATORS"]
 
-OPERATORS: dict[str, Operator] = {op.name: op for op in (BATCHNORM, CNN)}
+OPERATORS: dict[str, Operator] = {op.name: op for op in (BATCHNORM, CNN, LAYERNORM)}

@@ -1,0 +1,180 @@
+"""LayerNorm's cases: the case record (:class:`LayerNormCase`) and which cases each check runs (:data:`GRIDS`).
+
+A case normalizes the trailing ``normalized_axes`` axes of its input, one mean and variance per row (each
+index of the leading axes); the data's offsets and spreads are drawn per row, so rows differ as tokens do.
+LayerNorm keeps no running state: the running-statistics and porting grids are not its (porting a LayerNorm
+is carrying eps, the axes and gamma and beta: the report's cheat-sheet, :mod:`.vocabulary`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...core.case import Case
+from ...core.dtypes import ALL_DTYPES, round_to
+from .spec import LayerNormSpec
+
+__all__ = ["FRAMEWORK_OPTIONS", "GRIDS", "LayerNormCase", "draw_case"]
+
+
+@dataclass(frozen=True)
+class LayerNormCase(Case):
+    """One run except the implementation: shape, how many trailing axes are normalized, dtype, eps, which
+    parameters the layer has, the data's character and the number of steps. The default eps (1e-4) is none
+    of the frameworks' defaults, so that a layer built without the case's eps shows."""
+
+    shape: tuple[int, ...]
+    normalized_axes: int = 1
+    dtype: str = "float32"
+    eps: float = 1e-4
+    affine: bool = True
+    bias: bool = True
+    data: str = "normal"
+    steps: int = 1
+    options: tuple[tuple[str, object], ...] = ()
+
+    LAYOUT_FIELDS = ("normalized_axes",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.normalized_axes <= len(self.shape):
+            raise ValueError(f"a LayerNorm case normalizes 1 to {len(self.shape)} trailing axes of shape "
+                             f"{self.shape}, got {self.normalized_axes}")
+
+    @property
+    def layout(self) -> str:
+        return f"last{self.normalized_axes}"
+
+    @property
+    def group_axes(self) -> tuple[int, ...]:
+        """The leading axes: each of their indices is a row with its own statistics."""
+        return tuple(range(self.rank - self.normalized_axes))
+
+    @property
+    def parameter_axis(self) -> int:
+        """The last axis: gamma's (the contract's wrong-size input adds one feature along it)."""
+        return -1
+
+    @property
+    def normalized_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[self.rank - self.normalized_axes:])
+
+    @property
+    def accumulation_dtype(self) -> str:
+        """At least float32 for half-precision input (every framework here computes it so), unless an option
+        asks for the input's own precision (Flax's ``force_float32_reductions=False``)."""
+        if self.dtype in ("float16", "bfloat16") and dict(self.options).get("force_float32_reductions", True):
+            return "float32"
+        return self.dtype
+
+    def batches(self) -> list[np.ndarray]:
+        """The base's seeded batches; an input without rows has no row to draw statistics for."""
+        if 0 in self.shape:
+            return [round_to(np.zeros(self.shape), self.dtype) for _ in range(self.steps)]
+        return super().batches()
+
+    def spec(self, convention: object) -> LayerNormSpec:
+        """The layer spec; LayerNorm's conventions differ only in defaults, which a case always overrides."""
+        return LayerNormSpec(self.normalized_shape, self.rank, self.eps, self.affine, self.bias, self.dtype,
+                             options=self.options)
+
+    def initial_state(self, convention: object) -> dict[str, np.ndarray]:
+        """Non-trivial gamma and beta, where the layer has them."""
+        rng, shape = self.rng("state"), self.normalized_shape
+        gamma, beta = rng.uniform(0.5, 1.5, shape), rng.uniform(-0.5, 0.5, shape)
+        return {**({"gamma": gamma} if self.affine else {}), **({"beta": beta} if self.bias else {})}
+
+    def direction(self) -> dict[str, np.ndarray | None]:
+        """The second-order checks' direction ``(vx, vgamma, vbeta)``, None for absent parameters."""
+        rng = self.rng("direction")
+        vx = round_to(rng.standard_normal(self.shape), self.dtype)
+        vgamma, vbeta = rng.standard_normal((2, *self.normalized_shape))
+        return {"vx": vx, "vgamma": vgamma if self.affine else None, "vbeta": vbeta if self.bias else None}
+
+
+# (shape, normalized axes): a batch of feature vectors, a batch of token sequences, images normalized over
+# their last one, two and three axes (channels and space), and a sequence normalized over its last two.
+LAYOUTS = (((6, 8), 1), ((2, 3, 8), 1), ((2, 3, 4, 5), 1), ((2, 3, 4, 5), 2), ((2, 3, 4, 5), 3), ((2, 5, 6), 2))
+
+
+def layout_cases(dtypes: tuple[str, ...] = ALL_DTYPES, **changes) -> list[LayerNormCase]:
+    return [LayerNormCase(shape, k, dtype, **changes) for shape, k in LAYOUTS for dtype in dtypes]
+
+
+# Framework options that change the numerics (as BatchNorm's), at their alternatives to the default.
+FRAMEWORK_OPTIONS: dict[str, tuple[tuple[object, ...], tuple[str, ...]]] = {
+    # Flax: the variance as E[x^2] - E[x]^2 (default) or two-pass.
+    "use_fast_variance": ((False,), ("float32", "float64")),
+}
+
+
+def option_cases(**changes) -> list[LayerNormCase]:
+    return [case.with_(options=((name, value),)) for name, (values, dtypes) in FRAMEWORK_OPTIONS.items()
+            for value in values for case in layout_cases(dtypes, **changes)]
+
+
+# The parameters a layer may lack, as (affine, bias): neither, a scale only, an offset only.
+PARAMETER_SETS = ((False, False), (True, False), (False, True))
+
+EDGE_CASES = {
+    "one_feature": LayerNormCase((4, 1)),  # zero variance in every row: y = beta
+    "one_row": LayerNormCase((1, 8)),
+    "zero_rows": LayerNormCase((0, 8)),
+    "zero_rows_3d": LayerNormCase((2, 0, 8)),
+    "constant_row": LayerNormCase((6, 8), data="constant"),
+    "large_mean_offset": LayerNormCase((6, 64), data="offset"),
+    "large_mean_offset_float64": LayerNormCase((6, 64), dtype="float64", data="offset"),
+    "large_mean_offset_two_pass": LayerNormCase((6, 64), data="offset", options=(("use_fast_variance", False),)),
+    "tiny_eps": LayerNormCase((6, 8), eps=1e-12, data="constant"),
+    "huge_eps": LayerNormCase((6, 8), eps=1e3),
+    "nan_input": LayerNormCase((6, 8), data="nan"),
+    "inf_input": LayerNormCase((6, 8), data="inf"),
+    "rank_1_input": LayerNormCase((8,)),
+}
+CONTRACT = [LayerNormCase((6, 8)), LayerNormCase((2, 3, 8)), LayerNormCase((2, 3, 4, 5), 2)]
+# Production sizes: transformer hidden sizes (4096 and 1024 features per row) at production magnitudes.
+LARGE = [((256, 4096), 1), ((4, 128, 1024), 1)]
+
+
+def _gradients() -> list[LayerNormCase]:
+    return (layout_cases() + [c for a, b in PARAMETER_SETS for c in layout_cases(("float32",), affine=a, bias=b)]
+            + option_cases())
+
+
+def _layer_options() -> list[LayerNormCase]:
+    return [c for a, b in PARAMETER_SETS for c in layout_cases(("float32",), affine=a, bias=b, steps=2)] + option_cases(
+        steps=2)
+
+
+GRIDS = {
+    "training_output": layout_cases,
+    "inference_output": layout_cases,
+    "inference_after_training": lambda: layout_cases(steps=3),
+    "layer_options": _layer_options,
+    "gradients": _gradients,
+    "hessian_vector_product": lambda: layout_cases(("float64", "float32")) + [
+        c for a, b in PARAMETER_SETS for c in layout_cases(("float32",), affine=a, bias=b)],
+    "state_from_construction": lambda: layout_cases(steps=3),
+    "edge_case": lambda: EDGE_CASES,
+    "bad_input": lambda: CONTRACT,
+    "mismatched_dy": lambda: CONTRACT,
+    "output_policy": lambda: [case.with_(dtype=dtype) for case in CONTRACT for dtype in ALL_DTYPES],
+    "caller_arrays_unmodified": lambda: [case.with_(dtype=dtype) for case in CONTRACT
+                                         for dtype in ("float32", "float16")],
+    "production_size": lambda: [LayerNormCase(shape, k, dtype, data="large", steps=2) for shape, k in LARGE
+                                for dtype in ("float16", "bfloat16", "float32")],
+}
+
+
+def draw_case(draw, capabilities) -> LayerNormCase:
+    """A random case within ``capabilities`` (Hypothesis): rank, sizes, normalized axes, dtype, eps, three
+    steps."""
+    from hypothesis import strategies as st
+
+    rank = draw(st.sampled_from(sorted(r for r in capabilities.ranks if r >= 2)))
+    axes = draw(st.integers(1, rank - 1)) if "multi_axis" in capabilities.features else 1
+    shape = tuple(draw(st.integers(1, 6)) for _ in range(rank))
+    dtype = draw(st.sampled_from(sorted(capabilities.dtypes & {"float32", "float64"})))
+    return LayerNormCase(shape, axes, dtype, eps=draw(st.sampled_from([1e-6, 1e-5, 1e-3, 0.1])), steps=3)

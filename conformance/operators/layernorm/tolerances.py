@@ -1,0 +1,96 @@
+"""LayerNorm's tolerance model: BatchNorm's (:mod:`conformance.operators.batchnorm.tolerances`, whose
+docstring derives each bound) applied to rows instead of channels.
+
+LayerNorm normalizes each row (the ``H`` values of the normalized axes at one index of the leading axes)
+with its own mean and variance; BatchNorm normalizes each channel over the batch. The rounding argument is
+the same per statistic: with ``u`` the unit roundoff of the result's dtype, ``u_acc`` that of the precision
+the reductions run in, and ``rho_n = SAFETY (u + u_acc (sqrt(n) - 1))`` the error of a normalized value
+computed from an ``n``-term reduction (probabilistic growth of a sum's error with ``sqrt(n)``), a row whose
+conditioning is ``kappa = |mean| / sigma`` has ``xhat`` within ``rho_H (1 + kappa) (1 + |xhat|)``. What
+changes is which axis each reduction runs over, and that gamma varies inside a row:
+
+    y        u|y| + |gamma| rho_H (1 + kappa) P                                        P = 1 + |xhat|
+    dx       u|dx| + rho_H (1 + kappa) (|g| + mean_row|g|) P / sigma                   g = gamma dy
+             (BatchNorm's bound with ``|gamma| |dy|`` replaced by ``|g|``, its mean over the row: the
+             backward's two row means are of ``g`` and ``g xhat``)
+    dgamma   u|dgamma| + sum_rows |dy| rho_H (1 + kappa) P + rho_R sum_rows |dy xhat|  (the second term:
+             the sum over the R rows, a reduction of its own)
+    dbeta    u|dbeta| + rho_R sum_rows |dy|
+
+Second order (:func:`reference.layer_norm_hvp`): BatchNorm's bound for ``hvp_x`` with gamma = 1 and ``g`` for
+``dy`` (the terms through the tangent of ``r`` and of ``xhat``), plus the same bound's first term for the
+tangent of ``g``, ``vgamma dy``, whose row means enter as ``g``'s do; ``hvp_gamma`` is a sum over rows of
+``dy`` times the tangent of ``xhat``, whose magnitude is ``T = r (|vx| + mean_row|vx| + P mean_row(P |vx|))``:
+``u|hvp_gamma| + (2 rho_H (1 + kappa) + rho_R) sum_rows |dy| T``; ``hvp_beta`` is exactly 0.
+
+Eps added to the standard deviation (``eps_placement="std"``) enters through ``sigma = sqrt(var) + eps``,
+which is ``sqrt(var + eps')`` with ``eps' = 2 eps sqrt(var) + eps**2``: the same bounds with ``eps'``. The
+second-order bound is derived for eps inside the root (every built-in convention); eps outside it changes
+the derivatives of ``r`` by the factor ``sigma / sqrt(var)``, which the bound does not cover near a
+constant row. Each bound rejects a wrong eps, a wrong axis and half-precision accumulation on the grids'
+data (``tests/test_layernorm_operator.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..batchnorm.tolerances import SECOND_ORDER, Conditioning
+
+__all__ = ["LayerNormTolerance"]
+
+
+class LayerNormTolerance:
+    """The bounds of one call on ``x``, all in the ``(rows, H)`` view (the caller reshapes)."""
+
+    def __init__(self, x: np.ndarray, gamma: np.ndarray | None, eps: float, eps_placement: str, dtype: str,
+                 accumulation_dtype: str) -> None:
+        self.x = x
+        r, h = x.shape
+        mean = x.mean(axis=1) if h else np.zeros(r)
+        var = ((x - mean[:, None]) ** 2).mean(axis=1) if h else np.zeros(r)
+        eps = np.full(r, eps, dtype=np.float64)
+        if eps_placement == "std":
+            eps = 2 * eps * np.sqrt(var) + eps**2
+        self.gamma = np.ones(h) if gamma is None else np.abs(np.ravel(gamma))
+        # Rows as the "channels" of BatchNorm's Conditioning: per element with rows first, or transposed so
+        # that its channel means run over a row.
+        self.per_element = Conditioning(dtype, h, mean[:, None], var[:, None], eps[:, None], self.gamma,
+                                        accumulation_dtype)
+        self.transposed = Conditioning(dtype, h, mean, var, eps, np.ones(1), accumulation_dtype)
+        self.over_rows = Conditioning(dtype, r, np.zeros(1), np.ones(1), 0.0, np.ones(1), accumulation_dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.xhat = (x - mean[:, None]) / self.per_element.sigma
+
+    @property
+    def u(self) -> float:
+        return self.per_element.u
+
+    def y(self, y: np.ndarray) -> np.ndarray:
+        return self.per_element.y(y, self.xhat)
+
+    def dx(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        g = dy * self.gamma
+        return self.transposed.dx(dx.T, g.T, self.xhat.T).T
+
+    def dgamma(self, dgamma: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        return self.per_element.dgamma(dgamma, dy, self.xhat) + self.over_rows.rho * np.abs(dy * self.xhat).sum(axis=0)
+
+    def dbeta(self, dbeta: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        return self.over_rows.dbeta(dbeta, dy)
+
+    def second_order(self, hx: np.ndarray, hgamma: np.ndarray, dy: np.ndarray, vx: np.ndarray,
+                     vgamma: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The bounds of ``hvp_x`` and ``hvp_gamma`` (see the module docstring)."""
+        t, xhat = self.transposed, self.xhat.T
+        g = (dy * self.gamma).T
+        tg = (dy * (0.0 if vgamma is None else np.ravel(vgamma))).T
+        through_x = t.second_order(g, vx.T, np.zeros(1), xhat)["hvp_x"]
+        through_gamma = t.second_order(tg, np.zeros_like(xhat), np.ones(1), xhat)["hvp_x"]
+        p, avx = 1 + np.abs(self.xhat), np.abs(vx)
+        spread = avx + avx.mean(axis=1, keepdims=True) + p * (p * avx).mean(axis=1, keepdims=True)
+        tangent = spread / self.per_element.sigma
+        scale = SECOND_ORDER * self.per_element.rho * (1 + self.per_element.kappa) + self.over_rows.rho
+        return (self.u * np.abs(hx) + (through_x + through_gamma).T,
+                self.u * np.abs(hgamma) + (scale * np.abs(dy) * tangent).sum(axis=0))
+
