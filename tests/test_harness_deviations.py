@@ -15,7 +15,8 @@ from conformance.core.dtypes import ALL_DTYPES
 from conformance.core.profiles import PROFILES
 from conformance.harness.deviations import Deviation, load_registry, match
 from conformance.harness.registry import builtin, derived
-from conformance.operators.batchnorm.cases import EDGE_CASES, FRAMEWORK_OPTIONS, SHARDINGS, BatchNormCase
+from conformance.operators.batchnorm.cases import SHARDINGS
+from conformance.operators.builtin import OPERATORS
 from conformance.transforms.sharded import WORLD_SIZES
 
 pytest_plugins = ["pytester"]
@@ -61,6 +62,12 @@ MATCHING = {
     "nightly of the first version": ({"versions": ">=2.14"}, ("x", "c", {}, "2.14.0.dev20250101"), False),
     "unknown version": ({"versions": "<2.14"}, ("x", "c", {}, None), True),
     "no range, any version": ({}, ("x", "c", {}, "99.0"), True),
+    # A framework glob names implementations of several operators: an entry may keep to one.
+    "operator named": ({"operator": "batchnorm"}, ("keras.jax", "c", {}, None, "batchnorm"), True),
+    "operator named, another operator": ({"operator": "batchnorm"}, ("keras.jax.LayerNormalization", "c", {}, None,
+                                                                     "layernorm"), False),
+    "operator list": ({"operator": ["batchnorm", "cnn"]}, ("flax.nnx.cnn", "c", {}, None, "cnn"), True),
+    "operator unnamed: every operator": ({}, ("x", "c", {}, None, "layernorm"), True),
 }
 
 
@@ -130,11 +137,13 @@ CHECK_NAMES = {
 }
 # Parameters a check can be matched on: the case's, plus those the checks add (``conformance(case,
 # edge=..., training=...)`` in test_edge_cases and test_gradients, ``bad_input=...`` in test_contract).
-PARAM_VALUES: dict[str, set | None] = {key: None for key in BatchNormCase((2, 3)).params()}
-PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "edge": set(EDGE_CASES), "training": {True, False},
-                 "bad_input": {*BAD_INPUTS, "mismatched_dy"}}
+# Every operator's cases, and its named edge cases.
+PARAM_VALUES: dict[str, set | None] = {key: None for op in OPERATORS.values() for check in op.grids
+                                       for _, case in op.cases(check) for key in case.params()}
+PARAM_VALUES |= {"dtype": set(ALL_DTYPES), "training": {True, False}, "bad_input": {*BAD_INPUTS, "mismatched_dy"},
+                 "edge": {name for op in OPERATORS.values() for name, _ in op.cases("edge_case")}}
 # Framework options: their alternatives, or "default" for a case that leaves one unset.
-PARAM_VALUES |= {name: {*values, "default"} for name, (values, _) in FRAMEWORK_OPTIONS.items()}
+PARAM_VALUES |= {name: {*values, "default"} for op in OPERATORS.values() for name, (values, _) in op.options.items()}
 # The synchronized checks' case options (transforms/sharded.py): how the global batch is sharded over how many
 # ranks, and whether the framework's own training loop runs the steps.
 PARAM_VALUES |= {"sharding": {*SHARDINGS, "default"}, "world_size": {*WORLD_SIZES, "default"},
@@ -146,7 +155,7 @@ PARAM_VALUES |= {"source": None, "target": None}
 PARAM_VALUES |= {"profile": set(PROFILES)}
 REGISTRY = load_registry()
 # Every implementation a run can have: the built-in ones and what the transforms derive from them (ported pairs).
-KNOWN = {impl.name for impl in builtin()} | {impl.name for impl in derived(builtin())}
+KNOWN = {impl.name: impl.operator.name for impl in [*builtin(), *derived(builtin())]}
 
 
 @pytest.mark.parametrize("deviation", REGISTRY, ids=[f"{i}-{d.implementation}" for i, d in enumerate(REGISTRY)])
@@ -154,8 +163,10 @@ def test_registry_entry_can_match(deviation: Deviation) -> None:
     # A misspelt implementation, check, parameter or value would make an entry silently cover nothing.
     implementations = deviation.implementation if isinstance(deviation.implementation, list) else [
         deviation.implementation]
-    for implementation in implementations:
-        assert any(fnmatch.fnmatchcase(name, implementation) for name in KNOWN), implementation
+    operators = deviation.operator if isinstance(deviation.operator, list) else [deviation.operator]
+    for implementation in implementations:  # of an operator the entry names
+        assert any(fnmatch.fnmatchcase(name, implementation) and any(fnmatch.fnmatchcase(op, g) for g in operators)
+                   for name, op in KNOWN.items()), (implementation, operators)
     checks = deviation.check if isinstance(deviation.check, list) else [deviation.check]
     for check in checks:
         assert any(fnmatch.fnmatchcase(name, check) for name in CHECK_NAMES), f"{check!r} is none of {CHECK_NAMES}"

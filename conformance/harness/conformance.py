@@ -56,7 +56,8 @@ class Conformance:
     def deviation(self, params: dict, check: str | None = None) -> Deviation | None:
         """The registered deviation of this implementation on ``check`` (default: this one) with ``params``."""
         version = self.impl.environment().get("version")
-        return match(self.registry, self.impl.deviation_names(), check or self.check, params, version)
+        return match(self.registry, self.impl.deviation_names(), check or self.check, params, version,
+                     self.impl.operator.name)
 
     def expect_deviation(self, params: dict) -> None:
         """Record ``params`` (and the role they give the result); if a registry entry covers them, the check is

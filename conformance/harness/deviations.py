@@ -2,8 +2,9 @@
 
 ``deviations.toml`` lists entries of ``[[deviation]]`` with ``implementation`` and ``check`` (each a glob or
 a list of globs),
-``when`` (case parameters that must match: a value or a list of values; a parameter a check leaves unset,
-a framework option say, has the value ``"default"``), ``observed`` (what the implementation does),
+``operator`` (optional: a glob or a list of globs over operator names, ``conformance.operators``; every
+operator by default), ``when`` (case parameters that must match: a value or a list of values; a parameter a
+check leaves unset, a framework option say, has the value ``"default"``), ``observed`` (what the implementation does),
 ``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a PEP 440 specifier on the
 framework's version). A matching check is expected to fail (pytest's strict
 xfail): if it passes, the entry no longer deviates and the run fails until the entry is removed.
@@ -24,7 +25,7 @@ from packaging.specifiers import SpecifierSet
 __all__ = ["Deviation", "load_registry", "match"]
 
 REGISTRY = Path(__file__).parent.parent / "deviations.toml"
-_KEYS = {"implementation", "check", "when", "observed", "reason", "link", "versions"}
+_KEYS = {"implementation", "check", "operator", "when", "observed", "reason", "link", "versions"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Deviation:
     link: str
     when: dict = field(default_factory=dict)
     versions: str = ""
+    # Implementation globs name frameworks (``keras.*``), and a framework implements several operators: an
+    # entry about one operator's implementations says which.
+    operator: str | list[str] = "*"
     registry: str = ""  # the file it was read from (set by load_registry, not a key of the file)
 
     def __post_init__(self) -> None:
@@ -43,7 +47,7 @@ class Deviation:
         for key in ("observed", "reason", "link", "versions"):
             if not isinstance(getattr(self, key), str):
                 raise ValueError(f"{key} must be a string, got {getattr(self, key)!r}")
-        for key in ("implementation", "check"):
+        for key in ("implementation", "check", "operator"):
             globs = _globs(getattr(self, key))
             if not globs or not all(isinstance(g, str) for g in globs):
                 raise ValueError(f"{key} must be a glob or a list of globs, got {getattr(self, key)!r}")
@@ -51,9 +55,12 @@ class Deviation:
             raise ValueError(f"when must be a table of case parameters, got {self.when!r}")
         SpecifierSet(self.versions)  # InvalidSpecifier, a ValueError naming the specifier
 
-    def matches(self, implementation: str, check: str, params: dict, version: str | None) -> bool:
+    def matches(self, implementation: str, check: str, params: dict, version: str | None,
+                operator: str = "") -> bool:
+        """Whether the entry covers ``check`` of ``implementation`` (of ``operator``; "" : any) with ``params``."""
         if not (any(fnmatch.fnmatchcase(implementation, g) for g in _globs(self.implementation))
-                and any(fnmatch.fnmatchcase(check, g) for g in _globs(self.check))):
+                and any(fnmatch.fnmatchcase(check, g) for g in _globs(self.check))
+                and (not operator or any(fnmatch.fnmatchcase(operator, g) for g in _globs(self.operator)))):
             return False
         for key, wanted in self.when.items():
             options = wanted if isinstance(wanted, list) else [wanted]
@@ -96,8 +103,9 @@ def load_registry(path: Path = REGISTRY) -> list[Deviation]:
 
 
 def match(
-    registry: list[Deviation], names: tuple[str, ...], check: str, params: dict, version: str | None
+    registry: list[Deviation], names: tuple[str, ...], check: str, params: dict, version: str | None,
+    operator: str = "",
 ) -> Deviation | None:
-    """The first entry covering this check of an implementation known by ``names`` (its own, and for a
-    derived one those whose entries it takes: :meth:`Implementation.deviation_names`), or None."""
-    return next((d for name in names for d in registry if d.matches(name, check, params, version)), None)
+    """The first entry covering this check of an implementation of ``operator`` known by ``names`` (its own,
+    and for a derived one those whose entries it takes: :meth:`Implementation.deviation_names`), or None."""
+    return next((d for name in names for d in registry if d.matches(name, check, params, version, operator)), None)
