@@ -86,17 +86,8 @@ class KerasLayer:
 
     # Second order through each backend's autodiff: the gradients' derivative along (vx, vparams).
     def _hvp_tensorflow(self, x, dy, vx, vparams) -> list:
-        import tensorflow as tf
-
-        params = [v.value for v in self._params()]  # tf.Variables: zero gradients need a TensorFlow dtype
-        with tf.GradientTape() as outer:
-            outer.watch(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x)
-                y = self.layer(x, training=True)
-            grads = inner.gradient(y, [x, *params], output_gradients=dy)
-        return outer.gradient(grads, [x, *params], output_gradients=[vx, *vparams],
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # tf.Variables: zero gradients need a TensorFlow dtype
+        return tape_hvp(self.layer, [v.value for v in self._params()], x, dy, vx, vparams)
 
     def _hvp_jax(self, x, dy, vx, vparams) -> list:
         import jax
@@ -173,6 +164,21 @@ class KerasLayer:
         y = self.layer(x, training=training)
         dx, *dparams = torch.autograd.grad(y, [x, *(v.value for v in self._params())], dy, allow_unused=True)
         return y, dx, *(dparams or (None, None))
+
+
+def tape_hvp(layer, params: list, x, dy, vx, vparams: list) -> list:
+    """Second order on TensorFlow: nested tapes, the outer one differentiating the inner one's gradients of
+    ``layer(x, training=True)`` (in ``x`` and ``params``) along ``(vx, vparams)``."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = layer(x, training=True)
+        grads = inner.gradient(y, [x, *params], output_gradients=dy)
+    return outer.gradient(grads, [x, *params], output_gradients=[vx, *vparams],
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 class KerasImplementation(Implementation):

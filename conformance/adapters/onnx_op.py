@@ -70,7 +70,12 @@ def _model(opset: int, rank: int, dtype: str, training: bool, eps: float, moment
 @functools.cache
 def _session(engine: str, opset: int, rank: int, dtype: str, training: bool, eps: float, momentum: float):
     """A callable ``feeds -> outputs`` for one model; made once per configuration."""
-    model = _model(opset, rank, dtype, training, eps, momentum)
+    return evaluate(engine, _model(opset, rank, dtype, training, eps, momentum))
+
+
+def evaluate(engine: str, model) -> Callable[[dict], list]:
+    """``model`` run by ``engine`` (``ReferenceEvaluator`` or ``onnxruntime``'s CPU provider): a callable
+    ``feeds -> outputs``."""
     if engine == "ReferenceEvaluator":
         from onnx.reference import ReferenceEvaluator
 
