@@ -6,12 +6,14 @@ import pytest
 from fake_adapters import MISSING_MODULE, ReferenceAs
 
 from conformance.adapters.base import Capabilities
+from conformance.adapters.layernorm_torch import TORCH_FUNCTIONAL_LAYERNORM
 from conformance.adapters.torch_nn import TORCH_FUNCTIONAL
 from conformance.harness import registry
 from conformance.harness.registry import builtin, conventions, derived, load, process_groups, select
 from conformance.operators.batchnorm import BATCHNORM
 from conformance.operators.cnn import CNN
-from reference import CONVENTIONS, KERAS, TORCH, Convention
+from conformance.operators.layernorm import LAYERNORM
+from reference import CONVENTIONS, KERAS, LAYERNORM_CONVENTIONS, TORCH, Convention, LayerNormConvention
 
 pytest_plugins = ["pytester"]
 
@@ -154,7 +156,8 @@ def test_families_are_spelled_like_their_names_and_select_by_that_spelling() -> 
     for impl in builtin():
         assert impl.name.startswith(f"{impl.family}."), impl.name
     assert {i.name for i in select(["tf_keras"])} == {"tf_keras.fused", "tf_keras.nonfused", "tf_keras.fused.xla",
-                                                    "tf_keras.nonfused.xla", "tf_keras.cnn"}
+                                                    "tf_keras.nonfused.xla", "tf_keras.cnn",
+                                                    "tf_keras.LayerNormalization"}
 
 
 def test_an_absent_device_is_collected_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,11 +189,14 @@ def test_compiled_variants_are_not_benchmarked_by_default() -> None:
 
 
 def test_every_built_in_implementation_declares_a_record() -> None:
-    for impl in builtin():
-        assert isinstance(impl.convention, Convention), impl.name  # BatchNorm's, and the CNN's BatchNorms'
-        assert impl.operator in (BATCHNORM, CNN), impl.name
+    for impl in builtin():  # each a record of its operator's kind (BatchNorm's, the CNN's BatchNorms', LayerNorm's)
+        assert impl.operator in (BATCHNORM, CNN, LAYERNORM), impl.name
+        assert isinstance(impl.convention, LayerNormConvention if impl.operator is LAYERNORM else Convention), impl.name
     # The modules' record, and the functional form's own (no batch counter): an adapter module may declare one.
-    assert {i.convention for i in builtin() if i.family == "torch"} == {TORCH, TORCH_FUNCTIONAL}
+    torch = [i for i in builtin() if i.family == "torch"]
+    assert {i.convention for i in torch if i.operator is not LAYERNORM} == {TORCH, TORCH_FUNCTIONAL}
+    assert {i.convention for i in torch if i.operator is LAYERNORM} == {LAYERNORM_CONVENTIONS["torch_layernorm"],
+                                                                        TORCH_FUNCTIONAL_LAYERNORM}
 
 
 def test_porting_pairs_every_framework_with_the_reference_in_every_record_both_ways() -> None:

@@ -58,11 +58,18 @@ class FlaxLayerNormLayer:
                 return nnx.merge(graphdef, state, rest, copy=True)(x)
 
         self.forward_fn = jax.jit(apply)
-        self.vjp = jax.jit(lambda params, x, dy: (lambda y, f: (y, *f(dy)))(*jax.vjp(apply, params, x)))
+        def vjp(params, x, dy):
+            y, backward = jax.vjp(apply, params, x)
+            return y, *backward(dy.astype(y.dtype))  # y is promoted with the float32 parameters: dy with it
 
         def hvp(params, x, dy, vparams, vx):
-            gradients = lambda p, x: jax.vjp(apply, p, x)[1](dy)  # noqa: E731
+            def gradients(p, x):
+                y, backward = jax.vjp(apply, p, x)
+                return backward(dy.astype(y.dtype))
+
             return jax.jvp(gradients, (params, x), (vparams, vx))[1]
+
+        self.vjp = jax.jit(vjp)
 
         self.hvp = jax.jit(hvp)
 
