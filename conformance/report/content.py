@@ -284,7 +284,8 @@ def blocks(doc: dict) -> list[Block]:
         Heading(2, "Conventions side by side"),
         Text("Rules of each implementation's declared convention, with the defaults its constructor really has "
              "(`test_defaults_match_convention`) and what it did when training on one value per channel."),
-        _table(summary.conventions_table(doc), "conventions"),
+        *(_table(rows, "conventions" if operator == "batchnorm" else f"conventions-{operator}")
+          for operator, rows in summary.conventions_table(doc).items()),
         *_porting(doc),
         *_exploration(doc),
         Heading(2, "Deviations"),

@@ -121,19 +121,21 @@ def _behaviour(doc: dict) -> dict[str, dict[str, str]]:
     return out
 
 
-def conventions_table(doc: dict) -> list[dict]:
-    """Per available implementation with a row of its own: its convention record's rules, as its operator's
-    vocabulary words them, with the defaults observed in the framework."""
+def conventions_table(doc: dict) -> dict[str, list[dict]]:
+    """Per operator, per available implementation with a row of its own: its convention record's rules, as
+    its operator's vocabulary words them, with the defaults observed in the framework (one table per
+    operator: their rules differ)."""
     observed = {r["implementation"]: r["defaults"] for r in doc["results"] if r.get("defaults")}
     behaviour = _behaviour(doc)
-    out = []
+    out: dict[str, list[dict]] = {}
     for impl in doc["implementations"]:
         if not impl["available"] or (impl["derivation"] or {}).get("row"):
             continue
         conv, operator = doc["conventions"][impl["convention"]], OPERATORS.get(impl["operator"])
         words = operator.vocabulary.conventions(conv, observed.get(impl["name"], {}), behaviour[impl["name"]]) \
             if operator else {}
-        out.append({"implementation": impl["name"], "convention": conv["name"], **words})
+        out.setdefault(impl["operator"], []).append({"implementation": impl["name"], "convention": conv["name"],
+                                                     **words})
     return out
 
 
