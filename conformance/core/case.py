@@ -16,7 +16,7 @@ import numpy as np
 
 from .dtypes import ALL_DTYPES, round_to
 
-__all__ = ["DATA_KINDS", "Case", "ChannelCase"]
+__all__ = ["DATA_KINDS", "Case", "ChannelCase", "contract_grids"]
 
 # How the data looks per statistics group (a channel, for BatchNorm): ``normal`` offsets in [-2, 2] and
 # spreads in [0.5, 2]; ``offset`` puts the mean 1e4 spreads away (|mean| / std ~ 1e4), hostile to one-pass
@@ -126,3 +126,15 @@ class ChannelCase(Case):
     def parameter_axis(self) -> int:
         """The axis whose size the parameters have (the contract's wrong-size input adds one along it)."""
         return self.channel_axis
+
+
+def contract_grids(contract: list[Case]) -> dict:
+    """The contract checks' grids over an operator's ``contract`` cases (its GRIDS entries): bad input and a
+    mismatched dy on each, the output's dtype in every dtype, the caller's arrays in float32 and float16."""
+    return {
+        "bad_input": lambda: contract,
+        "mismatched_dy": lambda: contract,
+        "output_policy": lambda: [case.with_(dtype=dtype) for case in contract for dtype in ALL_DTYPES],
+        "caller_arrays_unmodified": lambda: [case.with_(dtype=dtype) for case in contract
+                                             for dtype in ("float32", "float16")],
+    }

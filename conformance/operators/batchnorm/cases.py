@@ -14,7 +14,7 @@ import numpy as np
 
 from reference import Convention
 
-from ...core.case import ChannelCase
+from ...core.case import ChannelCase, contract_grids
 from ...core.dtypes import ALL_DTYPES, round_to
 from ...core.profiles import profile_name
 from .spec import LayerSpec
@@ -227,11 +227,7 @@ GRIDS = {
     "hessian_vector_product": lambda: _LAYOUTS(("float64", "float32")) + _LAYOUTS(("float32",), affine=False),
     "state_from_construction": lambda: _LAYOUTS(steps=3) + _LAYOUTS(("float32",), new_batch_weight=None, steps=3),
     "edge_case": lambda: EDGE_CASES,
-    "bad_input": lambda: CONTRACT,
-    "mismatched_dy": lambda: CONTRACT,
-    "output_policy": lambda: [case.with_(dtype=dtype) for case in CONTRACT for dtype in ALL_DTYPES],
-    "caller_arrays_unmodified": lambda: [case.with_(dtype=dtype) for case in CONTRACT
-                                         for dtype in ("float32", "float16")],
+    **contract_grids(CONTRACT),
     # A layer trained three steps, ported at the inference call, then trained once more (transforms/porting.py):
     # a new-batch weight and an eps no convention has by default, so that a lost momentum or eps shows.
     "porting": lambda: _LAYOUTS(("float64", "float32"), new_batch_weight=0.3, eps=2e-3, steps=5),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...core.case import Case
+from ...core.case import Case, contract_grids
 from ...core.dtypes import ALL_DTYPES, round_to
 from .spec import LayerNormSpec
 
@@ -161,11 +161,7 @@ GRIDS = {
         c for a, b in PARAMETER_SETS for c in layout_cases(("float32",), affine=a, bias=b)],
     "state_from_construction": lambda: layout_cases(steps=3),
     "edge_case": lambda: EDGE_CASES,
-    "bad_input": lambda: CONTRACT,
-    "mismatched_dy": lambda: CONTRACT,
-    "output_policy": lambda: [case.with_(dtype=dtype) for case in CONTRACT for dtype in ALL_DTYPES],
-    "caller_arrays_unmodified": lambda: [case.with_(dtype=dtype) for case in CONTRACT
-                                         for dtype in ("float32", "float16")],
+    **contract_grids(CONTRACT),
     "production_size": lambda: [LayerNormCase(shape, k, dtype, data="large", steps=2) for shape, k in LARGE
                                 for dtype in ("float16", "bfloat16", "float32")],
 }
