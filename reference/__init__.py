@@ -39,6 +39,7 @@ from .conventions import (
 )
 from .layer import BatchNorm
 from .layernorm import (
+    DTYPE_EPSILON,
     LAYERNORM_CONVENTIONS,
     LayerNormConvention,
     layer_norm,
@@ -60,6 +61,7 @@ __all__ = [
     "BatchNorm",
     "CONVENTIONS",
     "Convention",
+    "DTYPE_EPSILON",
     "FLAX",
     "KERAS",
     "LAYERNORM_CONVENTIONS",

@@ -33,8 +33,12 @@ import numpy as np
 from .conventions import REQUIRED
 from .engine import BLOCK
 
-__all__ = ["EPS_PLACEMENTS", "LAYERNORM_CONVENTIONS", "LayerNormConvention", "layer_norm", "layer_norm_backward",
-           "layer_norm_hvp", "layer_norm_statistics", "normalized_shape"]
+__all__ = ["DTYPE_EPSILON", "EPS_PLACEMENTS", "LAYERNORM_CONVENTIONS", "LayerNormConvention", "layer_norm",
+           "layer_norm_backward", "layer_norm_hvp", "layer_norm_statistics", "normalized_shape"]
+
+# A default eps that is the input dtype's machine epsilon (PyTorch's RMSNorm, eps=None: torch.finfo(x.dtype).eps):
+# a word, not a number, so that it crosses processes and reports as it reads.
+DTYPE_EPSILON = "dtype epsilon"
 
 # Where eps goes: inside the square root (sqrt(var + eps): PyTorch, Keras, Flax, ONNX) or added to the
 # standard deviation (sqrt(var) + eps: the Annotated Transformer's and other model code's LayerNorm).
@@ -48,7 +52,8 @@ class LayerNormConvention:
 
     Attributes:
         name: an identifier, unique among the conventions of a run.
-        default_eps: the constructor's eps (:data:`REQUIRED` where it has none).
+        default_eps: the constructor's eps (:data:`REQUIRED` where it has none, :data:`DTYPE_EPSILON` where it is
+            the input dtype's machine epsilon).
         eps_placement: one of :data:`EPS_PLACEMENTS`.
         default_axes: the normalized axes by default, as the first of the trailing axes (``-1``: the last
             axis); :data:`REQUIRED` where the constructor needs them (PyTorch's ``normalized_shape``).
@@ -56,6 +61,8 @@ class LayerNormConvention:
             ``use_scale``; ONNX: the ``Scale`` input is required).
         default_bias: a learnable offset by default (PyTorch ``bias``, Keras ``center``, Flax ``use_bias``; ONNX:
             the optional ``B`` input).
+        centered: whether the normalization re-centers (LayerNorm); False: RMSNorm, which divides by the root
+            mean square and keeps the mean.
         frameworks: who uses it, for the report.
     """
 
@@ -65,15 +72,16 @@ class LayerNormConvention:
     default_axes: int | object = -1
     default_affine: bool = True
     default_bias: bool = True
+    centered: bool = True
     frameworks: str = ""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name.isidentifier()):
             raise ValueError(f"LayerNormConvention name must be an identifier, got {self.name!r}")
-        if self.default_eps is not REQUIRED and not (
+        if self.default_eps is not REQUIRED and self.default_eps != DTYPE_EPSILON and not (
                 isinstance(self.default_eps, numbers.Real) and not isinstance(self.default_eps, bool)
                 and self.default_eps > 0):
-            raise ValueError(f"LayerNormConvention default_eps must be a positive number or REQUIRED, "
+            raise ValueError(f"LayerNormConvention default_eps must be a positive number, REQUIRED or DTYPE_EPSILON, "
                              f"got {self.default_eps!r}")
         if self.eps_placement not in EPS_PLACEMENTS:
             raise ValueError(f"LayerNormConvention eps_placement must be one of {EPS_PLACEMENTS}, "
@@ -81,7 +89,7 @@ class LayerNormConvention:
         if self.default_axes is not REQUIRED and not (isinstance(self.default_axes, int) and self.default_axes < 0):
             raise ValueError(f"LayerNormConvention default_axes must be a negative axis or REQUIRED, "
                              f"got {self.default_axes!r}")
-        for name in ("default_affine", "default_bias"):
+        for name in ("default_affine", "default_bias", "centered"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"LayerNormConvention {name} must be a bool, got {getattr(self, name)!r}")
 
@@ -102,6 +110,15 @@ LAYERNORM_CONVENTIONS = {c.name: c for c in (
     LayerNormConvention("keras_layernorm", 1e-3, frameworks="Keras 3 and tf-keras LayerNormalization (axis=-1)"),
     LayerNormConvention("flax_layernorm", 1e-6, frameworks="flax.linen.LayerNorm, flax.nnx.LayerNorm"),
     LayerNormConvention("onnx_layernorm", 1e-5, frameworks="ONNX LayerNormalization (opset 17, axis=-1)"),
+    # RMSNorm: a scale, no offset, no re-centering.
+    LayerNormConvention("torch_rmsnorm", DTYPE_EPSILON, default_axes=REQUIRED, default_bias=False, centered=False,
+                        frameworks="PyTorch nn.RMSNorm, F.rms_norm (eps=None: the input dtype's machine epsilon)"),
+    LayerNormConvention("keras_rmsnorm", 1e-6, default_bias=False, centered=False,
+                        frameworks="Keras 3 RMSNormalization (axis=-1)"),
+    LayerNormConvention("flax_rmsnorm", 1e-6, default_bias=False, centered=False,
+                        frameworks="flax.linen.RMSNorm, flax.nnx.RMSNorm"),
+    LayerNormConvention("onnx_rmsnorm", 1e-5, default_bias=False, centered=False,
+                        frameworks="ONNX RMSNormalization (opset 23, axis=-1)"),
 )}
 
 
@@ -166,17 +183,23 @@ def _over_rows(x: np.ndarray, begin_axis: int, body: Callable[..., tuple], *othe
     return results, h
 
 
-def _stats(xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two-pass mean and biased variance of each row, as columns (exact to |mean|/std ~ 1e7 in float64)."""
-    mu = xb.mean(axis=1, keepdims=True)
+def _stats(xb: np.ndarray, centered: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Two-pass mean and biased variance of each row, as columns (exact to |mean|/std ~ 1e7 in float64); not
+    ``centered`` (RMSNorm): a zero mean and the mean square."""
+    mu = xb.mean(axis=1, keepdims=True) if centered else np.zeros((xb.shape[0], 1))
     d = xb - mu
     return mu, np.einsum("ij,ij->i", d, d)[:, None] / max(xb.shape[1], 1)
 
 
-def layer_norm_statistics(x: np.ndarray, begin_axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row mean and biased variance, of the leading axes' shape."""
+def _centre(v: np.ndarray, centered: bool) -> np.ndarray:
+    """``v`` less its row means, where the normalization re-centers (the derivative of ``x - mean(x)``)."""
+    return v - v.mean(axis=1, keepdims=True) if centered else v
+
+
+def layer_norm_statistics(x: np.ndarray, begin_axis: int = -1, centered: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean (0 when not ``centered``) and biased variance about it, of the leading axes' shape."""
     x = _check(x, begin_axis)
-    results, _ = _over_rows(x, begin_axis, lambda xb: tuple(a[:, 0] for a in _stats(xb)))
+    results, _ = _over_rows(x, begin_axis, lambda xb: tuple(a[:, 0] for a in _stats(xb, centered)))
     lead = x.shape[:begin_axis % x.ndim]
     if not results:
         return np.zeros(lead), np.zeros(lead)
@@ -184,14 +207,14 @@ def layer_norm_statistics(x: np.ndarray, begin_axis: int = -1) -> tuple[np.ndarr
 
 
 def layer_norm(x: np.ndarray, gamma: np.ndarray | None = None, beta: np.ndarray | None = None, eps: float = 1e-5,
-               begin_axis: int = -1, eps_placement: str = "variance") -> np.ndarray:
+               begin_axis: int = -1, eps_placement: str = "variance", centered: bool = True) -> np.ndarray:
     """``y`` in float64, of the shape of ``x``; gamma and beta (``None``: none) of the normalized shape."""
     x = _check(x, begin_axis)
     shape = normalized_shape(x.shape, begin_axis)
     g, b = _parameter(gamma, shape, "gamma"), _parameter(beta, shape, "beta")
 
     def body(xb: np.ndarray) -> np.ndarray:
-        mu, var = _stats(xb)
+        mu, var = _stats(xb, centered)
         y = (xb - mu) * _derivatives(var, eps, eps_placement)[0]
         if g is not None:
             y *= g
@@ -204,7 +227,7 @@ def layer_norm(x: np.ndarray, gamma: np.ndarray | None = None, beta: np.ndarray 
 
 
 def layer_norm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None = None, eps: float = 1e-5,
-                        begin_axis: int = -1, eps_placement: str = "variance"
+                        begin_axis: int = -1, eps_placement: str = "variance", centered: bool = True
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(dx, dgamma, dbeta)`` of ``sum(y * dy)``; the parameters' gradients of the normalized shape (whether
     or not the layer has them: the caller drops what it lacks)."""
@@ -214,11 +237,11 @@ def layer_norm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None 
     g = _parameter(gamma, shape, "gamma")
 
     def body(xb: np.ndarray, dyb: np.ndarray) -> tuple:
-        mu, var = _stats(xb)
+        mu, var = _stats(xb, centered)
         r, r1, _ = _derivatives(var, eps, eps_placement)
         d = xb - mu
         gb = dyb * g if g is not None else dyb
-        dx = r * (gb - gb.mean(axis=1, keepdims=True)) + 2 * r1 * (gb * d).mean(axis=1, keepdims=True) * d
+        dx = r * _centre(gb, centered) + 2 * r1 * (gb * d).mean(axis=1, keepdims=True) * d
         return dx, (dyb * d * r).sum(axis=0), dyb.sum(axis=0)
 
     results, h = _over_rows(x, begin_axis, body, dy)
@@ -229,8 +252,8 @@ def layer_norm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None 
 
 
 def layer_norm_hvp(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None, eps: float, vx: np.ndarray,
-                   vgamma: np.ndarray | None = None, begin_axis: int = -1, eps_placement: str = "variance"
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   vgamma: np.ndarray | None = None, begin_axis: int = -1, eps_placement: str = "variance",
+                   centered: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The derivative of ``(dx, dgamma, dbeta)`` along ``(vx, vgamma, vbeta)`` (nothing depends on beta, so
     its direction does not enter): ``(hvp_x, hvp_gamma, hvp_beta)`` (see the module docstring)."""
     x = _check(x, begin_axis)
@@ -239,17 +262,16 @@ def layer_norm_hvp(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None, eps:
     g, vg = _parameter(gamma, shape, "gamma"), _parameter(vgamma, shape, "vgamma")
 
     def body(xb: np.ndarray, dyb: np.ndarray, vxb: np.ndarray) -> tuple:
-        mu, var = _stats(xb)
+        mu, var = _stats(xb, centered)
         r, r1, r2 = _derivatives(var, eps, eps_placement)
         d = xb - mu
         gb = dyb * g if g is not None else dyb
         tg = dyb * vg if vg is not None else np.zeros_like(dyb)
-        td = vxb - vxb.mean(axis=1, keepdims=True)
+        td = _centre(vxb, centered)
         tv = 2 * (d * vxb).mean(axis=1, keepdims=True)
         m, tm = (gb * d).mean(axis=1, keepdims=True), (tg * d + gb * td).mean(axis=1, keepdims=True)
-        big_g = gb - gb.mean(axis=1, keepdims=True)
-        hx = r1 * tv * big_g + r * (tg - tg.mean(axis=1, keepdims=True)) + 2 * (r2 * tv * m * d + r1 * tm * d
-                                                                                 + r1 * m * td)
+        hx = r1 * tv * _centre(gb, centered) + r * _centre(tg, centered) + 2 * (r2 * tv * m * d + r1 * tm * d
+                                                                              + r1 * m * td)
         return hx, (dyb * (td * r + d * r1 * tv)).sum(axis=0)
 
     results, h = _over_rows(x, begin_axis, body, dy, vx)

@@ -19,6 +19,10 @@ The backward, by the chain rule through ``sigma(var)``, with ``g = gamma * dy`` 
 
 (for ``sigma = sqrt(var + eps)``, ``sigma' = 1 / (2 sigma)`` and this is the familiar
 ``(g - mean(g) - xhat * mean(g * xhat)) / sigma``).
+
+RMSNorm (Zhang & Sennrich, arXiv:1910.07467) is the same without re-centering (``centered=False``): ``mu``
+is taken as 0, so ``var`` is the mean square ``mean(x**2)`` and ``sigma`` the root mean square, and the
+backward's ``g - mean(g)`` is ``g``.
 """
 
 from __future__ import annotations
@@ -45,17 +49,17 @@ def _sigma(var: np.ndarray, eps: float, eps_placement: str) -> tuple[np.ndarray,
         return root + eps, 1 / (2 * root)
 
 
-def statistics(x: np.ndarray, begin_axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row mean and biased variance, shape (rows,)."""
+def statistics(x: np.ndarray, begin_axis: int = -1, centered: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean (0 when not ``centered``) and biased variance about it, shape (rows,)."""
     rows = _rows(x, begin_axis)
-    mu = rows.mean(axis=1)
+    mu = rows.mean(axis=1) if centered else np.zeros(rows.shape[0])
     return mu, ((rows - mu[:, None]) ** 2).mean(axis=1)
 
 
 def forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, eps: float, begin_axis: int = -1,
-            eps_placement: str = "variance") -> np.ndarray:
+            eps_placement: str = "variance", centered: bool = True) -> np.ndarray:
     rows = _rows(x, begin_axis)
-    mu, var = statistics(x, begin_axis)
+    mu, var = statistics(x, begin_axis, centered)
     sigma = _sigma(var, eps, eps_placement)[0]
     xhat = (rows - mu[:, None]) / sigma[:, None]
     y = xhat * (1.0 if gamma is None else np.ravel(gamma)) + (0.0 if beta is None else np.ravel(beta))
@@ -63,13 +67,14 @@ def forward(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, ep
 
 
 def backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None, eps: float, begin_axis: int = -1,
-             eps_placement: str = "variance") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             eps_placement: str = "variance", centered: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(dx, dgamma, dbeta)`` of ``sum(y * dy)``; the parameters' gradients of the normalized shape."""
     rows, dyr = _rows(x, begin_axis), _rows(dy, begin_axis)
-    mu, var = statistics(x, begin_axis)
+    mu, var = statistics(x, begin_axis, centered)
     sigma, dsigma = (a[:, None] for a in _sigma(var, eps, eps_placement))
     d = rows - mu[:, None]
     g = dyr * (1.0 if gamma is None else np.ravel(gamma))
-    dx = (g - g.mean(axis=1, keepdims=True)) / sigma - (g * d).mean(axis=1, keepdims=True) / sigma**2 * dsigma * 2 * d
+    centred_g = g - g.mean(axis=1, keepdims=True) if centered else g
+    dx = centred_g / sigma - (g * d).mean(axis=1, keepdims=True) / sigma**2 * dsigma * 2 * d
     shape = np.shape(x)[begin_axis % np.ndim(x):]
     return dx.reshape(np.shape(x)), (dyr * d / sigma).sum(axis=0).reshape(shape), dyr.sum(axis=0).reshape(shape)

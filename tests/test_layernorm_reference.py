@@ -23,19 +23,20 @@ def _data(shape, begin_axis, seed=0):
     return x, rng.uniform(0.5, 1.5, normalized), rng.uniform(-0.5, 0.5, normalized), rng.standard_normal(shape)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(rank=st.integers(1, 4), depth=st.integers(1, 3), placement=st.sampled_from(PLACEMENTS),
-       eps=st.sampled_from([1e-6, 1e-3, 0.5]), seed=st.integers(0, 2**16), affine=st.booleans())
-def test_fast_matches_textbook(rank, depth, placement, eps, seed, affine):
+       eps=st.sampled_from([1e-6, 1e-3, 0.5]), seed=st.integers(0, 2**16), affine=st.booleans(),
+       centered=st.booleans())
+def test_fast_matches_textbook(rank, depth, placement, eps, seed, affine, centered):
     depth = min(depth, rank)
     shape = tuple(np.random.default_rng(seed).integers(1, 5, rank))
     x, gamma, beta, dy = _data(shape, -depth, seed)
     gamma, beta = (gamma, beta) if affine else (None, None)
-    want = layernorm_textbook.forward(x, gamma, beta, eps, -depth, placement)
-    got = reference.layer_norm(x, gamma, beta, eps, -depth, placement)
+    want = layernorm_textbook.forward(x, gamma, beta, eps, -depth, placement, centered)
+    got = reference.layer_norm(x, gamma, beta, eps, -depth, placement, centered)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    for g, w in zip(reference.layer_norm_backward(dy, x, gamma, eps, -depth, placement),
-                    layernorm_textbook.backward(dy, x, gamma, eps, -depth, placement)):
+    for g, w in zip(reference.layer_norm_backward(dy, x, gamma, eps, -depth, placement, centered),
+                    layernorm_textbook.backward(dy, x, gamma, eps, -depth, placement, centered)):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
 
 
@@ -57,28 +58,32 @@ def _numeric_gradient(f, a: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("centered", [True, False], ids=["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize(("shape", "begin_axis"), [((3, 5), -1), ((2, 3, 4), -2), ((2, 2, 3), -1)])
-def test_backward_by_finite_differences(shape, begin_axis, placement):
+def test_backward_by_finite_differences(shape, begin_axis, placement, centered):
     x, gamma, beta, dy = _data(shape, begin_axis, 1)
-    loss = lambda x_, g_, b_: float((reference.layer_norm(x_, g_, b_, 1e-3, begin_axis, placement) * dy).sum())  # noqa: E731
-    dx, dgamma, dbeta = reference.layer_norm_backward(dy, x, gamma, 1e-3, begin_axis, placement)
+    loss = lambda x_, g_, b_: float(  # noqa: E731
+        (reference.layer_norm(x_, g_, b_, 1e-3, begin_axis, placement, centered) * dy).sum())
+    dx, dgamma, dbeta = reference.layer_norm_backward(dy, x, gamma, 1e-3, begin_axis, placement, centered)
     np.testing.assert_allclose(dx, _numeric_gradient(lambda a: loss(a, gamma, beta), x), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(dgamma, _numeric_gradient(lambda a: loss(x, a, beta), gamma), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(dbeta, _numeric_gradient(lambda a: loss(x, gamma, a), beta), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("centered", [True, False], ids=["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize(("shape", "begin_axis"), [((3, 5), -1), ((2, 3, 4), -2)])
-def test_hvp_by_finite_differences(shape, begin_axis, placement):
+def test_hvp_by_finite_differences(shape, begin_axis, placement, centered):
     """The directional derivative of the backward along (vx, vgamma), by central differences in t."""
     x, gamma, _, dy = _data(shape, begin_axis, 2)
     rng = np.random.default_rng(3)
     vx, vgamma = rng.standard_normal(x.shape), rng.standard_normal(gamma.shape)
     h = 1e-5
-    plus = reference.layer_norm_backward(dy, x + h * vx, gamma + h * vgamma, 1e-3, begin_axis, placement)
-    minus = reference.layer_norm_backward(dy, x - h * vx, gamma - h * vgamma, 1e-3, begin_axis, placement)
-    got = reference.layer_norm_hvp(dy, x, gamma, 1e-3, vx, vgamma, begin_axis, placement)
+    args = (begin_axis, placement, centered)
+    plus = reference.layer_norm_backward(dy, x + h * vx, gamma + h * vgamma, 1e-3, *args)
+    minus = reference.layer_norm_backward(dy, x - h * vx, gamma - h * vgamma, 1e-3, *args)
+    got = reference.layer_norm_hvp(dy, x, gamma, 1e-3, vx, vgamma, *args)
     for g, p, m in zip(got, plus, minus):
         np.testing.assert_allclose(g, (p - m) / (2 * h), rtol=1e-5, atol=1e-7)
 
@@ -101,6 +106,14 @@ def test_closed_form():
     np.testing.assert_allclose(reference.layer_norm(x, eps=1.0, eps_placement="std"), [[-0.5, 0.5], [-2 / 3, 2 / 3]])
 
 
+def test_rmsnorm_closed_form():
+    """Not centered: each row divided by its root mean square; an offset is kept, not removed."""
+    x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    rms = np.sqrt([[12.5], [1.0]])
+    np.testing.assert_allclose(reference.layer_norm(x, eps=0.0, centered=False), x / rms)
+    np.testing.assert_allclose(reference.layer_norm_statistics(x, centered=False), ([0.0, 0.0], [12.5, 1.0]))
+
+
 @pytest.mark.parametrize(("call", "error"), [
     (lambda: reference.layer_norm(np.ones((2, 3), np.int32)), TypeError),
     (lambda: reference.layer_norm(np.ones((2, 3)), np.ones(4)), ValueError),
@@ -113,12 +126,20 @@ def test_bad_arguments_raise(call, error):
         call()
 
 
-@pytest.mark.parametrize("changes", [{"name": "not an id"}, {"default_eps": 0.0}, {"eps_placement": "outside"},
-                                     {"default_axes": 1}, {"default_affine": 1}])
+@pytest.mark.parametrize("changes", [{"name": "not an id"}, {"default_eps": 0.0}, {"default_eps": "machine"},
+                                     {"eps_placement": "outside"}, {"default_axes": 1}, {"default_affine": 1},
+                                     {"centered": 0}])
 def test_convention_validation(changes):
     fields = {"name": "mine", "default_eps": 1e-5} | changes
     with pytest.raises((ValueError, TypeError)):
         LayerNormConvention(**fields)
+
+
+def test_rmsnorm_conventions_do_not_center_and_have_no_offset():
+    rms = [c for c in reference.LAYERNORM_CONVENTIONS.values() if not c.centered]
+    assert {c.name for c in rms} == {"torch_rmsnorm", "keras_rmsnorm", "flax_rmsnorm", "onnx_rmsnorm"}
+    assert not any(c.default_bias for c in rms)
+    assert reference.LAYERNORM_CONVENTIONS["torch_rmsnorm"].default_eps == reference.DTYPE_EPSILON
 
 
 def test_required_defaults_read_as_required():

@@ -16,7 +16,7 @@ FEATURES = frozenset({"affine_false", "scale_false", "bias_false", "multi_axis"}
 
 class ReferenceLayerNormLayer:
     def __init__(self, spec: LayerNormSpec, convention: LayerNormConvention) -> None:
-        self.spec, self.placement = spec, convention.eps_placement
+        self.spec, self.placement, self.centered = spec, convention.eps_placement, convention.centered
         shape = spec.normalized_shape
         self.gamma = np.ones(shape) if spec.affine else None
         self.beta = np.zeros(shape) if spec.bias else None
@@ -37,17 +37,19 @@ class ReferenceLayerNormLayer:
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         return reference.layer_norm(self._checked(x), self.gamma, self.beta, self.spec.eps, self.spec.begin_axis,
-                                    self.placement)
+                                    self.placement, self.centered)
 
     def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
         y = self.forward(x, training)
         dx, dgamma, dbeta = reference.layer_norm_backward(framework_input(dy)[0], self._checked(x), self.gamma,
-                                                          self.spec.eps, self.spec.begin_axis, self.placement)
+                                                          self.spec.eps, self.spec.begin_axis, self.placement,
+                                                          self.centered)
         return y, dx, dgamma if self.spec.affine else None, dbeta if self.spec.bias else None
 
     def double_backward(self, x, dy, vx, vgamma, vbeta) -> tuple:
         hx, hgamma, hbeta = reference.layer_norm_hvp(as_numpy_float(dy), self._checked(x), self.gamma, self.spec.eps,
-                                                     as_numpy_float(vx), vgamma, self.spec.begin_axis, self.placement)
+                                                     as_numpy_float(vx), vgamma, self.spec.begin_axis, self.placement,
+                                                     self.centered)
         return hx, hgamma if self.spec.affine else None, hbeta if self.spec.bias else None
 
 

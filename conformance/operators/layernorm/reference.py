@@ -48,12 +48,12 @@ class LayerNormReference:
 
     def _tolerance(self, x: np.ndarray) -> LayerNormTolerance:
         return LayerNormTolerance(self._rows(x), self.params["gamma"], self.spec.eps, self.convention.eps_placement,
-                                  self.case.dtype, self.case.accumulation_dtype)
+                                  self.case.dtype, self.case.accumulation_dtype, self.convention.centered)
 
     def _y(self, x: np.ndarray) -> tuple[np.ndarray, LayerNormTolerance, Expected]:
         x = self._input(x)
         y = reference.layer_norm(x, self.params["gamma"], self.params["beta"], self.spec.eps, self.spec.begin_axis,
-                                 self.convention.eps_placement)
+                                 self.convention.eps_placement, self.convention.centered)
         tol = self._tolerance(x)
         return x, tol, Expected(y, tol.y(self._rows(y)).reshape(y.shape))
 
@@ -70,7 +70,8 @@ class LayerNormReference:
         x, tol, y = self._y(x)
         dy = framework_input(dy)[0]
         dx, dgamma, dbeta = reference.layer_norm_backward(dy, x, self.params["gamma"], self.spec.eps,
-                                                          self.spec.begin_axis, self.convention.eps_placement)
+                                                          self.spec.begin_axis, self.convention.eps_placement,
+                                                          self.convention.centered)
         dy_rows = self._rows(dy)
         shape = self.spec.normalized_shape
         expected = {"y": y, "dx": Expected(dx, tol.dx(self._rows(dx), dy_rows).reshape(dx.shape))}
@@ -85,7 +86,8 @@ class LayerNormReference:
         x = self._input(x)
         dy, vx, vgamma = np.asarray(dy, np.float64), np.asarray(direction["vx"], np.float64), direction["vgamma"]
         hx, hgamma, hbeta = reference.layer_norm_hvp(dy, x, self.params["gamma"], self.spec.eps, vx, vgamma,
-                                                     self.spec.begin_axis, self.convention.eps_placement)
+                                                     self.spec.begin_axis, self.convention.eps_placement,
+                                                     self.convention.centered)
         tx, tgamma = self._tolerance(x).second_order(self._rows(hx), hgamma.ravel(), self._rows(dy), self._rows(vx),
                                                      vgamma)
         shape = self.spec.normalized_shape

@@ -44,10 +44,11 @@ class LayerNormTolerance:
     """The bounds of one call on ``x``, all in the ``(rows, H)`` view (the caller reshapes)."""
 
     def __init__(self, x: np.ndarray, gamma: np.ndarray | None, eps: float, eps_placement: str, dtype: str,
-                 accumulation_dtype: str) -> None:
+                 accumulation_dtype: str, centered: bool = True) -> None:
         self.x = x
         r, h = x.shape
-        mean = x.mean(axis=1) if h else np.zeros(r)
+        # Not centered (RMSNorm): no mean is subtracted, so none is lost to cancellation (kappa = 0).
+        mean = x.mean(axis=1) if h and centered else np.zeros(r)
         var = ((x - mean[:, None]) ** 2).mean(axis=1) if h else np.zeros(r)
         eps = np.full(r, eps, dtype=np.float64)
         if eps_placement == "std":
