@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reference import LayerNormConvention
+
 from ...core.case import Case, contract_grids
 from ...core.dtypes import ALL_DTYPES, round_to
 from .spec import LayerNormSpec
@@ -32,7 +34,8 @@ class LayerNormCase(Case):
     dtype: str = "float32"
     eps: float = 2.0**-13
     affine: bool = True
-    bias: bool = True
+    # None: the normalization's own (LayerNorm's gain and bias, RMSNorm's gain alone: the record's ``centered``).
+    bias: bool | None = None
     data: str = "normal"
     steps: int = 1
     options: tuple[tuple[str, object], ...] = ()
@@ -77,23 +80,28 @@ class LayerNormCase(Case):
             return [round_to(np.zeros(self.shape), self.dtype) for _ in range(self.steps)]
         return super().batches()
 
-    def spec(self, convention: object) -> LayerNormSpec:
-        """The layer spec; LayerNorm's conventions differ only in defaults, which a case always overrides."""
-        return LayerNormSpec(self.normalized_shape, self.rank, self.eps, self.affine, self.bias, self.dtype,
-                             options=self.options)
+    def has_bias(self, convention: LayerNormConvention) -> bool:
+        """Whether the layer has a bias: the case's, else the normalization's (none for RMSNorm)."""
+        return convention.centered if self.bias is None else self.bias
 
-    def initial_state(self, convention: object) -> dict[str, np.ndarray]:
+    def spec(self, convention: LayerNormConvention) -> LayerNormSpec:
+        """The layer spec; LayerNorm's conventions differ only in defaults, which a case always overrides."""
+        return LayerNormSpec(self.normalized_shape, self.rank, self.eps, self.affine, self.has_bias(convention),
+                             self.dtype, options=self.options)
+
+    def initial_state(self, convention: LayerNormConvention) -> dict[str, np.ndarray]:
         """Non-trivial gamma and beta, where the layer has them."""
         rng, shape = self.rng("state"), self.normalized_shape
         gamma, beta = rng.uniform(0.5, 1.5, shape), rng.uniform(-0.5, 0.5, shape)
-        return {**({"gamma": gamma} if self.affine else {}), **({"beta": beta} if self.bias else {})}
+        return {**({"gamma": gamma} if self.affine else {}), **({"beta": beta} if self.has_bias(convention) else {})}
 
     def direction(self) -> dict[str, np.ndarray | None]:
         """The second-order checks' direction ``(vx, vgamma, vbeta)``, None for absent parameters."""
         rng = self.rng("direction")
         vx = round_to(rng.standard_normal(self.shape), self.dtype)
         vgamma, vbeta = rng.standard_normal((2, *self.normalized_shape))
-        return {"vx": vx, "vgamma": vgamma if self.affine else None, "vbeta": vbeta if self.bias else None}
+        # A layer without a bias never reads vbeta (the reference side judges hvp_beta by the spec).
+        return {"vx": vx, "vgamma": vgamma if self.affine else None, "vbeta": None if self.bias is False else vbeta}
 
 
 # (shape, normalized axes): a batch of feature vectors, a batch of token sequences, images normalized over
