@@ -28,18 +28,20 @@ _OPTIONS = {"linen": {"use_fast_variance", "force_float32_reductions"}, "nnx": {
 
 
 class FlaxLayerNormLayer:
-    def __init__(self, spec: LayerNormSpec, api: str) -> None:
+    """``kind``: the module, ``LayerNorm`` or ``RMSNorm`` (which has no bias argument)."""
+
+    def __init__(self, spec: LayerNormSpec, api: str, kind: str = "LayerNorm") -> None:
         import jax
         import jax.numpy as jnp
 
         self.jax, self.jnp, self.spec, self.dtype = jax, jnp, spec, getattr(jnp, spec.dtype)
         axes = tuple(range(spec.begin_axis, 0))
-        args = dict(epsilon=spec.eps, use_scale=spec.affine, use_bias=spec.bias, reduction_axes=axes,
-                    feature_axes=axes, **dict(spec.options))
+        args = dict(epsilon=spec.eps, use_scale=spec.affine, reduction_axes=axes, feature_axes=axes,
+                    **dict(spec.options), **({"use_bias": spec.bias} if kind == "LayerNorm" else {}))
         if api == "linen":
             import flax.linen as nn
 
-            module = nn.LayerNorm(**args)
+            module = getattr(nn, kind)(**args)
             x = jnp.zeros((1,) * (spec.rank + spec.begin_axis) + spec.normalized_shape, self.dtype)
             self.params = dict(module.init(jax.random.key(0), x).get("params", {}))
             self.eps = module.epsilon
@@ -47,7 +49,7 @@ class FlaxLayerNormLayer:
         else:
             from flax import nnx
 
-            layer = nnx.LayerNorm(math.prod(spec.normalized_shape), rngs=nnx.Rngs(0), **args)
+            layer = getattr(nnx, kind)(math.prod(spec.normalized_shape), rngs=nnx.Rngs(0), **args)
             graphdef, state, rest = nnx.split(layer, nnx.Param, ...)
             leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
             names = [_param_name(path) for path, _ in leaves]
