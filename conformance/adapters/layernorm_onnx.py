@@ -21,27 +21,27 @@ from ..operators.layernorm import LAYERNORM, LayerNormSpec
 from .base import Capabilities, Implementation, State
 from .onnx_op import evaluate
 
-OPSET = 17
+OPSETS = {"LayerNormalization": 17, "RMSNormalization": 23}  # where each operator first appears
 _TENSOR_TYPES = {"float32": "FLOAT", "float16": "FLOAT16", "float64": "DOUBLE", "bfloat16": "BFLOAT16"}
 # onnxruntime's CPU provider registers LayerNormalization for these (bfloat16: NOT_IMPLEMENTED).
 _ORT_DTYPES = frozenset({"float32", "float16", "float64"})
-_NO_GRADIENTS = "ONNX defines no gradients for LayerNormalization"
+_NO_GRADIENTS = "ONNX defines no gradients for its normalizations"
 
 
-def _schema():
+def _schema(op: str):
     from onnx import defs
 
-    return defs.get_schema("LayerNormalization", OPSET, "")
+    return defs.get_schema(op, OPSETS[op], "")
 
 
 @functools.cache
-def _model(rank: int, shape: tuple[int, ...], dtype: str, eps: float, scale: bool, bias: bool):
-    """The one-node model; without a scale, a constant Scale of ones."""
+def _model(op: str, rank: int, shape: tuple[int, ...], dtype: str, eps: float, scale: bool, bias: bool):
+    """The one-node model of ``op``; without a scale, a constant Scale of ones."""
     from onnx import TensorProto, checker, helper, numpy_helper
 
     elem = getattr(TensorProto, _TENSOR_TYPES[dtype])
     inputs = ["X", "Scale", *(["B"] if bias else [])]
-    node = helper.make_node("LayerNormalization", inputs, ["Y"], axis=-len(shape), epsilon=eps)
+    node = helper.make_node(op, inputs, ["Y"], axis=-len(shape), epsilon=eps)
     fed = ["X", *(["Scale"] if scale else []), *(["B"] if bias else [])]
     initializers = [] if scale else [numpy_helper.from_array(np.ones(shape, dtype_of(dtype)), "Scale")]
     graph = helper.make_graph(
@@ -49,8 +49,8 @@ def _model(rank: int, shape: tuple[int, ...], dtype: str, eps: float, scale: boo
         # X and Y of the layer's rank, as exporters write them (onnxruntime then checks the input's rank).
         [helper.make_tensor_value_info(n, elem, [None] * rank if n == "X" else list(shape)) for n in fed],
         [helper.make_tensor_value_info("Y", elem, [None] * rank)], initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSETS[op])])
+    model.ir_version = 8 if OPSETS[op] < 21 else 10
     checker.check_model(model, full_check=True)
     return model
 
@@ -61,15 +61,15 @@ def _session(engine: str, *key):
 
 
 class OnnxLayerNormLayer:
-    def __init__(self, spec: LayerNormSpec, engine: str) -> None:
-        self.spec, self.engine, self.dtype = spec, engine, dtype_of(spec.dtype)
+    def __init__(self, spec: LayerNormSpec, engine: str, op: str = "LayerNormalization") -> None:
+        self.spec, self.engine, self.op, self.dtype = spec, engine, op, dtype_of(spec.dtype)
         shape = spec.normalized_shape
         self.values = {**({"Scale": np.ones(shape, self.dtype)} if spec.affine else {}),
                        **({"B": np.zeros(shape, self.dtype)} if spec.bias else {})}
 
     def _key(self) -> tuple:
         spec = self.spec
-        return spec.rank, spec.normalized_shape, spec.dtype, spec.eps, spec.affine, spec.bias
+        return self.op, spec.rank, spec.normalized_shape, spec.dtype, spec.eps, spec.affine, spec.bias
 
     def set_state(self, state: State) -> None:
         for field, name in (("gamma", "Scale"), ("beta", "B")):
@@ -99,10 +99,11 @@ class OnnxLayerNorm(Implementation):
     operator = LAYERNORM
     convention = LAYERNORM_CONVENTIONS["onnx_layernorm"]
     benchmarked = False
+    op = "LayerNormalization"
 
     def __init__(self, engine: str) -> None:
         self.engine = engine
-        self.name = f"onnx.{engine}.LayerNormalization"
+        self.name = f"onnx.{engine}.{self.op}"
         self.framework = "onnx" if engine == "ReferenceEvaluator" else "onnxruntime"
         self.requires = ("onnx",) if engine == "ReferenceEvaluator" else ("onnx", "onnxruntime")
         self.capabilities = Capabilities(
@@ -111,13 +112,13 @@ class OnnxLayerNorm(Implementation):
 
     def unsupported(self, spec: LayerNormSpec) -> list[str]:
         if self.engine == "onnxruntime" and spec.dtype not in _ORT_DTYPES:
-            return [f"dtype {spec.dtype}: the CPU provider has no kernel for LayerNormalization (NOT_IMPLEMENTED)"]
+            return [f"dtype {spec.dtype}: the CPU provider has no kernel for {self.op} (NOT_IMPLEMENTED)"]
         return super().unsupported(spec)
 
     def environment(self) -> dict[str, str]:
         import onnx
 
-        env = {"version": onnx.__version__, "opset": str(OPSET), "engine": self.engine}
+        env = {"version": onnx.__version__, "opset": str(OPSETS[self.op]), "engine": self.engine}
         if self.engine == "onnxruntime":
             import onnxruntime
 
@@ -125,14 +126,14 @@ class OnnxLayerNorm(Implementation):
         return env
 
     def defaults(self) -> dict[str, object]:
-        attributes = _schema().attributes
+        attributes = _schema(self.op).attributes
         # The schema stores float32: the shortest decimal that is that float32 (1e-05).
         eps = float(np.format_float_positional(np.float32(attributes["epsilon"].default_value.f)))
         # Scale is a required input, B an optional one: present unless left out.
         return {"eps": eps, "axes": attributes["axis"].default_value.i, "affine": True, "bias": True}
 
     def build(self, spec: LayerNormSpec) -> OnnxLayerNormLayer:
-        return OnnxLayerNormLayer(spec, self.engine)
+        return OnnxLayerNormLayer(spec, self.engine, self.op)
 
 
 IMPLEMENTATIONS = [OnnxLayerNorm("ReferenceEvaluator"), OnnxLayerNorm("onnxruntime")]
