@@ -7,6 +7,7 @@ from fake_adapters import MISSING_MODULE, ReferenceAs
 
 from conformance.adapters.base import Capabilities
 from conformance.adapters.layernorm_torch import TORCH_FUNCTIONAL_LAYERNORM
+from conformance.adapters.rmsnorm_torch import TORCH_FUNCTIONAL_RMSNORM
 from conformance.adapters.torch_nn import TORCH_FUNCTIONAL
 from conformance.harness import registry
 from conformance.harness.registry import builtin, conventions, derived, load, process_groups, select
@@ -195,8 +196,9 @@ def test_every_built_in_implementation_declares_a_record() -> None:
     # The modules' record, and the functional form's own (no batch counter): an adapter module may declare one.
     torch = [i for i in builtin() if i.family == "torch"]
     assert {i.convention for i in torch if i.operator is not LAYERNORM} == {TORCH, TORCH_FUNCTIONAL}
-    assert {i.convention for i in torch if i.operator is LAYERNORM} == {LAYERNORM_CONVENTIONS["torch_layernorm"],
-                                                                        TORCH_FUNCTIONAL_LAYERNORM}
+    assert {i.convention for i in torch if i.operator is LAYERNORM} == {
+        LAYERNORM_CONVENTIONS["torch_layernorm"], TORCH_FUNCTIONAL_LAYERNORM,
+        LAYERNORM_CONVENTIONS["torch_rmsnorm"], TORCH_FUNCTIONAL_RMSNORM}
 
 
 def test_porting_pairs_every_framework_with_the_reference_in_every_record_both_ways() -> None:
