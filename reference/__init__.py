@@ -7,7 +7,8 @@ order: :func:`hvp_training`); conventions as validated records (:class:`Conventi
 between conventions (:mod:`reference.porting`); and synchronized BatchNorm over a world of ranks
 (:mod:`reference.sharding`: :func:`split_batch`, :func:`synchronized_training`). LayerNorm:
 :mod:`reference.layernorm` (its conventions, :class:`LayerNormConvention`) beside
-:mod:`reference.layernorm_textbook`.
+:mod:`reference.layernorm_textbook`; GroupNorm and InstanceNorm: :mod:`reference.groupnorm`
+(:class:`GroupNormConvention`) beside :mod:`reference.groupnorm_textbook`.
 
 Modules: :mod:`reference.textbook` is the specification as the papers write it (read it first);
 :mod:`reference.batchnorm` computes the same, fast, on the blocked engine of :mod:`reference.engine`,
@@ -37,6 +38,17 @@ from .conventions import (
     convert_momentum,
     get_convention,
 )
+from .groupnorm import (
+    GROUPNORM_CONVENTIONS,
+    INSTANCE,
+    GroupNormConvention,
+    group_norm,
+    group_norm_backward,
+    group_norm_hvp,
+    group_norm_statistics,
+    per_channel,
+    per_group,
+)
 from .layer import BatchNorm
 from .layernorm import (
     DTYPE_EPSILON,
@@ -45,6 +57,7 @@ from .layernorm import (
     layer_norm,
     layer_norm_backward,
     layer_norm_hvp,
+    layer_norm_jvp,
     layer_norm_statistics,
 )
 from .porting import Settings, move_channels, port
@@ -63,6 +76,9 @@ __all__ = [
     "Convention",
     "DTYPE_EPSILON",
     "FLAX",
+    "GROUPNORM_CONVENTIONS",
+    "GroupNormConvention",
+    "INSTANCE",
     "KERAS",
     "LAYERNORM_CONVENTIONS",
     "LayerNormConvention",
@@ -82,14 +98,21 @@ __all__ = [
     "forward_inference",
     "forward_training",
     "get_convention",
+    "group_norm",
+    "group_norm_backward",
+    "group_norm_hvp",
+    "group_norm_statistics",
     "hvp_training",
     "initial_running_state",
     "layer_norm",
     "layer_norm_backward",
     "layer_norm_hvp",
+    "layer_norm_jvp",
     "layer_norm_statistics",
     "move_channels",
     "normalize",
+    "per_channel",
+    "per_group",
     "port",
     "running_state_for",
     "running_statistics",

@@ -34,7 +34,7 @@ from .conventions import REQUIRED
 from .engine import BLOCK
 
 __all__ = ["DTYPE_EPSILON", "EPS_PLACEMENTS", "LAYERNORM_CONVENTIONS", "LayerNormConvention", "layer_norm",
-           "layer_norm_backward", "layer_norm_hvp", "layer_norm_statistics", "normalized_shape"]
+           "layer_norm_backward", "layer_norm_hvp", "layer_norm_jvp", "layer_norm_statistics", "normalized_shape"]
 
 # A default eps that is the input dtype's machine epsilon (PyTorch's RMSNorm, eps=None: torch.finfo(x.dtype).eps):
 # a word, not a number, so that it crosses processes and reports as it reads.
@@ -249,6 +249,24 @@ def layer_norm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None 
         return np.zeros(x.shape), np.zeros(shape), np.zeros(shape)
     dx = np.concatenate([r[0] for r in results]).reshape(x.shape)
     return dx, sum(r[1] for r in results).reshape(shape), sum(r[2] for r in results).reshape(shape)
+
+
+def layer_norm_jvp(x: np.ndarray, vx: np.ndarray, eps: float = 1e-5, begin_axis: int = -1,
+                   eps_placement: str = "variance", centered: bool = True) -> np.ndarray:
+    """The derivative of ``xhat`` (the normalized ``x``, before any scale and offset) along ``vx``:
+    ``td r + d r'(var) tv`` (the module docstring's names), of the shape of ``x``. GroupNorm's scale gradient
+    moves along it (:func:`reference.group_norm_hvp`)."""
+    x = _check(x, begin_axis)
+    vx = _same_shape(vx, x, "vx")
+
+    def body(xb: np.ndarray, vxb: np.ndarray) -> np.ndarray:
+        mu, var = _stats(xb, centered)
+        r, r1, _ = _derivatives(var, eps, eps_placement)
+        d = xb - mu
+        return _centre(vxb, centered) * r + d * r1 * 2 * (d * vxb).mean(axis=1, keepdims=True)
+
+    results, h = _over_rows(x, begin_axis, body, vx)
+    return (np.concatenate(results) if results else np.zeros((0, h))).reshape(x.shape)
 
 
 def layer_norm_hvp(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray | None, eps: float, vx: np.ndarray,

@@ -12,9 +12,10 @@ from conformance.adapters.torch_nn import TORCH_FUNCTIONAL
 from conformance.harness import registry
 from conformance.harness.registry import builtin, conventions, derived, load, process_groups, select
 from conformance.operators.batchnorm import BATCHNORM
+from conformance.operators.builtin import OPERATORS
 from conformance.operators.cnn import CNN
 from conformance.operators.layernorm import LAYERNORM
-from reference import CONVENTIONS, KERAS, LAYERNORM_CONVENTIONS, TORCH, Convention, LayerNormConvention
+from reference import CONVENTIONS, KERAS, LAYERNORM_CONVENTIONS, TORCH
 
 pytest_plugins = ["pytester"]
 
@@ -191,11 +192,11 @@ def test_compiled_variants_are_not_benchmarked_by_default() -> None:
 
 def test_every_built_in_implementation_declares_a_record() -> None:
     for impl in builtin():  # each a record of its operator's kind (BatchNorm's, the CNN's BatchNorms', LayerNorm's)
-        assert impl.operator in (BATCHNORM, CNN, LAYERNORM), impl.name
-        assert isinstance(impl.convention, LayerNormConvention if impl.operator is LAYERNORM else Convention), impl.name
+        assert impl.operator is OPERATORS[impl.operator.name], impl.name
+        assert isinstance(impl.convention, impl.operator.convention), impl.name
     # The modules' record, and the functional form's own (no batch counter): an adapter module may declare one.
     torch = [i for i in builtin() if i.family == "torch"]
-    assert {i.convention for i in torch if i.operator is not LAYERNORM} == {TORCH, TORCH_FUNCTIONAL}
+    assert {i.convention for i in torch if i.operator in (BATCHNORM, CNN)} == {TORCH, TORCH_FUNCTIONAL}
     assert {i.convention for i in torch if i.operator is LAYERNORM} == {
         LAYERNORM_CONVENTIONS["torch_layernorm"], TORCH_FUNCTIONAL_LAYERNORM,
         LAYERNORM_CONVENTIONS["torch_rmsnorm"], TORCH_FUNCTIONAL_RMSNORM}

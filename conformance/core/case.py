@@ -16,7 +16,7 @@ import numpy as np
 
 from .dtypes import ALL_DTYPES, round_to
 
-__all__ = ["DATA_KINDS", "Case", "ChannelCase", "contract_grids"]
+__all__ = ["DATA_KINDS", "Case", "ChannelCase", "contract_grids", "stateless_grids"]
 
 # How the data looks per statistics group (a channel, for BatchNorm): ``normal`` offsets in [-2, 2] and
 # spreads in [0.5, 2]; ``offset`` puts the mean 1e4 spreads away (|mean| / std ~ 1e4), hostile to one-pass
@@ -137,4 +137,30 @@ def contract_grids(contract: list[Case]) -> dict:
         "output_policy": lambda: [case.with_(dtype=dtype) for case in contract for dtype in ALL_DTYPES],
         "caller_arrays_unmodified": lambda: [case.with_(dtype=dtype) for case in contract
                                              for dtype in ("float32", "float16")],
+    }
+
+
+# The parameters a stateless normalization's layer may lack, as (affine, bias): neither, a scale only, an offset only.
+PARAMETER_SETS = ((False, False), (True, False), (False, True))
+
+
+def stateless_grids(layout_cases, option_cases, edge_cases: dict, contract: list[Case], production: list[Case]
+                    ) -> dict:
+    """The grids of a normalization without running state (LayerNorm's, GroupNorm's): ``layout_cases(dtypes,
+    **changes)`` and ``option_cases(**changes)`` make the operator's layouts in each dtype and at each framework
+    option; every parameter set (:data:`PARAMETER_SETS`) runs in float32."""
+    def parameter_sets(**changes) -> list[Case]:
+        return [c for a, b in PARAMETER_SETS for c in layout_cases(("float32",), affine=a, bias=b, **changes)]
+
+    return {
+        "training_output": layout_cases,
+        "inference_output": layout_cases,
+        "inference_after_training": lambda: layout_cases(steps=3),
+        "layer_options": lambda: parameter_sets(steps=2) + option_cases(steps=2),
+        "gradients": lambda: layout_cases() + parameter_sets() + option_cases(),
+        "hessian_vector_product": lambda: layout_cases(("float64", "float32")) + parameter_sets(),
+        "state_from_construction": lambda: layout_cases(steps=3),
+        "edge_case": lambda: edge_cases,
+        **contract_grids(contract),
+        "production_size": lambda: production,
     }

@@ -6,8 +6,9 @@ from __future__ import annotations
 from . import Operator
 from .batchnorm import BATCHNORM
 from .cnn import CNN
+from .groupnorm import GROUPNORM
 from .layernorm import LAYERNORM
 
 __all__ = ["OPERATORS"]
 
-OPERATORS: dict[str, Operator] = {op.name: op for op in (BATCHNORM, CNN, LAYERNORM)}
+OPERATORS: dict[str, Operator] = {op.name: op for op in (BATCHNORM, CNN, LAYERNORM, GROUPNORM)}

@@ -148,7 +148,7 @@ class Conditioning:
     def kappa(self) -> np.ndarray:
         return np.abs(self.mean) / self.sigma
 
-    def _xhat_error(self) -> tuple[np.ndarray, np.ndarray]:
+    def xhat_error(self) -> tuple[np.ndarray, np.ndarray]:
         """How far ``xhat`` may be off, as ``a + b|xhat|`` (a and b broadcast like the statistics): the
         rounding around the reductions, ``rho (1 + kappa)(1 + |xhat|)`` (without reductions
         ``rho (1 + kappa + |xhat|)``), and how far the statistics' own
@@ -159,7 +159,7 @@ class Conditioning:
         return rounding + self.mean_error / self.sigma, slope + self.var_error / (2 * self.sigma**2)
 
     def y(self, y: np.ndarray, xhat: np.ndarray) -> np.ndarray:
-        a, b = self._xhat_error()
+        a, b = self.xhat_error()
         gamma = np.abs(self.gamma)
         bound = np.abs(xhat) * (gamma * b)
         bound += self.u * np.abs(self.beta) + gamma * a  # beta's rounding; the error not scaling with xhat
@@ -175,7 +175,7 @@ class Conditioning:
         return self.stored(dbeta) + self.rho * _channel_sum(np.abs(dy))
 
     def dgamma(self, dgamma: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
-        a, b = self._xhat_error()
+        a, b = self.xhat_error()
         return self.stored(dgamma) + _channel_sum(np.abs(dy) * (a + b * np.abs(xhat)))
 
     def running_mean_step(self, run: np.ndarray, batch_std: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 
 from reference import LayerNormConvention
 
-from ...core.case import Case, contract_grids
+from ...core.case import Case, stateless_grids
 from ...core.dtypes import ALL_DTYPES, round_to
 from .spec import LayerNormSpec
 
@@ -125,9 +125,6 @@ def option_cases(**changes) -> list[LayerNormCase]:
             for value in values for case in layout_cases(dtypes, **changes)]
 
 
-# The parameters a layer may lack, as (affine, bias): neither, a scale only, an offset only.
-PARAMETER_SETS = ((False, False), (True, False), (False, True))
-
 EDGE_CASES = {
     "one_feature": LayerNormCase((4, 1)),  # zero variance in every row: y = beta
     "one_row": LayerNormCase((1, 8)),
@@ -149,30 +146,9 @@ CONTRACT = [LayerNormCase((6, 8)), LayerNormCase((2, 3, 8)), LayerNormCase((2, 3
 LARGE = [((256, 4096), 1), ((4, 128, 1024), 1)]
 
 
-def _gradients() -> list[LayerNormCase]:
-    return (layout_cases() + [c for a, b in PARAMETER_SETS for c in layout_cases(("float32",), affine=a, bias=b)]
-            + option_cases())
-
-
-def _layer_options() -> list[LayerNormCase]:
-    return [c for a, b in PARAMETER_SETS for c in layout_cases(("float32",), affine=a, bias=b, steps=2)] + option_cases(
-        steps=2)
-
-
-GRIDS = {
-    "training_output": layout_cases,
-    "inference_output": layout_cases,
-    "inference_after_training": lambda: layout_cases(steps=3),
-    "layer_options": _layer_options,
-    "gradients": _gradients,
-    "hessian_vector_product": lambda: layout_cases(("float64", "float32")) + [
-        c for a, b in PARAMETER_SETS for c in layout_cases(("float32",), affine=a, bias=b)],
-    "state_from_construction": lambda: layout_cases(steps=3),
-    "edge_case": lambda: EDGE_CASES,
-    **contract_grids(CONTRACT),
-    "production_size": lambda: [LayerNormCase(shape, k, dtype, data="large", steps=2) for shape, k in LARGE
-                                for dtype in ("float16", "bfloat16", "float32")],
-}
+GRIDS = stateless_grids(layout_cases, option_cases, EDGE_CASES, CONTRACT,
+                        [LayerNormCase(shape, k, dtype, data="large", steps=2) for shape, k in LARGE
+              for dtype in ("float16", "bfloat16", "float32")])
 
 
 def draw_case(draw, capabilities) -> LayerNormCase:

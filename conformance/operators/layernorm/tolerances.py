@@ -53,7 +53,8 @@ class LayerNormTolerance:
         eps = np.full(r, eps, dtype=np.float64)
         if eps_placement == "std":
             eps = 2 * eps * np.sqrt(var) + eps**2
-        self.gamma = np.ones(h) if gamma is None else np.abs(np.ravel(gamma))
+        # gamma of the normalized shape, or per element of the (rows, H) view (GroupNorm's scale per channel).
+        self.gamma = np.ones((1, h)) if gamma is None else np.abs(np.asarray(gamma, dtype=np.float64)).reshape(-1, h)
         # Rows as the "channels" of BatchNorm's Conditioning: per element with rows first, or transposed so
         # that its channel means run over a row.
         self.per_element = Conditioning(dtype, h, mean[:, None], var[:, None], eps[:, None], self.gamma,
@@ -74,8 +75,14 @@ class LayerNormTolerance:
         g = dy * self.gamma
         return self.transposed.dx(dx.T, g.T, self.xhat.T).T
 
+    def xhat_error(self) -> np.ndarray:
+        """How far each ``xhat`` may be off (the per-element terms of the scale's gradient)."""
+        a, b = self.per_element.xhat_error()
+        return a + b * np.abs(self.xhat)
+
     def dgamma(self, dgamma: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        return self.per_element.dgamma(dgamma, dy, self.xhat) + self.over_rows.rho * np.abs(dy * self.xhat).sum(axis=0)
+        return (self.per_element.stored(dgamma) + (np.abs(dy) * self.xhat_error()).sum(axis=0)
+                + self.over_rows.rho * np.abs(dy * self.xhat).sum(axis=0))
 
     def dbeta(self, dbeta: np.ndarray, dy: np.ndarray) -> np.ndarray:
         return self.over_rows.dbeta(dbeta, dy)
@@ -85,13 +92,20 @@ class LayerNormTolerance:
         """The bounds of ``hvp_x`` and ``hvp_gamma`` (see the module docstring)."""
         t, xhat = self.transposed, self.xhat.T
         g = (dy * self.gamma).T
-        tg = (dy * (0.0 if vgamma is None else np.ravel(vgamma))).T
+        tg = (dy * (0.0 if vgamma is None else np.asarray(vgamma).reshape(-1, dy.shape[1]))).T
         through_x = t.second_order(g, vx.T, np.zeros(1), xhat)["hvp_x"]
         through_gamma = t.second_order(tg, np.zeros_like(xhat), np.ones(1), xhat)["hvp_x"]
+        return (self.u * np.abs(hx) + (through_x + through_gamma).T,
+                self.u * np.abs(hgamma) + self.hvp_gamma_terms(dy, vx).sum(axis=0))
+
+    def hvp_gamma_terms(self, dy: np.ndarray, vx: np.ndarray, reduction: float | None = None) -> np.ndarray:
+        """The per-element terms of the bound of ``hvp_gamma``, before its sum over rows: ``dy`` times the
+        error of the tangent of ``xhat`` (see the module docstring); ``reduction``: the rounding of the sum
+        that follows, when it is not over the rows (GroupNorm's, per channel)."""
         p, avx = 1 + np.abs(self.xhat), np.abs(vx)
         spread = avx + avx.mean(axis=1, keepdims=True) + p * (p * avx).mean(axis=1, keepdims=True)
         tangent = spread / self.per_element.sigma
-        scale = SECOND_ORDER * self.per_element.rho * (1 + self.per_element.kappa) + self.over_rows.rho
-        return (self.u * np.abs(hx) + (through_x + through_gamma).T,
-                self.u * np.abs(hgamma) + (scale * np.abs(dy) * tangent).sum(axis=0))
+        scale = SECOND_ORDER * self.per_element.rho * (1 + self.per_element.kappa) + (
+            self.over_rows.rho if reduction is None else reduction)
+        return scale * np.abs(dy) * tangent
 
