@@ -10,6 +10,8 @@ module of ``conformance/checks``); any other test session in the same environmen
 built-in names, families or globs (``torch``, ``keras.jax``, ``tf_keras.*``) or a third-party
 ``package.module:attribute``; the transforms add what they derive from them (porting pairs).
 ``--deviations FILE`` (repeatable) adds a deviation registry of the user's own to the project's.
+``--sample OPERATOR:K`` (repeatable) runs one case in K of each grid of OPERATOR's implementations: the quick
+gate ``tox`` runs over the normalization family, where ``tox -e report`` runs every case.
 
 Every check runs once per implementation whose check families include its module's, and once per case its
 operator's grid for that check holds (:meth:`Operator.cases`); a case the implementation cannot build is
@@ -78,6 +80,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "merge their reports with: python -m conformance.report merge",
     )
     group.addoption(
+        "--sample", metavar="OPERATOR:K", action="append", default=[], type=_sample,
+        help="run one case in K of each implementation's grid for each check of OPERATOR (every implementation "
+        "and check still runs, on cases spread over the grid's layouts and dtypes; repeatable)",
+    )
+    group.addoption(
         "--report", metavar="DIR", default=None,
         help="write the conformance report (conformance.json, .md, .html, heatmap.png) into DIR",
     )
@@ -88,6 +95,34 @@ def _shard(text: str) -> tuple[int, int]:
     if not (i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
         raise pytest.UsageError(f"--shard takes I/N with 1 <= I <= N, got {text!r}")
     return int(i), int(n)
+
+
+def _sample(text: str) -> tuple[str, int]:
+    from ..operators.builtin import OPERATORS
+
+    name, _, k = text.partition(":")
+    if name not in OPERATORS or not (k.isdigit() and int(k) >= 1):
+        raise pytest.UsageError(f"--sample takes OPERATOR:K with K >= 1 and an operator of {sorted(OPERATORS)}, "
+                                f"got {text!r}")
+    return name, int(k)
+
+
+def _sampled(items: list[pytest.Item], sample: dict[str, int]) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """``items`` less all but every K-th case of each (implementation, check) of a sampled operator, counted in
+    the grid's order after the cases the implementation cannot build (so an InstanceNorm keeps some of its own);
+    what is kept, then what is dropped."""
+    kept, dropped, seen = [], [], Counter()
+    for item in items:
+        impl = _impl_of(item)
+        k = sample.get(impl.operator.name, 1) if impl is not None and "case" in item.callspec.params else 1
+        if k > 1:
+            key = (impl.name, item.originalname)
+            seen[key] += 1
+            if (seen[key] - 1) % k:
+                dropped.append(item)
+                continue
+        kept.append(item)
+    return kept, dropped
 
 
 def _chosen(config: pytest.Config) -> list[Implementation]:
@@ -227,6 +262,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 dropped.append(item)
                 continue
         kept.append(item)
+    kept, sampled_out = _sampled(kept, dict(config.getoption("--sample")))
+    dropped += sampled_out
     order: dict[str, int] = {}  # worker groups, then implementations, in order of first appearance
     for item in kept:
         if (impl := _impl_of(item)) is not None:
