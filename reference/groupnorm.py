@@ -118,7 +118,7 @@ GROUPNORM_CONVENTIONS = {c.name: c for c in (
                         frameworks="PyTorch nn.InstanceNorm1d/2d/3d (affine=False, track_running_stats=False), "
                                    "F.instance_norm"),
     GroupNormConvention("keras_groupnorm", 1e-3, 32, channel_axis=-1,
-                        frameworks="Keras 3 and tf-keras GroupNormalization (groups=32, axis=-1; groups=-1: InstanceNorm)"),
+                        frameworks="Keras 3 and tf-keras GroupNormalization (groups=32, axis=-1; -1: InstanceNorm)"),
     GroupNormConvention("flax_groupnorm", 1e-6, 32, channel_axis=-1,
                         frameworks="flax.linen.GroupNorm, flax.nnx.GroupNorm (num_groups=32)"),
     GroupNormConvention("flax_instancenorm", 1e-6, INSTANCE, channel_axis=-1,
