@@ -77,3 +77,22 @@ def test_three_conventions_give_every_ordered_pair_and_a_matrix():
     (exception,) = summary.porting_exceptions(failed)
     assert exception["measured"].endswith("error ratio 40") and exception["status"] == "fail"
     assert (exception["source"], exception["target"]) == ("fake.a", "reference.keras")
+
+
+def test_operators_without_porting_checks_get_their_settings_between_frameworks():
+    """GroupNorm has no porting checks: every ordered pair of its run's conventions gets the vocabulary's words;
+    BatchNorm's implementations (which have porting checks) get none here."""
+    from reference import GROUPNORM_CONVENTIONS
+
+    common = {**implementations()[0], "operator": "groupnorm"}
+    impls = [*implementations(), *({**common, "name": f"fake.gn.{c}", "convention": c, "conventions": [c]}
+                                   for c in ("torch_groupnorm", "keras_groupnorm", "onnx_groupnorm_opset18"))]
+    records = {**CONVENTION_RECORDS, **{c: GROUPNORM_CONVENTIONS[c].as_dict()
+                                        for c in ("torch_groupnorm", "keras_groupnorm", "onnx_groupnorm_opset18")}}
+    d = document(impls, records, [], STARTED, 1.0, [])
+    (rows,) = summary.settings_translation(d).values()
+    assert len(rows) == 6 and set(summary.settings_translation(d)) == {"groupnorm"}
+    by_pair = {(r["from"].split()[0], r["to"].split()[0]): r for r in rows}
+    assert "move the channel axis" in by_pair["torch_groupnorm", "keras_groupnorm"]["channel axis"]
+    assert "per group" in by_pair["torch_groupnorm", "onnx_groupnorm_opset18"]["parameters"]
+    assert "Settings between frameworks: groupnorm" in to_markdown(blocks(d))

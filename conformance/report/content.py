@@ -232,13 +232,25 @@ def _exploration(doc: dict) -> list[Block]:
     return blocks
 
 
+def _settings(doc: dict) -> list[Block]:
+    """The operators without ported state: how their settings carry between the frameworks of the run."""
+    blocks: list[Block] = []
+    for operator, rows in summary.settings_translation(doc).items():
+        blocks += [Heading(3, f"Settings between frameworks: {operator}"),
+                   Text(f"{operator} has no porting checks: how each setting carries between the conventions of "
+                        "the run, read off the records (whose defaults every run checks against the constructors)."),
+                   _table(rows, f"settings-{operator}")]
+    return blocks
+
+
 def _porting(doc: dict) -> list[Block]:
-    """The porting cheat-sheet and matrix, from the porting pairs' results (``checks/test_porting.py``)."""
+    """The porting cheat-sheet and matrix, from the porting pairs' results (``checks/test_porting.py``), and the
+    settings of the operators without state to port."""
     head = [Heading(2, "Porting cheat-sheet")]
     rows = summary.porting(doc)
     if not rows:
         return [*head, Text("Nothing was ported in this run (the porting checks pair every selected implementation "
-                            "with the reference in each convention).")]
+                            "with the reference in each convention)."), *_settings(doc)]
     dtypes = summary.porting_dtypes(doc)
     header, matrix = summary.porting_matrix(doc)
     exceptions = summary.porting_exceptions(doc)
@@ -259,6 +271,7 @@ def _porting(doc: dict) -> list[Block]:
         Table(header, matrix, id="porting-matrix"),
         Heading(3, "Ports not verified"),
         _table(exceptions, "porting-exceptions") if exceptions else Text("None: every port that ran was verified."),
+        *_settings(doc),
     ]
 
 

@@ -291,6 +291,27 @@ def porting(doc: dict) -> list[dict]:
     return out
 
 
+def settings_translation(doc: dict) -> dict[str, list[dict]]:
+    """Per operator without porting checks (LayerNorm, GroupNorm: no running state to carry), how each setting
+    carries between the conventions of the run's framework implementations, per ordered pair, as the operator's
+    vocabulary words it from the records (whose defaults ``test_defaults_match_convention`` checks)."""
+    used: dict[str, list[str]] = defaultdict(list)
+    for impl in doc["implementations"]:
+        operator = OPERATORS.get(impl["operator"])
+        if (impl["family"] != "reference" and not impl["derivation"] and operator is not None
+                and "porting" not in operator.grids and impl["convention"] not in used[impl["operator"]]):
+            used[impl["operator"]].append(impl["convention"])
+    out = {}
+    for operator, names in used.items():
+        translate = OPERATORS[operator].vocabulary.translation
+        conventions = doc["conventions"]
+        rows = [{"from": _users(doc, a), "to": _users(doc, b), **translate(conventions[a], conventions[b])}
+                for a in sorted(names) for b in sorted(names) if a != b]
+        if rows:
+            out[operator] = rows
+    return out
+
+
 _SYMBOL = {"pass": "ok", "deviation": "dev", "skip": "-"}
 
 
