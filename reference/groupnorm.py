@@ -113,10 +113,9 @@ class GroupNormConvention:
 # Each read in the framework's source (docs/groupnorm.md cites them).
 GROUPNORM_CONVENTIONS = {c.name: c for c in (
     GroupNormConvention("torch_groupnorm", 1e-5, REQUIRED,
-                        frameworks="PyTorch nn.GroupNorm (num_groups required), F.group_norm"),
+                        frameworks="PyTorch nn.GroupNorm (num_groups required)"),
     GroupNormConvention("torch_instancenorm", 1e-5, INSTANCE, default_affine=False, default_bias=False,
-                        frameworks="PyTorch nn.InstanceNorm1d/2d/3d (affine=False, track_running_stats=False), "
-                                   "F.instance_norm"),
+                        frameworks="PyTorch nn.InstanceNorm1d/2d/3d (affine=False, track_running_stats=False)"),
     GroupNormConvention("keras_groupnorm", 1e-3, 32, channel_axis=-1,
                         frameworks="Keras 3 and tf-keras GroupNormalization (groups=32, axis=-1; -1: InstanceNorm)"),
     GroupNormConvention("flax_groupnorm", 1e-6, 32, channel_axis=-1,
@@ -166,7 +165,7 @@ def _rows(a: np.ndarray, groups: int, channel_axis: int) -> np.ndarray:
     """``a`` as (N, groups, H): channels first, each group's channels and positions one row (a view where
     ``a`` is channels first and contiguous)."""
     a = np.moveaxis(a, channel_axis, 1)
-    return a.reshape(a.shape[0], groups, -1)
+    return a.reshape(a.shape[0], groups, a[0:1].size // groups)  # not -1: an input without samples has size 0
 
 
 def _unrows(rows: np.ndarray, shape: tuple[int, ...], channel_axis: int) -> np.ndarray:

@@ -25,7 +25,7 @@ __all__ = ["backward", "forward"]
 def _grouped(a: np.ndarray, groups: int, channel_axis: int) -> np.ndarray:
     """``a`` as float64 (N, G, C/G * positions), channels first."""
     a = np.moveaxis(np.asarray(a, dtype=np.float64), channel_axis, 1)
-    return a.reshape(a.shape[0], groups, -1)
+    return a.reshape(a.shape[0], groups, a[0:1].size // groups)  # not -1: no samples, size 0
 
 
 def _ungrouped(a: np.ndarray, x: np.ndarray, channel_axis: int) -> np.ndarray:

@@ -119,3 +119,11 @@ def test_instance_conventions():
     conv = reference.GROUPNORM_CONVENTIONS["torch_groupnorm"]
     assert conv.defaults()["groups"] is REQUIRED and conv.as_dict()["default_groups"] == "required"
     assert reference.GROUPNORM_CONVENTIONS["torch_instancenorm"].default_groups == INSTANCE
+
+
+def test_an_input_without_samples_gives_empty_outputs_and_zero_gradients():
+    x = np.zeros((0, 6, 5))
+    assert reference.group_norm(x, np.ones(6), np.zeros(6), 1e-5, 3).shape == (0, 6, 5)
+    dx, dgamma, dbeta = reference.group_norm_backward(x, x, np.ones(6), 1e-5, 3)
+    assert dx.shape == (0, 6, 5) and not dgamma.any() and not dbeta.any() and dgamma.shape == (6,)
+    assert groupnorm_textbook.forward(x, None, None, 1e-5, 3).shape == (0, 6, 5)

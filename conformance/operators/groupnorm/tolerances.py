@@ -42,7 +42,7 @@ class GroupNormTolerance:
     def rows(self, a: np.ndarray) -> np.ndarray:
         """``a`` (the input's layout) as the (N x G, H) rows."""
         a = np.moveaxis(np.asarray(a, dtype=np.float64), self.channel_axis, 1)
-        return a.reshape(a.shape[0] * self.groups, -1)
+        return a.reshape(a.shape[0] * self.groups, a[0:1].size // self.groups)  # not -1: no samples, size 0
 
     def unrows(self, a: np.ndarray) -> np.ndarray:
         moved = np.moveaxis(np.empty(self.shape, dtype=bool), self.channel_axis, 1).shape

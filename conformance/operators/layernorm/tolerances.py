@@ -40,6 +40,12 @@ from ..batchnorm.tolerances import SECOND_ORDER, Conditioning
 __all__ = ["LayerNormTolerance"]
 
 
+def _rows_of(v: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``v`` against the (rows, H) view ``x``: as it is where it has the view's shape, else (the normalized
+    shape) flattened into one row."""
+    return v if v.shape == x.shape else v.reshape(1, x.shape[1])
+
+
 class LayerNormTolerance:
     """The bounds of one call on ``x``, all in the ``(rows, H)`` view (the caller reshapes)."""
 
@@ -54,7 +60,7 @@ class LayerNormTolerance:
         if eps_placement == "std":
             eps = 2 * eps * np.sqrt(var) + eps**2
         # gamma of the normalized shape, or per element of the (rows, H) view (GroupNorm's scale per channel).
-        self.gamma = np.ones((1, h)) if gamma is None else np.abs(np.asarray(gamma, dtype=np.float64)).reshape(-1, h)
+        self.gamma = np.ones((1, h)) if gamma is None else _rows_of(np.abs(np.asarray(gamma, dtype=np.float64)), x)
         # Rows as the "channels" of BatchNorm's Conditioning: per element with rows first, or transposed so
         # that its channel means run over a row.
         self.per_element = Conditioning(dtype, h, mean[:, None], var[:, None], eps[:, None], self.gamma,
@@ -92,7 +98,7 @@ class LayerNormTolerance:
         """The bounds of ``hvp_x`` and ``hvp_gamma`` (see the module docstring)."""
         t, xhat = self.transposed, self.xhat.T
         g = (dy * self.gamma).T
-        tg = (dy * (0.0 if vgamma is None else np.asarray(vgamma).reshape(-1, dy.shape[1]))).T
+        tg = (dy * (0.0 if vgamma is None else _rows_of(np.asarray(vgamma, dtype=np.float64), dy))).T
         through_x = t.second_order(g, vx.T, np.zeros(1), xhat)["hvp_x"]
         through_gamma = t.second_order(tg, np.zeros_like(xhat), np.ones(1), xhat)["hvp_x"]
         return (self.u * np.abs(hx) + (through_x + through_gamma).T,
