@@ -2,11 +2,12 @@
 
 Each mutant overrides one hook of :class:`mutants.baseline.BatchNorm` and says, as class attributes, the
 bug (``bug``), where it happened (``origin``) and the upstream report (``link``); its docstring tells the
-story. Plug it in as any third party would:
+story. The GroupNorm and InstanceNorm baselines and mutants (``mutants.groupnorm``) follow them in
+:data:`IMPLEMENTATIONS`. Plug it in as any third party would:
 
     pytest conformance --impl mutants.catalogue:IMPLEMENTATIONS
 
-The suite must fail every mutant somewhere and pass both baselines everywhere (``mutants.verdict``).
+The suite must fail every mutant somewhere and pass every baseline everywhere (``mutants.verdict``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from conformance.adapters.base import LayerSpec, State
 
+from . import groupnorm
 from .baseline import BatchNorm
 from .implementation import LayerImplementation
 
@@ -743,6 +745,7 @@ MUTANTS: dict[str, tuple[type[BatchNorm], str]] = {
     "saved_statistics_reused": (SavedStatisticsReused, "torch"),
 }
 
+# The BatchNorm baselines and mutants, then the GroupNorm/InstanceNorm ones (``mutants.groupnorm``): one entry point.
 IMPLEMENTATIONS = [LayerImplementation(BatchNorm, "torch"), LayerImplementation(BatchNorm, "keras")] + [
     LayerImplementation(layer, convention, name) for name, (layer, convention) in MUTANTS.items()
-]
+] + groupnorm.IMPLEMENTATIONS

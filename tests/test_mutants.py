@@ -11,6 +11,8 @@ import pytest
 from conformance.adapters.base import LayerSpec
 from mutants.baseline import BatchNorm
 from mutants.catalogue import IMPLEMENTATIONS, MUTANTS
+from mutants.groupnorm import MUTANTS as GROUPNORM_MUTANTS
+from mutants.groupnorm import GroupNorm
 
 # -- the catalogue -------------------------------------------------------------------------------
 
@@ -19,11 +21,20 @@ def test_catalogue_has_thirty_mutants_with_upstream_links():
     assert len(names) == len(set(names))
     mutants = [i for i in IMPLEMENTATIONS if i.seeded_bug is not None]
     assert len(mutants) >= 30
-    assert {i.name for i in IMPLEMENTATIONS if i.seeded_bug is None} == {"baseline.torch", "baseline.keras"}
+    assert {i.name for i in IMPLEMENTATIONS if i.seeded_bug is None} == {
+        "baseline.torch", "baseline.keras", "baseline.torch_groupnorm", "baseline.torch_instancenorm"}
     for impl in mutants:
         assert impl.seeded_bug.bug and impl.seeded_bug.origin, impl.name
         assert impl.seeded_bug.link.startswith("https://"), impl.name
-        assert inspect.getdoc(impl.layer) != inspect.getdoc(BatchNorm), f"{impl.name} tells no story"
+        baseline = BatchNorm if issubclass(impl.layer, BatchNorm) else GroupNorm
+        assert inspect.getdoc(impl.layer) != inspect.getdoc(baseline), f"{impl.name} tells no story"
+
+
+@pytest.mark.parametrize("name", list(GROUPNORM_MUTANTS))
+def test_each_groupnorm_mutant_overrides_the_baseline(name):
+    layer = GROUPNORM_MUTANTS[name][0]
+    overridden = [k for k, v in vars(layer).items() if callable(v) or k == "statistic_axes"]
+    assert issubclass(layer, GroupNorm) and overridden, f"{name} changes nothing"
 
 
 @pytest.mark.parametrize("name", list(MUTANTS))
