@@ -6,6 +6,7 @@ import pytest
 from fake_adapters import MISSING_MODULE, ReferenceAs
 
 from conformance.adapters.base import Capabilities
+from conformance.adapters.groupnorm_torch import TORCH_FUNCTIONAL_GROUPNORM, TORCH_FUNCTIONAL_INSTANCENORM
 from conformance.adapters.layernorm_torch import TORCH_FUNCTIONAL_LAYERNORM
 from conformance.adapters.rmsnorm_torch import TORCH_FUNCTIONAL_RMSNORM
 from conformance.adapters.torch_nn import TORCH_FUNCTIONAL
@@ -14,8 +15,9 @@ from conformance.harness.registry import builtin, conventions, derived, load, pr
 from conformance.operators.batchnorm import BATCHNORM
 from conformance.operators.builtin import OPERATORS
 from conformance.operators.cnn import CNN
+from conformance.operators.groupnorm import GROUPNORM
 from conformance.operators.layernorm import LAYERNORM
-from reference import CONVENTIONS, KERAS, LAYERNORM_CONVENTIONS, TORCH
+from reference import CONVENTIONS, GROUPNORM_CONVENTIONS, KERAS, LAYERNORM_CONVENTIONS, TORCH
 
 pytest_plugins = ["pytester"]
 
@@ -159,7 +161,7 @@ def test_families_are_spelled_like_their_names_and_select_by_that_spelling() -> 
         assert impl.name.startswith(f"{impl.family}."), impl.name
     assert {i.name for i in select(["tf_keras"])} == {"tf_keras.fused", "tf_keras.nonfused", "tf_keras.fused.xla",
                                                     "tf_keras.nonfused.xla", "tf_keras.cnn",
-                                                    "tf_keras.LayerNormalization"}
+                                                    "tf_keras.LayerNormalization", "tf_keras.GroupNormalization"}
 
 
 def test_an_absent_device_is_collected_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +193,8 @@ def test_compiled_variants_are_not_benchmarked_by_default() -> None:
 
 
 def test_every_built_in_implementation_declares_a_record() -> None:
-    for impl in builtin():  # each a record of its operator's kind (BatchNorm's, the CNN's BatchNorms', LayerNorm's)
+    # Each a record of its operator's kind (BatchNorm's, the CNN's BatchNorms', LayerNorm's, GroupNorm's).
+    for impl in builtin():
         assert impl.operator is OPERATORS[impl.operator.name], impl.name
         assert isinstance(impl.convention, impl.operator.convention), impl.name
     # The modules' record, and the functional form's own (no batch counter): an adapter module may declare one.
@@ -200,6 +203,9 @@ def test_every_built_in_implementation_declares_a_record() -> None:
     assert {i.convention for i in torch if i.operator is LAYERNORM} == {
         LAYERNORM_CONVENTIONS["torch_layernorm"], TORCH_FUNCTIONAL_LAYERNORM,
         LAYERNORM_CONVENTIONS["torch_rmsnorm"], TORCH_FUNCTIONAL_RMSNORM}
+    assert {i.convention for i in torch if i.operator is GROUPNORM} == {
+        GROUPNORM_CONVENTIONS["torch_groupnorm"], TORCH_FUNCTIONAL_GROUPNORM,
+        GROUPNORM_CONVENTIONS["torch_instancenorm"], TORCH_FUNCTIONAL_INSTANCENORM}
 
 
 def test_porting_pairs_every_framework_with_the_reference_in_every_record_both_ways() -> None:

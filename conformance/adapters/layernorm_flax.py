@@ -28,28 +28,28 @@ _OPTIONS = {"linen": {"use_fast_variance", "force_float32_reductions"}, "nnx": {
 
 
 class FlaxLayerNormLayer:
-    """``kind``: the module, ``LayerNorm`` or ``RMSNorm`` (which has no bias argument)."""
+    """``kind``: the module, ``LayerNorm`` or ``RMSNorm`` (which has no bias argument); another module of the
+    same parameters (GroupNorm's) overrides :meth:`_arguments` and :meth:`_shapes`."""
 
     def __init__(self, spec: LayerNormSpec, api: str, kind: str = "LayerNorm") -> None:
         import jax
         import jax.numpy as jnp
 
         self.jax, self.jnp, self.spec, self.dtype = jax, jnp, spec, getattr(jnp, spec.dtype)
-        axes = tuple(range(spec.begin_axis, 0))
-        args = dict(epsilon=spec.eps, use_scale=spec.affine, reduction_axes=axes, feature_axes=axes,
-                    **dict(spec.options), **({"use_bias": spec.bias} if kind == "LayerNorm" else {}))
+        args = self._arguments(spec, kind)
+        example_shape, self.parameter_shape = self._shapes(spec)
         if api == "linen":
             import flax.linen as nn
 
             module = getattr(nn, kind)(**args)
-            x = jnp.zeros((1,) * (spec.rank + spec.begin_axis) + spec.normalized_shape, self.dtype)
+            x = jnp.zeros(example_shape, self.dtype)
             self.params = dict(module.init(jax.random.key(0), x).get("params", {}))
             self.eps = module.epsilon
             apply = lambda params, x: module.apply({"params": params}, x)  # noqa: E731
         else:
             from flax import nnx
 
-            layer = getattr(nnx, kind)(math.prod(spec.normalized_shape), rngs=nnx.Rngs(0), **args)
+            layer = getattr(nnx, kind)(math.prod(self.parameter_shape), rngs=nnx.Rngs(0), **args)
             graphdef, state, rest = nnx.split(layer, nnx.Param, ...)
             leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
             names = [_param_name(path) for path, _ in leaves]
@@ -75,9 +75,19 @@ class FlaxLayerNormLayer:
 
         self.hvp = jax.jit(hvp)
 
+    def _arguments(self, spec: LayerNormSpec, kind: str) -> dict:
+        """The constructor's arguments: the normalized axes both reduced and scaled."""
+        axes = tuple(range(spec.begin_axis, 0))
+        return dict(epsilon=spec.eps, use_scale=spec.affine, reduction_axes=axes, feature_axes=axes,
+                    **dict(spec.options), **({"use_bias": spec.bias} if kind == "LayerNorm" else {}))
+
+    def _shapes(self, spec: LayerNormSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """An input's shape to initialise linen's parameters with, and the parameters' shape as ours."""
+        return (1,) * (spec.rank + spec.begin_axis) + spec.normalized_shape, spec.normalized_shape
+
     def _ours(self, tree: dict, name: str) -> np.ndarray | None:
         flax_name = _NAMES[name]
-        return None if flax_name not in tree else _numpy(tree[flax_name]).reshape(self.spec.normalized_shape)
+        return None if flax_name not in tree else _numpy(tree[flax_name]).reshape(self.parameter_shape)
 
     def set_state(self, state: State) -> None:
         for name, value in state.assigned().items():

@@ -60,38 +60,60 @@ def _session(engine: str, *key):
     return evaluate(engine, _model(*key))
 
 
-class OnnxLayerNormLayer:
-    def __init__(self, spec: LayerNormSpec, engine: str, op: str = "LayerNormalization") -> None:
-        self.spec, self.engine, self.op, self.dtype = spec, engine, op, dtype_of(spec.dtype)
-        shape = spec.normalized_shape
-        self.values = {**({"Scale": np.ones(shape, self.dtype)} if spec.affine else {}),
+class OnnxNormLayer:
+    """A one-node normalization graph behind the layer protocol: the layer keeps gamma and beta (of ``shape``)
+    and feeds them as the node's inputs ``SCALE`` and ``B``; a subclass names its graph (``model``, ``session``)."""
+
+    SCALE = "Scale"
+
+    def __init__(self, spec, engine: str, shape: tuple[int, ...]) -> None:
+        self.spec, self.engine, self.dtype = spec, engine, dtype_of(spec.dtype)
+        self.values = {**({self.SCALE: np.ones(shape, self.dtype)} if spec.affine else {}),
                        **({"B": np.zeros(shape, self.dtype)} if spec.bias else {})}
 
-    def _key(self) -> tuple:
-        spec = self.spec
-        return self.op, spec.rank, spec.normalized_shape, spec.dtype, spec.eps, spec.affine, spec.bias
+    def model(self):
+        raise NotImplementedError
+
+    def session(self):
+        raise NotImplementedError
 
     def set_state(self, state: State) -> None:
-        for field, name in (("gamma", "Scale"), ("beta", "B")):
+        for field, name in (("gamma", self.SCALE), ("beta", "B")):
             if state.get(field) is not None and name in self.values:
                 self.values[name] = np.asarray(state[field]).astype(self.dtype)
 
     def get_state(self) -> State:
         from onnx import helper
 
-        node = _model(*self._key()).graph.node[0]
+        node = self.model().graph.node[0]
         eps = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon")  # as stored
         values = {field: np.asarray(self.values[name], np.float64) if name in self.values else None
-                  for field, name in (("gamma", "Scale"), ("beta", "B"))}
+                  for field, name in (("gamma", self.SCALE), ("beta", "B"))}
         return State(**values, eps=eps)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = np.asarray(x)  # integer or boolean input goes to the engine as it is, for its own type check
         feeds = {"X": x.astype(self.dtype) if x.dtype.kind not in "biu" else x, **self.values}
-        return np.asarray(_session(self.engine, *self._key())(feeds)[0])
+        return np.asarray(self.session()(feeds)[0])
 
     def forward_backward(self, x, dy, training):
         raise NotImplementedError(_NO_GRADIENTS)
+
+
+class OnnxLayerNormLayer(OnnxNormLayer):
+    def __init__(self, spec: LayerNormSpec, engine: str, op: str = "LayerNormalization") -> None:
+        super().__init__(spec, engine, spec.normalized_shape)
+        self.op = op
+
+    def _key(self) -> tuple:
+        spec = self.spec
+        return self.op, spec.rank, spec.normalized_shape, spec.dtype, spec.eps, spec.affine, spec.bias
+
+    def model(self):
+        return _model(*self._key())
+
+    def session(self):
+        return _session(self.engine, *self._key())
 
 
 class OnnxLayerNorm(Implementation):
