@@ -132,7 +132,7 @@ class GroupNorm:
     def rows(self, a: np.ndarray) -> np.ndarray:
         """``a`` (the input's layout) as ``(N, G, M)``: each sample's group of consecutive channels one row."""
         moved = np.ascontiguousarray(np.moveaxis(a, self.spec.channel_axis, 1))
-        return moved.reshape(a.shape[0], self.spec.groups, -1)
+        return moved.reshape(a.shape[0], self.spec.groups, moved[0:1].size // self.spec.groups)  # -1: not for size 0
 
     def unrows(self, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """The inverse of :meth:`rows`, back to an input of ``shape``."""
@@ -212,7 +212,7 @@ class ChannelsLastGroupedAsChannelsFirst(GroupNorm):
     link = "https://github.com/tensorflow/addons/issues/751"
 
     def rows(self, a):
-        return np.ascontiguousarray(a).reshape(a.shape[0], self.spec.groups, -1)
+        return np.ascontiguousarray(a).reshape(a.shape[0], self.spec.groups, a[0:1].size // self.spec.groups)
 
     def unrows(self, rows, shape):
         return rows.reshape(shape)
