@@ -2,8 +2,8 @@
 
 Each mutant overrides one hook of :class:`mutants.baseline.BatchNorm` and says, as class attributes, the
 bug (``bug``), where it happened (``origin``) and the upstream report (``link``); its docstring tells the
-story. The GroupNorm and InstanceNorm baselines and mutants (``mutants.groupnorm``) follow them in
-:data:`IMPLEMENTATIONS`. Plug it in as any third party would:
+story. The GroupNorm and InstanceNorm baselines and mutants (``mutants.groupnorm``), then the LayerNorm and
+RMSNorm ones (``mutants.layernorm``), follow them in :data:`IMPLEMENTATIONS`. Plug it in as any third party would:
 
     pytest conformance --impl mutants.catalogue:IMPLEMENTATIONS
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from conformance.adapters.base import LayerSpec, State
 
-from . import groupnorm
+from . import groupnorm, layernorm
 from .baseline import BatchNorm
 from .implementation import LayerImplementation
 
@@ -745,7 +745,8 @@ MUTANTS: dict[str, tuple[type[BatchNorm], str]] = {
     "saved_statistics_reused": (SavedStatisticsReused, "torch"),
 }
 
-# The BatchNorm baselines and mutants, then the GroupNorm/InstanceNorm ones (``mutants.groupnorm``): one entry point.
+# The BatchNorm baselines and mutants, then the GroupNorm/InstanceNorm ones (``mutants.groupnorm``) and the
+# LayerNorm/RMSNorm ones (``mutants.layernorm``): one entry point.
 IMPLEMENTATIONS = [LayerImplementation(BatchNorm, "torch"), LayerImplementation(BatchNorm, "keras")] + [
     LayerImplementation(layer, convention, name) for name, (layer, convention) in MUTANTS.items()
-] + groupnorm.IMPLEMENTATIONS
+] + groupnorm.IMPLEMENTATIONS + layernorm.IMPLEMENTATIONS

@@ -22,88 +22,22 @@ from conformance.adapters.base import State
 from conformance.operators.groupnorm import GroupNormSpec
 
 from .implementation import GroupNormImplementation
+from .rows import RowNormalization
 
 __all__ = ["IMPLEMENTATIONS", "MUTANTS", "GroupNorm"]
 
 
-class GroupNorm:
-    """A GroupNorm layer behind the adapter protocol (:class:`conformance.adapters.base.Layer`); an InstanceNorm
-    is the same layer with one group per channel.
+class GroupNorm(RowNormalization):
+    """A GroupNorm layer behind the adapter protocol; an InstanceNorm is the same layer with one group per channel.
+    Its rows are each sample's groups of consecutive channels, a ``(N, G, M)`` view; its parameters are per
+    channel (the hooks: :class:`~mutants.rows.RowNormalization`)."""
 
-    Hooks, in the order a call meets them: construction (:meth:`initial_state`); input checks (:meth:`validate`,
-    :meth:`validate_dy`); the dtype policy (:meth:`compute_dtype`, :meth:`output_dtype`); the grouping
-    (:meth:`rows`, :meth:`unrows`); :meth:`statistics` (means by :meth:`group_mean` over
-    :attr:`statistic_axes`), :meth:`normalize`; the parameters per channel (:meth:`per_channel`) and their
-    gradients (:meth:`parameter_gradient`); gradients (:meth:`backward`) and second order
-    (:meth:`hessian_vector_product` with :meth:`tangents`).
-    """
-
-    # Axes of the (N, G, M) rows that the statistics reduce over: each (sample, group) on its own.
-    statistic_axes = (2,)
-
-    def __init__(self, spec: GroupNormSpec) -> None:
-        self.spec = spec
-        state = self.initial_state(spec)
-        self.gamma, self.beta = state.gamma, state.beta
-
-    # -- construction ----------------------------------------------------------------------------
     def initial_state(self, spec: GroupNormSpec) -> State:
         """Scale 1 and offset 0, one per channel, where the layer has them."""
         return State(gamma=np.ones(spec.num_channels) if spec.affine else None,
                      beta=np.zeros(spec.num_channels) if spec.bias else None)
 
-    # -- the adapter protocol --------------------------------------------------------------------
-    def set_state(self, state: State) -> None:
-        for name, value in state.assigned().items():
-            setattr(self, name, np.array(value, dtype=np.float64))
-
-    def get_state(self) -> State:
-        return State(gamma=None if self.gamma is None else self.gamma.copy(),
-                     beta=None if self.beta is None else self.beta.copy(), eps=self.spec.eps)
-
-    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        return self._forward(self.validate(x))[0]
-
-    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
-        self.validate_dy(dy, self.validate(x))
-        y, xhat, r = self._forward(x)
-        dyc = self._compute(dy, xhat.dtype)
-        g = self.rows(dyc * self._broadcast(self.scale(), x, xhat.dtype))
-        dx = self.unrows(self.backward(g, self.rows(xhat), r), x.shape)
-        dgamma = None if self.gamma is None else self.parameter_gradient(dyc * xhat)
-        dbeta = None if self.beta is None else self.parameter_gradient(dyc)
-        return y, dx.astype(self.output_dtype(x.dtype)), dgamma, dbeta
-
-    def double_backward(self, x: np.ndarray, dy: np.ndarray, vx: np.ndarray, vgamma, vbeta) -> tuple:
-        x = self.validate(x)
-        dtype = self.compute_dtype(x.dtype)
-        xc, dyc, vxc = (self._compute(a, dtype) for a in (x, self.validate_dy(dy, x), self.validate_dy(vx, x)))
-        rows = self.rows(xc)
-        xhat, r = self.normalize(rows, *self.statistics(rows))
-        g = self.rows(dyc * self._broadcast(self.scale(), x, dtype))
-        dg = self.rows(dyc * self._broadcast(np.zeros(x.shape[self.spec.channel_axis]) if vgamma is None else vgamma,
-                                             x, dtype))
-        hx, t = self.hessian_vector_product(g, dg, xhat, r, self.rows(vxc))
-        hx = self.unrows(hx, x.shape).astype(self.output_dtype(x.dtype))
-        hgamma = None if self.gamma is None else self.parameter_gradient(dyc * self.unrows(t, x.shape))
-        hbeta = None if self.beta is None else np.zeros_like(self.beta)
-        return hx, hgamma, hbeta
-
-    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(y, xhat, r)``: the output in the output dtype, ``xhat`` in the input's layout in the compute dtype,
-        and ``r = 1 / sqrt(var + eps)`` per row."""
-        xc = self._compute(x, self.compute_dtype(x.dtype))
-        rows = self.rows(xc)
-        xhat_rows, r = self.normalize(rows, *self.statistics(rows))
-        xhat = self.unrows(xhat_rows, x.shape)
-        y = xhat * self._broadcast(self.scale(), x, xc.dtype)
-        if self.beta is not None:
-            y = y + self._broadcast(self.per_channel(self.beta), x, xc.dtype)
-        return y.astype(self.output_dtype(x.dtype)), xhat, r
-
-    # -- input checks ----------------------------------------------------------------------------
     def validate(self, x: np.ndarray) -> np.ndarray:
-        """``x`` itself, or an error naming what is wrong with it."""
         if not (x.dtype.kind == "f" or x.dtype.name == "bfloat16"):
             raise TypeError(f"x must have a floating dtype, got {x.dtype}")
         spec = self.spec
@@ -113,91 +47,30 @@ class GroupNorm:
             raise ValueError(f"expected {spec.num_channels} channels on axis {spec.channel_axis}, got {x.shape}")
         return x
 
-    def validate_dy(self, dy: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """A cotangent (or tangent) of the input ``x``: floating, of its shape."""
-        if not (dy.dtype.kind == "f" or dy.dtype.name == "bfloat16"):
-            raise TypeError(f"dy must have a floating dtype, got {dy.dtype}")
-        if dy.shape != x.shape:
-            raise ValueError(f"dy must have the shape of x {x.shape}, got {dy.shape}")
-        return dy
-
-    # -- numerics --------------------------------------------------------------------------------
-    def compute_dtype(self, dtype: np.dtype) -> np.dtype:
-        """float64 stays float64; float32 and narrower compute in float32."""
-        return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
-
-    def output_dtype(self, dtype: np.dtype) -> np.dtype:
-        return dtype
-
     def rows(self, a: np.ndarray) -> np.ndarray:
-        """``a`` (the input's layout) as ``(N, G, M)``: each sample's group of consecutive channels one row."""
+        """``(N, G, M)``: each sample's group of consecutive channels one row."""
         moved = np.ascontiguousarray(np.moveaxis(a, self.spec.channel_axis, 1))
         return moved.reshape(a.shape[0], self.spec.groups, moved[0:1].size // self.spec.groups)  # -1: not for size 0
 
     def unrows(self, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        """The inverse of :meth:`rows`, back to an input of ``shape``."""
         moved = list(shape)
         moved.insert(1, moved.pop(self.spec.channel_axis))
         return np.moveaxis(rows.reshape(moved), 1, self.spec.channel_axis)
 
-    def group_mean(self, a: np.ndarray) -> np.ndarray:
-        """The mean of rows over :attr:`statistic_axes`, kept as axes of one."""
-        return a.mean(axis=self.statistic_axes, keepdims=True)
+    def ones(self) -> np.ndarray:
+        return np.ones(self.spec.num_channels)
 
-    def statistics(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and biased variance of each row, two-pass."""
-        mean = self.group_mean(rows)
-        return mean, self.group_mean((rows - mean) ** 2)
+    def along_rows(self, values: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Per-channel values broadcast over an input of ``shape``, as rows."""
+        axis_shape = [1] * len(shape)
+        axis_shape[self.spec.channel_axis] = -1
+        return self.rows(np.broadcast_to(np.asarray(values, dtype=dtype).reshape(axis_shape), shape))
 
-    def normalize(self, rows: np.ndarray, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``xhat`` and ``r = 1 / sqrt(var + eps)``."""
-        r = 1 / np.sqrt(var + rows.dtype.type(self.spec.eps))
-        return (rows - mean) * r, r
-
-    def per_channel(self, parameter: np.ndarray) -> np.ndarray:
-        """A held parameter as the one value per channel it multiplies or adds."""
-        return parameter
-
-    def scale(self) -> np.ndarray:
-        """The scale per channel (ones without one)."""
-        return np.ones(self.spec.num_channels) if self.gamma is None else self.per_channel(self.gamma)
-
-    def parameter_gradient(self, a: np.ndarray) -> np.ndarray:
-        """``a`` summed to one value per held parameter (per channel), in float64."""
+    def parameter_gradient(self, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Summed per channel."""
+        a = self.unrows(a, shape)
         axis = self.spec.channel_axis % a.ndim
         return np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1).sum(axis=1, dtype=np.float64)
-
-    def backward(self, g: np.ndarray, xhat: np.ndarray, r: np.ndarray) -> np.ndarray:
-        """dx from ``g`` (the gradient of ``xhat``: dy times the scale), in rows."""
-        mean = self.group_mean
-        return r * (g - mean(g) - xhat * mean(g * xhat))
-
-    def hessian_vector_product(self, g: np.ndarray, dg: np.ndarray, xhat: np.ndarray, r: np.ndarray,
-                               vx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The derivative of :meth:`backward` along ``vx`` (through ``xhat`` and ``r``) and along the scale
-        (``dg``: dy times its direction), in rows, and the tangent of ``xhat`` (hgamma's)."""
-        mean = self.group_mean
-        t, dr = self.tangents(r, xhat, vx)
-        hx = (dr * (g - mean(g) - xhat * mean(g * xhat))
-              + r * (dg - mean(dg) - xhat * mean(dg * xhat) - t * mean(g * xhat) - xhat * mean(g * t)))
-        return hx, t
-
-    def tangents(self, r: np.ndarray, xhat: np.ndarray, vx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The derivatives of ``xhat`` and of ``r`` along ``vx``, through the statistics."""
-        xhat_vx = self.group_mean(xhat * vx)
-        return r * (vx - self.group_mean(vx) - xhat * xhat_vx), -(r**2) * xhat_vx
-
-    # -- layout ----------------------------------------------------------------------------------
-    def _broadcast(self, v: np.ndarray, like: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """Per-channel values shaped to broadcast along the channel axis of ``like``."""
-        shape = [1] * like.ndim
-        shape[self.spec.channel_axis] = -1
-        return np.asarray(v, dtype=dtype).reshape(shape)
-
-    @staticmethod
-    def _compute(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """A copy in the compute dtype (the caller's array is never written)."""
-        return a.astype(dtype, order="C")
 
 
 # -- mutants: each overrides one hook and says, as class attributes, the bug, where it happened and the link --
@@ -241,7 +114,7 @@ class UnbiasedVariance(GroupNorm):
 
     def statistics(self, rows):
         mean, var = super().statistics(rows)
-        n = rows.shape[2]
+        n = rows.shape[-1]
         return mean, var * n / max(n - 1, 1)
 
 
@@ -270,12 +143,12 @@ class ParametersPerGroup(GroupNorm):
         return State(gamma=np.ones(spec.groups) if spec.affine else None,
                      beta=np.zeros(spec.groups) if spec.bias else None)
 
-    def per_channel(self, parameter):
+    def per_parameter(self, parameter):
         # A per-channel state assigned to it repeats into C * C / G values, which fail to broadcast.
         return np.repeat(parameter, self.spec.num_channels // self.spec.groups)
 
-    def parameter_gradient(self, a):
-        return super().parameter_gradient(a).reshape(self.spec.groups, -1).sum(axis=1)
+    def parameter_gradient(self, a, shape):
+        return super().parameter_gradient(a, shape).reshape(self.spec.groups, -1).sum(axis=1)
 
 
 class StatisticsAcrossTheBatch(GroupNorm):

@@ -13,6 +13,8 @@ from mutants.baseline import BatchNorm
 from mutants.catalogue import IMPLEMENTATIONS, MUTANTS
 from mutants.groupnorm import MUTANTS as GROUPNORM_MUTANTS
 from mutants.groupnorm import GroupNorm
+from mutants.layernorm import MUTANTS as LAYERNORM_MUTANTS
+from mutants.layernorm import LayerNorm
 
 # -- the catalogue -------------------------------------------------------------------------------
 
@@ -22,11 +24,12 @@ def test_catalogue_has_thirty_mutants_with_upstream_links():
     mutants = [i for i in IMPLEMENTATIONS if i.seeded_bug is not None]
     assert len(mutants) >= 30
     assert {i.name for i in IMPLEMENTATIONS if i.seeded_bug is None} == {
-        "baseline.torch", "baseline.keras", "baseline.torch_groupnorm", "baseline.torch_instancenorm"}
+        "baseline.torch", "baseline.keras", "baseline.torch_groupnorm", "baseline.torch_instancenorm",
+        "baseline.torch_layernorm", "baseline.torch_rmsnorm"}
     for impl in mutants:
         assert impl.seeded_bug.bug and impl.seeded_bug.origin, impl.name
         assert impl.seeded_bug.link.startswith("https://"), impl.name
-        baseline = BatchNorm if issubclass(impl.layer, BatchNorm) else GroupNorm
+        baseline = next(b for b in (BatchNorm, GroupNorm, LayerNorm) if issubclass(impl.layer, b))
         assert inspect.getdoc(impl.layer) != inspect.getdoc(baseline), f"{impl.name} tells no story"
 
 
@@ -35,6 +38,13 @@ def test_each_groupnorm_mutant_overrides_the_baseline(name):
     layer = GROUPNORM_MUTANTS[name][0]
     overridden = [k for k, v in vars(layer).items() if callable(v) or k == "statistic_axes"]
     assert issubclass(layer, GroupNorm) and overridden, f"{name} changes nothing"
+
+
+@pytest.mark.parametrize("name", list(LAYERNORM_MUTANTS))
+def test_each_layernorm_mutant_overrides_the_baseline(name):
+    layer = LAYERNORM_MUTANTS[name][0]
+    overridden = [k for k, v in vars(layer).items() if callable(v)]
+    assert issubclass(layer, LayerNorm) and overridden, f"{name} changes nothing"
 
 
 @pytest.mark.parametrize("name", list(MUTANTS))
