@@ -16,7 +16,7 @@ import numpy as np
 
 from .dtypes import ALL_DTYPES, round_to
 
-__all__ = ["DATA_KINDS", "Case", "ChannelCase", "contract_grids", "stateless_grids"]
+__all__ = ["DATA_KINDS", "Case", "ChannelCase", "StatelessCase", "contract_grids", "stateless_grids"]
 
 # How the data looks per statistics group (a channel, for BatchNorm): ``normal`` offsets in [-2, 2] and
 # spreads in [0.5, 2]; ``offset`` puts the mean 1e4 spreads away (|mean| / std ~ 1e4), hostile to one-pass
@@ -138,6 +138,25 @@ def contract_grids(contract: list[Case]) -> dict:
         "caller_arrays_unmodified": lambda: [case.with_(dtype=dtype) for case in contract
                                              for dtype in ("float32", "float16")],
     }
+
+
+class StatelessCase(Case):
+    """A case of a normalization without running state (LayerNorm's, GroupNorm's): statistics per row of each
+    input, accumulated in at least float32 for half-precision input."""
+
+    @property
+    def accumulation_dtype(self) -> str:
+        """At least float32 for half-precision input (every framework here computes it so), unless an option
+        asks for the input's own precision (Flax's ``force_float32_reductions=False``)."""
+        if self.dtype in ("float16", "bfloat16") and dict(self.options).get("force_float32_reductions", True):
+            return "float32"
+        return self.dtype
+
+    def batches(self) -> list[np.ndarray]:
+        """The base's seeded batches; an input without rows has no row to draw statistics for."""
+        if 0 in self.shape:
+            return [round_to(np.zeros(self.shape), self.dtype) for _ in range(self.steps)]
+        return super().batches()
 
 
 # The parameters a stateless normalization's layer may lack, as (affine, bias): neither, a scale only, an offset only.

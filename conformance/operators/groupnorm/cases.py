@@ -14,7 +14,7 @@ import numpy as np
 
 from reference import GroupNormConvention
 
-from ...core.case import Case, stateless_grids
+from ...core.case import StatelessCase, stateless_grids
 from ...core.dtypes import ALL_DTYPES, round_to
 from .spec import GroupNormSpec
 
@@ -22,7 +22,7 @@ __all__ = ["FRAMEWORK_OPTIONS", "GRIDS", "GroupNormCase", "draw_case"]
 
 
 @dataclass(frozen=True)
-class GroupNormCase(Case):
+class GroupNormCase(StatelessCase):
     """One run except the implementation: shape, groups, the channel axis (1 or -1), dtype, eps, which
     parameters the layer has, the data's character and the number of steps. The default eps, 2**-13, is none of
     the frameworks' defaults and exact in float32 and float16 (LayerNorm's case says why)."""
@@ -73,19 +73,6 @@ class GroupNormCase(Case):
         per_sample = int(np.prod(self.shape[1:]))
         return {**super().params(), "group_size": per_sample // self.groups, "batch": self.shape[0]}
 
-    @property
-    def accumulation_dtype(self) -> str:
-        """At least float32 for half-precision input, unless an option asks for the input's own precision
-        (Flax's ``force_float32_reductions=False``), as LayerNorm's."""
-        if self.dtype in ("float16", "bfloat16") and dict(self.options).get("force_float32_reductions", True):
-            return "float32"
-        return self.dtype
-
-    def batches(self) -> list[np.ndarray]:
-        """The base's seeded batches; an input without samples has no statistics to draw."""
-        if 0 in self.shape:
-            return [round_to(np.zeros(self.shape), self.dtype) for _ in range(self.steps)]
-        return super().batches()
 
     def spec(self, convention: GroupNormConvention) -> GroupNormSpec:
         """The layer spec; the conventions differ in defaults, which a case always overrides, and in whether the

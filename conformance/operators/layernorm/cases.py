@@ -14,7 +14,7 @@ import numpy as np
 
 from reference import LayerNormConvention
 
-from ...core.case import Case, stateless_grids
+from ...core.case import StatelessCase, stateless_grids
 from ...core.dtypes import ALL_DTYPES, round_to
 from .spec import LayerNormSpec
 
@@ -22,7 +22,7 @@ __all__ = ["FRAMEWORK_OPTIONS", "GRIDS", "LayerNormCase", "draw_case"]
 
 
 @dataclass(frozen=True)
-class LayerNormCase(Case):
+class LayerNormCase(StatelessCase):
     """One run except the implementation: shape, how many trailing axes are normalized, dtype, eps, which
     parameters the layer has, the data's character and the number of steps. The default eps, 2**-13, is
     none of the frameworks' defaults (a layer built without the case's eps shows) and is exact in float32
@@ -66,19 +66,6 @@ class LayerNormCase(Case):
     def normalized_shape(self) -> tuple[int, ...]:
         return tuple(self.shape[self.rank - self.normalized_axes:])
 
-    @property
-    def accumulation_dtype(self) -> str:
-        """At least float32 for half-precision input (every framework here computes it so), unless an option
-        asks for the input's own precision (Flax's ``force_float32_reductions=False``)."""
-        if self.dtype in ("float16", "bfloat16") and dict(self.options).get("force_float32_reductions", True):
-            return "float32"
-        return self.dtype
-
-    def batches(self) -> list[np.ndarray]:
-        """The base's seeded batches; an input without rows has no row to draw statistics for."""
-        if 0 in self.shape:
-            return [round_to(np.zeros(self.shape), self.dtype) for _ in range(self.steps)]
-        return super().batches()
 
     def has_bias(self, convention: LayerNormConvention) -> bool:
         """Whether the layer has a bias: the case's, else the normalization's (none for RMSNorm)."""
