@@ -38,8 +38,9 @@ from conformance.operators.batchnorm import cases
 from . import THREADS
 
 __all__ = [
-    "CHANNEL_AXES", "DTYPES", "GRID", "GRIDS", "IMPLEMENTATIONS", "PASSES", "SAMPLES", "SHAPES", "BatchNormCase",
-    "CopyProbe", "calls_per_sample", "process_groups", "seconds_per_call", "unsupported",
+    "CHANNEL_AXES", "DTYPES", "FAMILY_IMPLEMENTATIONS", "GRID", "GRIDS", "IMPLEMENTATIONS", "PASSES", "SAMPLES",
+    "SHAPES", "BatchNormCase", "CopyProbe", "calls_per_sample", "process_groups", "seconds_per_call", "unsupported",
+    "warm_runner",
 ]
 
 GRID = os.environ.get("BN_BENCH_GRID", "full")
@@ -64,7 +65,8 @@ SAMPLES = {"full": 9, "ci": 1}[GRID]  # per measurement of the track_* benchmark
 PASSES = {"forward_inference": 2, "forward_training": 3, "forward_backward": 8}
 
 
-def _selected() -> dict[str, Implementation]:
+def _selected(operators: frozenset[str]) -> dict[str, Implementation]:
+    """The implementations of ``operators`` that BN_BENCH_IMPL selects (see the module docstring)."""
     specs = [s for s in os.environ.get("BN_BENCH_IMPL", "").split(",") if s]
     # A family or glob gives the benchmarked implementations it matches; a name gives that one whatever it is.
     chosen = [impl for impl in select(specs) if impl.benchmarked or impl.name in specs] if specs else [
@@ -77,20 +79,27 @@ def _selected() -> dict[str, Implementation]:
         impl.name: impl
         for impl in chosen
         if DEVICE in impl.capabilities.devices and Implementation.missing(impl) is None and impl.families is None
+        and impl.operator.name in operators
     }
 
 
-IMPLEMENTATIONS = _selected()
+IMPLEMENTATIONS = _selected(frozenset({"batchnorm"}))
+# The normalization family's (benchmarks/bench_family.py).
+FAMILY_IMPLEMENTATIONS = _selected(frozenset({"layernorm", "groupnorm"}))
 
 
 def process_groups() -> list[dict]:
-    """The selected implementations grouped as the conformance suite isolates them, by family and by the
-    environment their frameworks read at import (Keras' backend), each with the modules they import.
-    ``perf.run`` runs asv once per group and has its forkserver import those modules once
-    (``BN_BENCH_PREIMPORT``). Families never share a process: with torch loaded first, TensorFlow's
-    first calls in a process take 0.5 s instead of 0.1 s, for one."""
+    """The selected implementations grouped by family and by the environment their frameworks read at import
+    (Keras' backend), each with the modules they import: the conformance suite's isolation groups
+    (``conformance.harness.registry.process_groups``) of one framework merged, whichever adapter module holds
+    them. ``perf.run`` runs asv once per group and has its forkserver import those modules once
+    (``BN_BENCH_PREIMPORT``); each run costs seconds of its own. Families never share a process: with torch
+    loaded first, TensorFlow's first calls in a process take 0.5 s instead of 0.1 s, for one."""
+    merged: dict[tuple, list[Implementation]] = {}
+    for impls in shared_processes([*IMPLEMENTATIONS.values(), *FAMILY_IMPLEMENTATIONS.values()]):
+        merged.setdefault((impls[0].family, tuple(sorted(impls[0].process_env.items()))), []).extend(impls)
     groups = []
-    for impls in shared_processes(IMPLEMENTATIONS.values()):
+    for impls in merged.values():
         preimport = list(dict.fromkeys(m for impl in impls for m in impl.requires))
         groups.append({"env": dict(impls[0].process_env), "preimport": preimport, "names": [i.name for i in impls]})
     return groups
@@ -177,16 +186,16 @@ class BatchNormCase:
         return PASSES[self.operation] * int(np.prod(self.case.shape)) * dtype_of(self.case.dtype).itemsize
 
     def make_runner(self) -> Callable[[], object]:
-        return _warm_runner(self.impl.name, self.operation, self.case)
+        return warm_runner(self.impl.name, self.operation, self.case)
 
 
 @functools.cache
-def _warm_runner(implementation: str, operation: str, case: cases.BatchNormCase) -> Callable[[], object]:
+def warm_runner(implementation: str, operation: str, case) -> Callable[[], object]:
     """A fresh layer's runner on the case's seeded input, called once so that first-call work (kernel
     selection, compilation, allocation) stays out of the measurements. Made once per process: asv runs
     setup again before every timing sample, and each sample should time the same warm layer (a new one
     per sample made the samples bimodal, and the setup cost more than the timing)."""
-    impl = IMPLEMENTATIONS[implementation]
+    impl = IMPLEMENTATIONS.get(implementation) or FAMILY_IMPLEMENTATIONS[implementation]
     layer = impl.build(case.spec(impl.convention))
     run = runner(layer, operation, case.batches()[0], case.cotangent())
     try:

@@ -1,6 +1,6 @@
-"""The benchmarks time what the conformance suite checks: for every built-in implementation, operation,
-dtype, rank and channel position, a layer's runner returns exactly (bit for bit) what the NumPy protocol
-returns on a twin layer. Each group of implementations that shares a process in the suite
+"""The benchmarks time what the conformance suite checks: for every built-in BatchNorm and every benchmarked
+implementation of the family (``benchmarks/bench_family.py``), operation, dtype, rank and layout, a layer's
+runner returns exactly (bit for bit) what the NumPy protocol returns on a twin layer. Each group of implementations that shares a process in the suite
 (``conformance.harness.registry.process_groups``: a new adapter is in one without being listed here) runs in a
 fresh interpreter (this file as a script), as Keras fixes its backend at import."""
 
@@ -11,18 +11,31 @@ import json
 import os
 import subprocess
 import sys
+import typing
 
 import numpy as np
 import pytest
 
+from conformance.adapters.base import Benchmarkable
 from conformance.harness.registry import builtin, process_groups
 
-# The benchmarks time BatchNorms; implementations restricted to chosen check families (a world's ranks) are not
-# benchmarked (benchmarks/common.py).
+
+
+def _timed_by_runner(impl) -> bool:
+    """A BatchNorm (every one has a runner), or a benchmarked implementation of the family whose layer class
+    (``build``'s return type) has one: the others are timed through the NumPy protocol itself."""
+    if impl.operator.name == "batchnorm":
+        return True
+    layer = typing.get_type_hints(type(impl).build).get("return")
+    return impl.benchmarked and isinstance(layer, type) and issubclass(layer, Benchmarkable)
+
+
+# Implementations restricted to chosen check families (a world's ranks) are not benchmarked (benchmarks/common.py).
+# Named by module and environment: one family's modules (eager and compiled) are groups of their own.
 GROUPS = {
-    "-".join([group[0].family, *(f"{k}={v}" for k, v in group[0].process_env.items())]): ",".join(i.name for i in group)
-    for group in process_groups(impl for impl in builtin()
-                                if impl.families is None and impl.operator.name == "batchnorm")
+    "-".join([group[0].locator.partition(":")[0].rpartition(".")[2],
+              *(f"{k}={v}" for k, v in group[0].process_env.items())]): ",".join(i.name for i in group)
+    for group in process_groups(impl for impl in builtin() if impl.families is None and _timed_by_runner(impl))
 }
 
 
@@ -39,14 +52,13 @@ def _mismatches(pattern: str) -> tuple[int, list[str]]:
     """Run in the group's own interpreter: (combinations checked, descriptions of the mismatches)."""
     from conformance.adapters.base import OPERATIONS, State
     from conformance.harness.registry import select
-    from conformance.operators.batchnorm.cases import layout_cases
 
     impls = [i for i in select(pattern.split(",")) if i.missing() is None]
     for impl in impls:
         os.environ.update(impl.process_env)
     checked, mismatches = 0, []
     for impl in impls:
-        for case in layout_cases(dtypes=("float32", "bfloat16")):
+        for case in (c for _, c in impl.operator.cases("training_output") if c.dtype in ("float32", "bfloat16")):
             spec = case.spec(impl.convention)
             if impl.unsupported(spec):
                 continue

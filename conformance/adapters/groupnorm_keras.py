@@ -51,7 +51,6 @@ class KerasGroupNorm(KerasImplementation):
     operator = GROUPNORM
     convention = GROUPNORM_CONVENTIONS["keras_groupnorm"]
     capabilities = _CAPABILITIES
-    benchmarked = False
 
     def __init__(self, backend: str) -> None:
         super().__init__(backend, (backend,))
@@ -68,7 +67,6 @@ class TfKerasGroupNorm(TfKerasImplementation):
     """GroupNormalization in tf-keras (Keras 2), on TensorFlow."""
 
     operator = GROUPNORM
-    benchmarked = False
 
     def __init__(self) -> None:
         super().__init__(fused=False)

@@ -9,21 +9,13 @@ import reference
 from reference import GROUPNORM_CONVENTIONS, GroupNormConvention
 
 from ..operators.groupnorm import GROUPNORM, GroupNormSpec
-from .base import Capabilities, Implementation, State, as_numpy_float, framework_input
+from .base import Capabilities, Implementation, as_numpy_float, framework_input
+from .layernorm_reference import ReferenceParameters
 
 
-class ReferenceGroupNormLayer:
+class ReferenceGroupNormLayer(ReferenceParameters):
     def __init__(self, spec: GroupNormSpec) -> None:
-        self.spec = spec
-        self.gamma = np.ones(spec.parameter_shape) if spec.affine else None
-        self.beta = np.zeros(spec.parameter_shape) if spec.bias else None
-
-    def set_state(self, state: State) -> None:
-        for name, value in state.assigned().items():
-            setattr(self, name, np.asarray(value, dtype=np.float64))
-
-    def get_state(self) -> State:
-        return State(gamma=self.gamma, beta=self.beta, eps=self.spec.eps)
+        super().__init__(spec, spec.parameter_shape)
 
     def _checked(self, x: np.ndarray) -> np.ndarray:
         x = framework_input(x)[0]

@@ -168,7 +168,6 @@ class KerasLayerNorm(KerasImplementation):
     operator = LAYERNORM
     convention = LAYERNORM_CONVENTIONS["keras_layernorm"]
     capabilities = _CAPABILITIES
-    benchmarked = False
 
     def __init__(self, backend: str) -> None:
         super().__init__(backend, (backend,))
@@ -185,7 +184,6 @@ class TfKerasLayerNorm(TfKerasImplementation):
     """LayerNormalization in tf-keras (Keras 2), on TensorFlow."""
 
     operator = LAYERNORM
-    benchmarked = False
 
     def __init__(self) -> None:
         super().__init__(fused=False)

@@ -14,19 +14,28 @@ from .base import Capabilities, Implementation, State, as_numpy_float, framework
 FEATURES = frozenset({"affine_false", "scale_false", "bias_false", "multi_axis"})
 
 
-class ReferenceLayerNormLayer:
-    def __init__(self, spec: LayerNormSpec, convention: LayerNormConvention) -> None:
-        self.spec, self.placement, self.centered = spec, convention.eps_placement, convention.centered
-        shape = spec.normalized_shape
+class ReferenceParameters:
+    """A stateless normalization's layer state: gamma and beta of ``shape`` where the spec has them, held and
+    handed out as copies (the caller may write into its arrays afterwards: ``harness/aliasing.py``)."""
+
+    def __init__(self, spec, shape: tuple[int, ...]) -> None:
+        self.spec = spec
         self.gamma = np.ones(shape) if spec.affine else None
         self.beta = np.zeros(shape) if spec.bias else None
 
     def set_state(self, state: State) -> None:
         for name, value in state.assigned().items():
-            setattr(self, name, np.asarray(value, dtype=np.float64))
+            setattr(self, name, np.array(value, dtype=np.float64))
 
     def get_state(self) -> State:
-        return State(gamma=self.gamma, beta=self.beta, eps=self.spec.eps)
+        return State(**{name: None if value is None else value.copy()
+                        for name, value in (("gamma", self.gamma), ("beta", self.beta))}, eps=self.spec.eps)
+
+
+class ReferenceLayerNormLayer(ReferenceParameters):
+    def __init__(self, spec: LayerNormSpec, convention: LayerNormConvention) -> None:
+        super().__init__(spec, spec.normalized_shape)
+        self.placement, self.centered = convention.eps_placement, convention.centered
 
     def _checked(self, x: np.ndarray) -> np.ndarray:
         x = framework_input(x)[0]

@@ -35,7 +35,6 @@ class KerasRMSNorm(KerasImplementation):
     # Always a scale, never a bias.
     capabilities = Capabilities(ranks=frozenset({1, 2, 3, 4, 5}), double_backward=True,
                                 features=frozenset({"bias_false", "multi_axis"}))
-    benchmarked = False
 
     def __init__(self, backend: str) -> None:
         super().__init__(backend, (backend,))

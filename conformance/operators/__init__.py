@@ -112,7 +112,8 @@ class Operator:
     options: Mapping[str, tuple[tuple[object, ...], tuple[str, ...]]] = field(default_factory=dict)
     # What of a spec a convention record cannot express (each named, as a skip names it); none by default.
     unexpressible: Callable[[Any, Any], list[str]] = lambda spec, convention: []
-    # The stateful exploration's strategies (BatchNorm's: ``batchnorm/exploration.py``); None: not explored.
+    # The stateful exploration's strategies (``core/exploration.py``; BatchNorm's: ``batchnorm/exploration.py``);
+    # None: not explored.
     exploration: Any = None
 
     def cases(self, check: str) -> list[tuple[str, Case]]:

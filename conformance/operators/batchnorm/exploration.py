@@ -18,32 +18,20 @@ result that overflows the dtype, which a float16 layer's correctly rounded answe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from reference import Convention
 
 from ...core.dtypes import round_to
+from ...core.exploration import HOSTILE_FIRST, MEMORY, Batch, Exploration, in_memory
 from .cases import NEW_BATCH_WEIGHTS, BatchNormCase
 
-__all__ = ["EXPLORATION", "Batch", "Exploration"]
+__all__ = ["EXPLORATION"]
 
 SIZES = ("tiny", "small", "large")
-# Hypothesis draws the first of a list most often (and shrinks towards it): the narrowest dtypes first.
-_HOSTILE_FIRST = ("float16", "bfloat16", "float32", "float64")
-MEMORY = ("contiguous", "strided", "fortran")
 # Shapes of more than a thousand values per channel, channels first: one sample with spatial extent.
 _LARGE = {2: (1100,), 3: (1, 1100), 4: (1, 33, 33), 5: (1, 11, 10, 10)}
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One step's input and upstream gradient, with what the report shows of them (``summary``)."""
-
-    x: np.ndarray
-    dy: np.ndarray
-    summary: dict
 
 
 def _half(dtype: str) -> bool:
@@ -62,25 +50,13 @@ def _shape(case: BatchNormCase, size: str) -> tuple[int, ...]:
     return shape if case.channel_axis == 1 else (shape[0], *shape[2:], c)
 
 
-def _in_memory(values: np.ndarray, memory: str) -> np.ndarray:
-    """``values`` as a C-contiguous array, a strided view (every other sample of a larger buffer) or
-    Fortran-ordered."""
-    if memory == "fortran":
-        return np.asfortranarray(values)
-    if memory == "strided":
-        buffer = np.zeros((2 * values.shape[0], *values.shape[1:]), values.dtype)
-        buffer[::2] = values
-        return buffer[::2]
-    return values
-
-
 def draw_case(draw: Callable, capabilities, convention: Convention) -> BatchNormCase:
     """The layer a sequence builds: within ``capabilities``, its channels small (1 to 3)."""
     from hypothesis import strategies as st
 
     rank = draw(st.sampled_from(sorted(capabilities.ranks)))
     axis = draw(st.sampled_from(sorted(capabilities.channel_axes)))
-    dtype = draw(st.sampled_from([d for d in _HOSTILE_FIRST if d in capabilities.dtypes]))
+    dtype = draw(st.sampled_from([d for d in HOSTILE_FIRST if d in capabilities.dtypes]))
     weights = [w for w in NEW_BATCH_WEIGHTS if w is not None or "momentum_none" in capabilities.features]
     eps = draw(st.sampled_from([1e-3, 0.1] if _half(dtype) else [1e-5, 1e-3, 0.1]))
     channels = draw(st.integers(1, 3))
@@ -143,17 +119,7 @@ def draw_batch(draw: Callable, case: BatchNormCase, training: bool) -> Batch:
     dy = round_to(rng.standard_normal(shape), case.dtype)
     summary = {"size": size, "shape": list(shape), "offset_spreads": offset, "scale": scale, "x_memory": memory[0],
                "dy_memory": memory[1]}
-    return Batch(_in_memory(x, memory[0]), _in_memory(dy, memory[1]), summary)
-
-
-@dataclass(frozen=True)
-class Exploration:
-    """An operator's strategies for the stateful exploration: the layer a sequence builds (``case``), a
-    state to assign (``state``: fields and summary) and one step's arrays (``batch``)."""
-
-    case: Callable[[Callable, object, object], BatchNormCase]
-    state: Callable[[Callable, BatchNormCase, object], tuple[dict, dict]]
-    batch: Callable[[Callable, BatchNormCase, bool], Batch]
+    return Batch(in_memory(x, memory[0]), in_memory(dy, memory[1]), summary)
 
 
 EXPLORATION = Exploration(case=draw_case, state=draw_state, batch=draw_batch)

@@ -10,8 +10,9 @@
 
 from reference import GROUPNORM_CONVENTIONS, GroupNormConvention
 
+from ...core.exploration import stateless_exploration
 from .. import Operator
-from .cases import FRAMEWORK_OPTIONS, GRIDS, GroupNormCase, draw_case
+from .cases import FRAMEWORK_OPTIONS, GRIDS, GroupNormCase, draw_case, layout_cases
 from .reference import GroupNormReference
 from .spec import GroupNormSpec
 from .vocabulary import VOCABULARY
@@ -29,4 +30,5 @@ GROUPNORM = Operator(
     draw_case=draw_case,
     vocabulary=VOCABULARY,
     options=FRAMEWORK_OPTIONS,
+    exploration=stateless_exploration(layout_cases),
 )

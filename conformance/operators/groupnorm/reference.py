@@ -57,7 +57,8 @@ class GroupNormReference:
 
     def _tolerance(self, x: np.ndarray) -> GroupNormTolerance:
         return GroupNormTolerance(np.asarray(x, dtype=np.float64), self._per_channel("gamma"), *self._args(),
-                                  self.case.dtype, self.case.accumulation_dtype, self.spec.per_group)
+                                  self.case.dtype, self.case.accumulation_dtype, self.spec.per_group,
+                                  beta=self._per_channel("beta"))
 
     def _y(self, x: np.ndarray) -> tuple[np.ndarray, GroupNormTolerance, Expected]:
         x = self._input(x)

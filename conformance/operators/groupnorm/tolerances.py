@@ -25,11 +25,13 @@ class GroupNormTolerance:
     that layout, the parameters' per channel."""
 
     def __init__(self, x: np.ndarray, gamma: np.ndarray | None, eps: float, groups: int, channel_axis: int,
-                 dtype: str, accumulation_dtype: str, per_group: bool = False) -> None:
-        """``gamma`` per channel (a per-group layer's, repeated over its channels)."""
+                 dtype: str, accumulation_dtype: str, per_group: bool = False, beta: np.ndarray | None = None) -> None:
+        """``gamma`` and ``beta`` per channel (a per-group layer's, repeated over its channels), None where absent."""
         self.shape, self.groups, self.channel_axis, self.per_group = x.shape, groups, channel_axis, per_group
-        gamma_rows = None if gamma is None else self.rows(np.broadcast_to(self._per_channel(gamma), x.shape))
-        self.rows_tolerance = LayerNormTolerance(self.rows(x), gamma_rows, eps, "variance", dtype, accumulation_dtype)
+        gamma_rows, beta_rows = (None if v is None else self.rows(np.broadcast_to(self._per_channel(v), x.shape))
+                                 for v in (gamma, beta))
+        self.rows_tolerance = LayerNormTolerance(self.rows(x), gamma_rows, eps, "variance", dtype, accumulation_dtype,
+                                                 beta=beta_rows)
         parameters = groups if per_group else x.shape[channel_axis]
         self.per_parameter = Conditioning(dtype, x.size // max(parameters, 1), np.zeros(1), np.ones(1), 0.0,
                                           np.ones(1), accumulation_dtype)

@@ -10,8 +10,9 @@
 
 from reference import LAYERNORM_CONVENTIONS, LayerNormConvention
 
+from ...core.exploration import stateless_exploration
 from .. import Operator
-from .cases import FRAMEWORK_OPTIONS, GRIDS, LayerNormCase, draw_case
+from .cases import FRAMEWORK_OPTIONS, GRIDS, LayerNormCase, draw_case, layout_cases
 from .reference import LayerNormReference
 from .spec import LayerNormSpec
 from .vocabulary import VOCABULARY
@@ -29,4 +30,5 @@ LAYERNORM = Operator(
     draw_case=draw_case,
     vocabulary=VOCABULARY,
     options=FRAMEWORK_OPTIONS,
+    exploration=stateless_exploration(layout_cases),
 )

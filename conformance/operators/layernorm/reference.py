@@ -48,7 +48,8 @@ class LayerNormReference:
 
     def _tolerance(self, x: np.ndarray) -> LayerNormTolerance:
         return LayerNormTolerance(self._rows(x), self.params["gamma"], self.spec.eps, self.convention.eps_placement,
-                                  self.case.dtype, self.case.accumulation_dtype, self.convention.centered)
+                                  self.case.dtype, self.case.accumulation_dtype, self.convention.centered,
+                                  beta=self.params["beta"])
 
     def _y(self, x: np.ndarray) -> tuple[np.ndarray, LayerNormTolerance, Expected]:
         x = self._input(x)

@@ -9,10 +9,11 @@ computed from an ``n``-term reduction (probabilistic growth of a sum's error wit
 conditioning is ``kappa = |mean| / sigma`` has ``xhat`` within ``rho_H (1 + kappa) (1 + |xhat|)``. What
 changes is which axis each reduction runs over, and that gamma varies inside a row:
 
-    y        u|y| + |gamma| rho_H (1 + kappa) P                                        P = 1 + |xhat|
-    dx       u|dx| + rho_H (1 + kappa) (|g| + mean_row|g|) P / sigma                   g = gamma dy
+    y        u|y| + u|beta| + |gamma| rho_H (1 + kappa) P                             P = 1 + |xhat|
+    dx       u|dx| + rho_H (1 + kappa) ((|g| + mean_row|g|) P + |xhat| mean_row(|g| P)) / sigma
              (BatchNorm's bound with ``|gamma| |dy|`` replaced by ``|g|``, its mean over the row: the
-             backward's two row means are of ``g`` and ``g xhat``)
+             backward's two row means are of ``g`` and ``g xhat``; the last term is the xhat errors inside
+             the mean of ``g xhat``, each weighted by its own ``|g|``: gamma varies inside a row)    g = gamma dy
     dgamma   u|dgamma| + sum_rows |dy| rho_H (1 + kappa) P + rho_R sum_rows |dy xhat|  (the second term:
              the sum over the R rows, a reduction of its own)
     dbeta    u|dbeta| + rho_R sum_rows |dy|
@@ -50,7 +51,8 @@ class LayerNormTolerance:
     """The bounds of one call on ``x``, all in the ``(rows, H)`` view (the caller reshapes)."""
 
     def __init__(self, x: np.ndarray, gamma: np.ndarray | None, eps: float, eps_placement: str, dtype: str,
-                 accumulation_dtype: str, centered: bool = True) -> None:
+                 accumulation_dtype: str, centered: bool = True, beta: np.ndarray | None = None) -> None:
+        """``gamma`` and ``beta`` of the normalized shape or per element of the view; None where absent."""
         self.x = x
         r, h = x.shape
         # Not centered (RMSNorm): no mean is subtracted, so none is lost to cancellation (kappa = 0).
@@ -63,8 +65,10 @@ class LayerNormTolerance:
         self.gamma = np.ones((1, h)) if gamma is None else _rows_of(np.abs(np.asarray(gamma, dtype=np.float64)), x)
         # Rows as the "channels" of BatchNorm's Conditioning: per element with rows first, or transposed so
         # that its channel means run over a row.
+        # beta as the layer holds it in its dtype: its rounding shows beside a small |gamma xhat|.
+        beta = 0.0 if beta is None else _rows_of(np.abs(np.asarray(beta, dtype=np.float64)), x)
         self.per_element = Conditioning(dtype, h, mean[:, None], var[:, None], eps[:, None], self.gamma,
-                                        accumulation_dtype)
+                                        accumulation_dtype, beta=beta)
         self.transposed = Conditioning(dtype, h, mean, var, eps, np.ones(1), accumulation_dtype)
         self.over_rows = Conditioning(dtype, r, np.zeros(1), np.ones(1), 0.0, np.ones(1), accumulation_dtype)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -79,7 +83,13 @@ class LayerNormTolerance:
 
     def dx(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         g = dy * self.gamma
-        return self.transposed.dx(dx.T, g.T, self.xhat.T).T
+        t = self.transposed
+        # The row mean of g xhat carries each element's xhat error weighted by that element's |g|: where gamma
+        # varies inside a row that is mean_row(|g| P), which BatchNorm's mean_row|g| P (gamma constant over the
+        # reduction) underestimates (float64 rows of gammas 1e3 and -1 reached 0.95 of that bound).
+        weighted = (t.rho * (1 + t.kappa) / t.sigma)[:, None] * np.abs(self.xhat) * (
+            np.abs(g) * (1 + np.abs(self.xhat))).mean(axis=1, keepdims=True)
+        return t.dx(dx.T, g.T, self.xhat.T).T + weighted
 
     def xhat_error(self) -> np.ndarray:
         """How far each ``xhat`` may be off (the per-element terms of the scale's gradient)."""
