@@ -1,8 +1,9 @@
 """The benchmarks time what the conformance suite checks: for every built-in BatchNorm and every benchmarked
 implementation of the family (``benchmarks/bench_family.py``), operation, dtype, rank and layout, a layer's
-runner returns exactly (bit for bit) what the NumPy protocol returns on a twin layer. Each group of implementations that shares a process in the suite
-(``conformance.harness.registry.process_groups``: a new adapter is in one without being listed here) runs in a
-fresh interpreter (this file as a script), as Keras fixes its backend at import."""
+runner returns exactly (bit for bit) what the NumPy protocol returns on a twin layer. Each group of
+implementations that shares a process in the suite (``conformance.harness.registry.process_groups``: a new
+adapter is in one without being listed here) runs in a fresh interpreter (this file as a script), as Keras fixes
+its backend at import."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import pytest
 
 from conformance.adapters.base import Benchmarkable
 from conformance.harness.registry import builtin, process_groups
-
 
 
 def _timed_by_runner(impl) -> bool:

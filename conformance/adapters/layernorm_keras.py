@@ -5,7 +5,8 @@ parameters, the layer's ``dtype``); gradients from each backend's autodiff of th
 by differentiating those again (nested tapes, ``jvp`` of a ``vjp``, double backward). Keras 3 computes
 half-precision input in float32 (``ops.layer_normalization``) and, on the torch backend, calls
 ``F.layer_norm`` for contiguous axes; the deprecated ``rms_scaling=True`` (Keras 3.15 still accepts it, with
-a warning) divides by the root of the *variance*, not of the mean square, and is documented, not checked.
+a warning) divides by the root of the *variance*, not of the mean square: ``rmsnorm_keras`` checks it against its
+documentation.
 """
 
 from __future__ import annotations

@@ -2,13 +2,17 @@
 operator's uncentered ``keras_rmsnorm`` record.
 
 Built as users build it (``axis`` the normalized axes, ``epsilon``, the layer's ``dtype``); the layer always
-has its scale and never a bias. Gradients and second order as for LayerNormalization (``layernorm_keras``)."""
+has its scale and never a bias. Gradients and second order as for LayerNormalization (``layernorm_keras``).
+
+Also LayerNormalization's deprecated ``rms_scaling=True`` option, checked against what its documentation says it
+computes (RMS normalization: its own record, ``keras_layernorm_rms_scaling``)."""
 
 from __future__ import annotations
 
 import inspect
+import warnings
 
-from reference import LAYERNORM_CONVENTIONS
+from reference import LAYERNORM_CONVENTIONS, LayerNormConvention
 
 from ..operators.layernorm import LAYERNORM, LayerNormSpec
 from .base import Capabilities
@@ -48,4 +52,43 @@ class KerasRMSNorm(KerasImplementation):
         return KerasRMSNormLayer(spec, self._keras(), self.backend)
 
 
-IMPLEMENTATIONS = [KerasRMSNorm("tensorflow"), KerasRMSNorm("jax"), KerasRMSNorm("torch")]
+# What LayerNormalization(rms_scaling=True) is documented to compute: RMS normalization ("the inputs are scaled by
+# gamma and the inverse square root of the square of all inputs"), its own epsilon default, a scale and no bias.
+KERAS_RMS_SCALING = LayerNormConvention(
+    "keras_layernorm_rms_scaling", 1e-3, default_bias=False, centered=False,
+    frameworks="Keras 3 LayerNormalization(rms_scaling=True) as documented (deprecated since 3.10)")
+
+
+class KerasRMSScalingLayer(KerasLayerNormLayer):
+    def __init__(self, spec: LayerNormSpec, keras, backend: str) -> None:
+        self.spec, self.keras, self.backend, self.tf_keras = spec, keras, backend, False
+        axes = list(range(spec.begin_axis, 0))
+        with warnings.catch_warnings():  # its deprecation warning, raised at every construction
+            warnings.simplefilter("ignore", UserWarning)
+            self.layer = keras.layers.LayerNormalization(axis=axes if len(axes) > 1 else axes[0], epsilon=spec.eps,
+                                                         rms_scaling=True, dtype=spec.dtype)
+        self.layer.build((None,) * (spec.rank - len(axes)) + spec.normalized_shape)
+        self.variables = {"gamma": self.layer.gamma, "beta": None}
+        self.params = [self.layer.gamma]
+
+
+class KerasRMSScaling(KerasRMSNorm):
+    """LayerNormalization's RMS scaling option on one Keras 3 backend, checked as what its documentation says."""
+
+    convention = KERAS_RMS_SCALING
+
+    def __init__(self, backend: str) -> None:
+        KerasImplementation.__init__(self, backend, (backend,))
+        self.name += ".LayerNormalization.rms_scaling"
+        self.benchmarked = False  # LayerNormalization's call
+
+    def defaults(self) -> dict[str, object]:
+        params = inspect.signature(self._keras().layers.LayerNormalization).parameters
+        return {"eps": params["epsilon"].default, "axes": params["axis"].default, "affine": True, "bias": False}
+
+    def build(self, spec: LayerNormSpec) -> KerasRMSScalingLayer:
+        return KerasRMSScalingLayer(spec, self._keras(), self.backend)
+
+
+IMPLEMENTATIONS = [*(KerasRMSNorm(b) for b in ("tensorflow", "jax", "torch")),
+                   *(KerasRMSScaling(b) for b in ("tensorflow", "jax", "torch"))]
