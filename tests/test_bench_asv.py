@@ -52,15 +52,18 @@ def test_plain_asv_run_gives_each_keras_backend_its_own_child() -> None:
 
 
 def test_groups_separate_families_and_keras_backends() -> None:
+    """One group per family and Keras backend, BatchNorm's and the normalization family's layers together (a family
+    selects every benchmarked implementation of it)."""
     found = groups(sys.executable, _env(BN_BENCH_IMPL="reference.torch,torch.BatchNorm2d,keras,tf_keras.*"))
     by_names = {tuple(g["names"]): (g["env"], g["preimport"]) for g in found}
+    family = ("GroupNormalization", "LayerNormalization", "RMSNormalization")
     assert by_names == {
         ("reference.torch",): ({}, []),
         ("torch.BatchNorm2d",): ({}, ["torch"]),
-        ("keras.tensorflow",): ({"KERAS_BACKEND": "tensorflow"}, ["keras", "tensorflow"]),
-        ("keras.jax",): ({"KERAS_BACKEND": "jax"}, ["keras", "jax"]),
-        ("keras.torch",): ({"KERAS_BACKEND": "torch"}, ["keras", "torch"]),
-        ("tf_keras.fused", "tf_keras.nonfused"): ({}, ["tensorflow", "tf_keras"]),
+        **{(f"keras.{b}", *(f"keras.{b}.{layer}" for layer in family)): ({"KERAS_BACKEND": b}, ["keras", b])
+           for b in ("tensorflow", "jax", "torch")},
+        ("tf_keras.fused", "tf_keras.nonfused", "tf_keras.GroupNormalization", "tf_keras.LayerNormalization"):
+            ({}, ["tensorflow", "tf_keras"]),
     }
 
 
