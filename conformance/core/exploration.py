@@ -28,7 +28,7 @@ import numpy as np
 from .case import PARAMETER_SETS, Case
 from .dtypes import round_to
 
-__all__ = ["HOSTILE_FIRST", "MEMORY", "Batch", "Exploration", "in_memory", "stateless_exploration"]
+__all__ = ["HOSTILE_FIRST", "MEMORY", "Batch", "Exploration", "drawn_batch", "in_memory", "stateless_exploration"]
 
 # Hypothesis draws the first of a list most often (and shrinks towards it): the narrowest dtypes first.
 HOSTILE_FIRST = ("float16", "bfloat16", "float32", "float64")
@@ -64,6 +64,24 @@ def in_memory(values: np.ndarray, memory: str) -> np.ndarray:
         buffer[::2] = values
         return buffer[::2]
     return values
+
+
+def drawn_batch(draw: Callable, case: Case, shape: tuple[int, ...], size: str, offset: float, scale: float) -> Batch:
+    """One step's arrays of ``shape``: ``x`` offset by ``offset`` spreads of ``scale`` per statistics group (the
+    case's ``group_axes``), ``dy`` standard normal, both rounded to the case's dtype, each in a drawn memory
+    layout; every operator's strategies end here, so their sequences draw in one order."""
+    from hypothesis import strategies as st
+
+    memory = draw(st.sampled_from(MEMORY)), draw(st.sampled_from(MEMORY))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    axes = [a % len(shape) for a in case.group_axes]
+    groups = [n if a in axes else 1 for a, n in enumerate(shape)]
+    centre = offset * scale * rng.choice([-1.0, 1.0], groups)
+    x = round_to(centre + scale * rng.standard_normal(shape), case.dtype)
+    dy = round_to(rng.standard_normal(shape), case.dtype)
+    summary = {"size": size, "shape": list(shape), "offset_spreads": offset, "scale": scale,
+               "x_memory": memory[0], "dy_memory": memory[1]}
+    return Batch(in_memory(x, memory[0]), in_memory(dy, memory[1]), summary)
 
 
 def _half(dtype: str) -> bool:
@@ -116,16 +134,6 @@ def stateless_exploration(layout_cases: Callable[..., list[Case]]) -> Exploratio
         size = draw(st.sampled_from(("tiny", "small", "large")))
         offset = draw(st.sampled_from([0.0, 3.0, 100.0]))
         scale = draw(st.sampled_from([1.0, 1e-2] if case.dtype == "float16" else [1.0, 1e-3, 1e3]))
-        memory = draw(st.sampled_from(MEMORY)), draw(st.sampled_from(MEMORY))
-        rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-        shape = (_SAMPLES.get(size, case.shape[0]), *case.shape[1:])
-        axes = [a % len(shape) for a in case.group_axes]
-        groups = [n if a in axes else 1 for a, n in enumerate(shape)]
-        centre = offset * scale * rng.choice([-1.0, 1.0], groups)
-        x = round_to(centre + scale * rng.standard_normal(shape), case.dtype)
-        dy = round_to(rng.standard_normal(shape), case.dtype)
-        summary = {"size": size, "shape": list(shape), "offset_spreads": offset, "scale": scale,
-                   "x_memory": memory[0], "dy_memory": memory[1]}
-        return Batch(in_memory(x, memory[0]), in_memory(dy, memory[1]), summary)
+        return drawn_batch(draw, case, (_SAMPLES.get(size, case.shape[0]), *case.shape[1:]), size, offset, scale)
 
     return Exploration(case=case, state=state, batch=batch)

@@ -23,8 +23,7 @@ import numpy as np
 
 from reference import Convention
 
-from ...core.dtypes import round_to
-from ...core.exploration import HOSTILE_FIRST, MEMORY, Batch, Exploration, in_memory
+from ...core.exploration import HOSTILE_FIRST, Batch, Exploration, drawn_batch
 from .cases import NEW_BATCH_WEIGHTS, BatchNormCase
 
 __all__ = ["EXPLORATION"]
@@ -109,17 +108,7 @@ def draw_batch(draw: Callable, case: BatchNormCase, training: bool) -> Batch:
     offset = draw(st.sampled_from([0.0, 3.0] if half_inference else [0.0, 3.0, 100.0]))
     scale = draw(st.sampled_from([1.0] if half_inference else [1.0, 1e-3, 1e3] if case.dtype != "float16"
                                  else [1.0, 1e-2]))
-    memory = draw(st.sampled_from(MEMORY)), draw(st.sampled_from(MEMORY))
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    shape = _shape(case, size)
-    channels = [1] * len(shape)
-    channels[case.channel_axis] = case.num_features
-    centre = offset * scale * rng.choice([-1.0, 1.0], channels)
-    x = round_to(centre + scale * rng.standard_normal(shape), case.dtype)
-    dy = round_to(rng.standard_normal(shape), case.dtype)
-    summary = {"size": size, "shape": list(shape), "offset_spreads": offset, "scale": scale, "x_memory": memory[0],
-               "dy_memory": memory[1]}
-    return Batch(in_memory(x, memory[0]), in_memory(dy, memory[1]), summary)
+    return drawn_batch(draw, case, _shape(case, size), size, offset, scale)
 
 
 EXPLORATION = Exploration(case=draw_case, state=draw_state, batch=draw_batch)
