@@ -21,14 +21,19 @@ from .layernorm_keras import KerasLayerNormLayer
 
 
 class KerasRMSNormLayer(KerasLayerNormLayer):
+    SCALE = "scale"  # the layer's attribute holding its scale variable
+
     def __init__(self, spec: LayerNormSpec, keras, backend: str) -> None:
         self.spec, self.keras, self.backend, self.tf_keras = spec, keras, backend, False
         axes = list(range(spec.begin_axis, 0))
-        self.layer = keras.layers.RMSNormalization(axis=axes if len(axes) > 1 else axes[0], epsilon=spec.eps,
-                                                   dtype=spec.dtype)
+        self.layer = self._new_layer(keras, axes if len(axes) > 1 else axes[0], spec)
         self.layer.build((None,) * (spec.rank - len(axes)) + spec.normalized_shape)
-        self.variables = {"gamma": self.layer.scale, "beta": None}
-        self.params = [self.layer.scale]
+        scale = getattr(self.layer, self.SCALE)
+        self.variables = {"gamma": scale, "beta": None}
+        self.params = [scale]
+
+    def _new_layer(self, keras, axis, spec: LayerNormSpec):
+        return keras.layers.RMSNormalization(axis=axis, epsilon=spec.eps, dtype=spec.dtype)
 
 
 class KerasRMSNorm(KerasImplementation):
@@ -59,17 +64,13 @@ KERAS_RMS_SCALING = LayerNormConvention(
     frameworks="Keras 3 LayerNormalization(rms_scaling=True) as documented (deprecated since 3.10)")
 
 
-class KerasRMSScalingLayer(KerasLayerNormLayer):
-    def __init__(self, spec: LayerNormSpec, keras, backend: str) -> None:
-        self.spec, self.keras, self.backend, self.tf_keras = spec, keras, backend, False
-        axes = list(range(spec.begin_axis, 0))
+class KerasRMSScalingLayer(KerasRMSNormLayer):
+    SCALE = "gamma"
+
+    def _new_layer(self, keras, axis, spec: LayerNormSpec):
         with warnings.catch_warnings():  # its deprecation warning, raised at every construction
             warnings.simplefilter("ignore", UserWarning)
-            self.layer = keras.layers.LayerNormalization(axis=axes if len(axes) > 1 else axes[0], epsilon=spec.eps,
-                                                         rms_scaling=True, dtype=spec.dtype)
-        self.layer.build((None,) * (spec.rank - len(axes)) + spec.normalized_shape)
-        self.variables = {"gamma": self.layer.gamma, "beta": None}
-        self.params = [self.layer.gamma]
+            return keras.layers.LayerNormalization(axis=axis, epsilon=spec.eps, rms_scaling=True, dtype=spec.dtype)
 
 
 class KerasRMSScaling(KerasRMSNorm):
