@@ -161,12 +161,36 @@ class StatisticsAcrossTheBatch(GroupNorm):
     statistic_axes = (0, 2)
 
 
+class StatisticsPastTheGroup(GroupNorm):
+    """Each group's statistics read over the next power of two of channels, into the next group's first channels,
+    and divided by the group's own count: FlagGems' Triton ``group_norm`` loaded a block of
+    ``next_power_of_2(C / G)`` channels per group and masked only the channels past ``C`` (PR #4985). Only
+    group sizes that are not a power of two are wrong, and the last group never is."""
+
+    bug = "group statistics read into the next group's channels (group size not a power of two)"
+    origin = "FlagGems group_norm Triton kernel (PR #4985)"
+    link = "https://github.com/flagos-ai/FlagGems/pull/4985"
+
+    def statistics(self, rows):
+        n, groups, m = rows.shape
+        per_group = self.spec.num_channels // groups
+        lanes = 1 << (per_group - 1).bit_length()  # the kernel's block of channels
+        if lanes == per_group:
+            return super().statistics(rows)
+        flat = rows.reshape(n, groups * m)  # the sample's channels in order, each one's positions together
+        blocks = [flat[:, g * m:g * m + m // per_group * lanes] for g in range(groups)]  # clipped at C
+        mean = np.stack([b.sum(axis=1) for b in blocks], axis=1)[..., None] / m
+        var = np.stack([((b - mean[:, g]) ** 2).sum(axis=1) for g, b in enumerate(blocks)], axis=1)[..., None] / m
+        return mean.astype(rows.dtype), var.astype(rows.dtype)
+
+
 MUTANTS: dict[str, tuple[type[GroupNorm], str]] = {
     "groupnorm.channels_last_grouped_as_channels_first": (ChannelsLastGroupedAsChannelsFirst, "torch_groupnorm"),
     "groupnorm.eps_outside_sqrt": (EpsOutsideSqrt, "torch_groupnorm"),
     "groupnorm.unbiased_variance": (UnbiasedVariance, "torch_groupnorm"),
     "groupnorm.half_precision_accumulation": (HalfPrecisionAccumulation, "torch_groupnorm"),
     "groupnorm.parameters_per_group": (ParametersPerGroup, "torch_groupnorm"),
+    "groupnorm.statistics_past_the_group": (StatisticsPastTheGroup, "torch_groupnorm"),
     "instancenorm.statistics_across_the_batch": (StatisticsAcrossTheBatch, "torch_instancenorm"),
 }
 

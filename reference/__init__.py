@@ -8,7 +8,8 @@ between conventions (:mod:`reference.porting`); and synchronized BatchNorm over 
 (:mod:`reference.sharding`: :func:`split_batch`, :func:`synchronized_training`). LayerNorm:
 :mod:`reference.layernorm` (its conventions, :class:`LayerNormConvention`) beside
 :mod:`reference.layernorm_textbook`; GroupNorm and InstanceNorm: :mod:`reference.groupnorm`
-(:class:`GroupNormConvention`) beside :mod:`reference.groupnorm_textbook`.
+(:class:`GroupNormConvention`) beside :mod:`reference.groupnorm_textbook`, and InstanceNorm with BatchNorm's
+running statistics: :class:`InstanceNorm` (:mod:`reference.instancenorm`).
 
 Modules: :mod:`reference.textbook` is the specification as the papers write it (read it first);
 :mod:`reference.batchnorm` computes the same, fast, on the blocked engine of :mod:`reference.engine`,
@@ -49,6 +50,7 @@ from .groupnorm import (
     per_channel,
     per_group,
 )
+from .instancenorm import INSTANCENORM_RUNNING, InstanceNorm
 from .layer import BatchNorm
 from .layernorm import (
     DTYPE_EPSILON,
@@ -79,6 +81,8 @@ __all__ = [
     "GROUPNORM_CONVENTIONS",
     "GroupNormConvention",
     "INSTANCE",
+    "INSTANCENORM_RUNNING",
+    "InstanceNorm",
     "KERAS",
     "LAYERNORM_CONVENTIONS",
     "LayerNormConvention",

@@ -167,6 +167,7 @@ class TorchImplementation(Implementation):
     family = "torch"
     framework = "torch"
     requires = ("torch",)
+    functional = "batch_norm"  # the functional form (module None): torch.nn.functional's
 
     def __init__(self, module: str | None, memory_format: str | None = None, device: str = "cpu") -> None:
         self.module, self.memory_format, self.device = module, memory_format, device
@@ -204,7 +205,7 @@ class TorchImplementation(Implementation):
     def defaults(self) -> dict[str, float | int]:
         import torch
 
-        target = getattr(torch.nn, self.module) if self.module else torch.nn.functional.batch_norm
+        target = getattr(torch.nn, self.module) if self.module else getattr(torch.nn.functional, self.functional)
         params = inspect.signature(target).parameters
         return {"momentum": params["momentum"].default, "eps": params["eps"].default, "channel_axis": 1}
 

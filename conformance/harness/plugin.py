@@ -307,6 +307,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     return report
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Once a check's reports are out, its item lets go of their facts: pytest keeps every item to the end of
+    the session, and 25,000 checks' comparisons held twice (each xdist worker's items, the controller's
+    reports) grew a report run past 4 GiB."""
+    result = yield
+    item.user_properties.clear()
+    return result
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Every plugin has read the report's facts (the report plugin its results, an xdist worker what it sends
+    to the controller); pytest's terminal statistics keep the report itself to the end, so the facts go."""
+    report.user_properties = []
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A group's first check takes the run's lock for it (exclusively for a group with an exclusive

@@ -7,8 +7,9 @@ from . import Operator
 from .batchnorm import BATCHNORM
 from .cnn import CNN
 from .groupnorm import GROUPNORM
+from .instancenorm import INSTANCENORM
 from .layernorm import LAYERNORM
 
 __all__ = ["OPERATORS"]
 
-OPERATORS: dict[str, Operator] = {op.name: op for op in (BATCHNORM, CNN, LAYERNORM, GROUPNORM)}
+OPERATORS: dict[str, Operator] = {op.name: op for op in (BATCHNORM, CNN, LAYERNORM, GROUPNORM, INSTANCENORM)}

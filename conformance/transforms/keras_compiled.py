@@ -11,6 +11,11 @@ values as arguments, and the new statistics are assigned afterwards; second orde
 nor for tf-keras (its eager adapter's nested tapes are not wrapped). Dtypes: float32 only
 and ranks 2 and 4 (``torch_compiled.COMPILED_DTYPES``, ``COMPILED_RANKS``: compilation per shape and dtype is
 what costs).
+
+The normalization family's Keras layers (LayerNormalization, GroupNormalization, RMSNormalization on TensorFlow
+and JAX, tf-keras' LayerNormalization and GroupNormalization) compiled the same way, without second order: a
+family of their own, ``keras.compile`` (and ``tf_keras.compile``), which ``tox -e report`` runs (as
+``torch.compile``'s family variants).
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..adapters.base import Derivation, LayerSpec
+from ..adapters.base import Derivation, Implementation, LayerSpec
+from ..adapters.groupnorm_keras import KerasGroupNorm, TfKerasGroupNorm
 from ..adapters.keras3 import KerasImplementation, KerasLayer
+from ..adapters.layernorm_keras import KerasLayerNorm, KerasLayerNormLayer, TfKerasLayerNorm
+from ..adapters.rmsnorm_keras import KerasRMSNorm
 from ..adapters.tf_keras import TfKerasImplementation, TfKerasLayer
 from .torch_compiled import COMPILED_DTYPES, COMPILED_RANKS
 
@@ -166,7 +174,84 @@ class CompiledTfKerasImplementation(TfKerasImplementation):
         return XlaTfKerasLayer(spec, self.fused)
 
 
+def _compile_tensorflow(layer: KerasLayerNormLayer) -> None:
+    """The layer's call and its gradient tape under XLA; the tape differentiates ``sum(y * dy)`` (not
+    ``output_gradients``: :meth:`XlaTfKerasLayer._tape` says why)."""
+    import tensorflow as tf
+
+    call = _xla(lambda x, training: layer.layer(x, training=training))
+
+    def tape(x, dy) -> list:
+        if x.shape != dy.shape:  # what output_gradients refuses eagerly (traced: the shapes are static)
+            raise ValueError(f"dy must have the shape of the output {x.shape}, got {dy.shape}")
+        with tf.GradientTape() as g:
+            g.watch(x)
+            y = layer.layer(x, training=True)
+            loss = tf.reduce_sum(y * dy)
+        return [y, *g.gradient(loss, [x, *layer.params])]
+
+    layer.forward = lambda x, training: layer._output(call(layer._tensor(x), training))
+    layer._grad_tensorflow = _xla(tape)
+
+
+def _compile_jax(layer: KerasLayerNormLayer) -> None:
+    """``stateless_call`` and its ``vjp`` under ``jax.jit``, the trainable variables' values passed in (a closure
+    would freeze them at the first trace; these layers keep no other variables)."""
+    import jax
+
+    def apply(trainable, x):
+        return layer.layer.stateless_call(trainable, [], x)[0]
+
+    def gradients(trainable, x, dy) -> tuple:
+        y, vjp = jax.vjp(apply, trainable, x)
+        return y, *vjp(dy)
+
+    call, grads = jax.jit(apply), jax.jit(gradients)
+
+    def grad_jax(x, dy) -> list:
+        trainable, index = layer._jax_trainable()
+        y, dparams, dx = grads(trainable, x, dy)
+        return [y, dx, *(dparams[i] for i in index)]
+
+    layer.forward = lambda x, training: layer._output(call(layer._jax_trainable()[0], layer._tensor(x)))
+    layer._grad_jax = grad_jax
+
+
+class _CompiledFamily:
+    """A family layer's eager adapter with its call and gradient compiled (XLA on TensorFlow, ``jax.jit`` on
+    JAX). A family of its own, ``keras.compile`` or ``tf_keras.compile`` (``keras.compile.jax.LayerNormalization``):
+    the ``keras`` and ``tfkeras`` environments do not run it."""
+
+    benchmarked = False
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.derivation = Derivation("compile", (self.name,))
+        self.jax = getattr(self, "backend", "tensorflow") == "jax"
+        eager = self.family
+        self.family = f"{eager}.compile"
+        self.name = self.family + self.name.removeprefix(eager)
+        caps = self.capabilities
+        self.capabilities = replace(caps, dtypes=caps.dtypes & COMPILED_DTYPES,
+                                    ranks=caps.ranks & COMPILED_RANKS or caps.ranks, double_backward=False)
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), "compiled": "jax.jit" if self.jax else "tf.function(jit_compile=True)"}
+
+    def build(self, spec) -> KerasLayerNormLayer:
+        layer = super().build(spec)
+        (_compile_jax if self.jax else _compile_tensorflow)(layer)
+        return layer
+
+
+def _compiled_family(eager: type[Implementation]) -> type[Implementation]:
+    return type(f"Compiled{eager.__name__}", (_CompiledFamily, eager), {})
+
+
 IMPLEMENTATIONS = [
+    *(_compiled_family(cls)(backend) for cls in (KerasLayerNorm, KerasGroupNorm, KerasRMSNorm)
+      for backend in ("tensorflow", "jax")),
+    *(_compiled_family(cls)() for cls in (TfKerasLayerNorm, TfKerasGroupNorm)),
     CompiledKerasImplementation("tensorflow", ("tensorflow",)),
     CompiledKerasImplementation("jax", ("jax",)),
     CompiledTfKerasImplementation(fused=True),

@@ -33,9 +33,11 @@ def _values_per_channel(x: np.ndarray, channels: int) -> int:
 
 
 class BatchNormReference:
+    LAYER: type[reference.BatchNorm] = reference.BatchNorm  # the stateful reference layer it drives
+
     def __init__(self, case: BatchNormCase, convention: Convention, spec: LayerSpec) -> None:
         self.case, self.convention, self.spec = case, convention, spec
-        self.layer = reference.BatchNorm(
+        self.layer = self.LAYER(
             case.num_features, convention=convention, momentum=spec.momentum, eps=spec.eps, affine=case.affine,
             track_running_stats=case.track_running_stats, channel_axis=case.channel_axis,
         )

@@ -180,13 +180,13 @@ class Conditioning:
 
     def running_mean_step(self, run: np.ndarray, batch_std: np.ndarray) -> np.ndarray:
         """One training step's error in the running mean ``run`` it stored (the batch mean's, and the
-        rounding of the stored value)."""
-        return self.u * np.abs(run) + self.rho * (np.abs(self.mean) + batch_std)
+        rounding of the stored value, also where it is subnormal)."""
+        return self.stored(run) + self.rho * (np.abs(self.mean) + batch_std)
 
     def running_var_step(self, run: np.ndarray) -> np.ndarray:
         """One training step's error in the running variance ``run`` it stored; the last term is the mean's
         own rounding, which a two-pass variance takes in squared (all there is of a constant channel's)."""
-        return self.u * np.abs(run) + self.rho * (1 + self.kappa) * self.var + (self.rho * np.abs(self.mean)) ** 2
+        return self.stored(run) + self.rho * (1 + self.kappa) * self.var + (self.rho * np.abs(self.mean)) ** 2
 
     def second_order(self, dy: np.ndarray, vx: np.ndarray, vgamma: np.ndarray, xhat: np.ndarray) -> dict:
         """Tolerances of ``hvp_x`` and ``hvp_gamma`` less their ``u|result|`` term (see the module

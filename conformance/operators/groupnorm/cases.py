@@ -3,7 +3,7 @@
 A case normalizes each (sample, group of ``C / groups`` consecutive channels) of its input; ``groups == C`` is
 InstanceNorm, which InstanceNorm implementations run alone (the ``grouped`` feature). Offsets and spreads are
 drawn per (sample, channel), so the channels of one group differ as a network's do. GroupNorm keeps no
-running state (InstanceNorm's ``track_running_stats`` is not built: docs/groupnorm.md).
+running state (InstanceNorm's ``track_running_stats=True`` is the ``instancenorm`` operator).
 """
 
 from __future__ import annotations
