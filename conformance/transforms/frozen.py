@@ -83,7 +83,9 @@ class _Frozen:
         return FrozenReference(super().reference(case, spec), self.operator.parameters, self.inference_only)
 
     def environment(self) -> dict[str, str]:
-        return {**super().environment(), "frozen": self.how}
+        """The freezing and what a training call then runs, for the report's "How to freeze"."""
+        return {**super().environment(), "frozen": self.how,
+                "frozen_training_call": "inference" if self.inference_only else "training"}
 
 
 class FrozenTorchLayer(TorchLayer):
