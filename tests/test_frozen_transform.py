@@ -73,7 +73,8 @@ def test_a_layer_that_still_trains_fails_where_inference_is_promised() -> None:
 def test_the_transform_declares_each_freezing() -> None:
     impls = {impl.name: impl for impl in frozen.IMPLEMENTATIONS}
     assert set(impls) == {
-        *(f"torch.BatchNorm{d}d.frozen{e}" for d in (1, 2, 3) for e in ("", ".eval")),
+        *(f"torch.BatchNorm{m}.frozen{e}" for m in ("1d", "2d", "3d", "2d.channels_last", "3d.channels_last")
+          for e in ("", ".eval")),
         *(f"keras.{b}.frozen" for b in ("tensorflow", "jax", "torch")),
         "tf_keras.fused.frozen", "tf_keras.nonfused.frozen"}
     for name, impl in impls.items():

@@ -1,14 +1,14 @@
 """Frozen layers: a BatchNorm frozen the way each framework freezes one for fine-tuning, checked by the generic
 checks against what freezing promises (issue 22).
 
-- PyTorch ``module.requires_grad_(False)`` (``torch.BatchNorm*d.frozen``): only the parameters stop learning.
-  In a training step the module still normalizes with the batch's statistics and still updates its running
-  statistics (PyTorch documents ``requires_grad`` as the parameters' autograd flag, not a mode); ``dx`` is the
-  training-mode one; gamma and beta get no gradient (their ``.grad`` stays None).
-- The same and ``module.eval()`` (``torch.BatchNorm*d.frozen.eval``), the module kept in eval mode while the
-  network around it trains (as torchvision's detection backbones keep theirs, by overriding ``train()``): every
-  call is inference (running statistics, no update, no batch counted), ``dx`` the inference-mode one, and no
-  parameter gradients.
+- PyTorch ``module.requires_grad_(False)`` (``torch.BatchNorm*d[.channels_last].frozen``): only the
+  parameters stop learning. In a training step the module still normalizes with the batch's statistics and
+  still updates its running statistics (PyTorch documents ``requires_grad`` as the parameters' autograd flag,
+  not a mode); ``dx`` is the training-mode one; gamma and beta get no gradient (their ``.grad`` stays None).
+- The same and ``module.eval()`` (``torch.BatchNorm*d[.channels_last].frozen.eval``), the module kept in eval
+  mode while the network around it trains (as fine-tuning code does by calling ``eval()`` on it after every
+  ``model.train()``, or by overriding ``train()``): every call is inference (running statistics, no update, no
+  batch counted), ``dx`` the inference-mode one, and no parameter gradients.
 - Keras ``layer.trainable = False`` (Keras 3: ``keras.<backend>.frozen``; tf-keras:
   ``tf_keras.<fused|nonfused>.frozen``): Keras documents that a non-trainable BatchNormalization runs in
   inference mode whatever ``training`` says, and its variables leave ``trainable_variables``, so a training
@@ -37,6 +37,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..adapters import torch_nn
 from ..adapters.base import Derivation, LayerSpec
 from ..adapters.keras3 import KerasImplementation, KerasLayer
 from ..adapters.tf_keras import TfKerasImplementation, TfKerasLayer
@@ -91,8 +92,8 @@ class _Frozen:
 class FrozenTorchLayer(TorchLayer):
     """A PyTorch module with ``requires_grad_(False)``, and with ``evaluated`` in eval mode for good."""
 
-    def __init__(self, spec: LayerSpec, module: str, evaluated: bool) -> None:
-        super().__init__(spec, module, None, "cpu")
+    def __init__(self, spec: LayerSpec, module: str, memory_format: str | None, evaluated: bool) -> None:
+        super().__init__(spec, module, memory_format, "cpu")
         self.module.requires_grad_(False)
         self.evaluated = evaluated
         if evaluated:
@@ -110,17 +111,18 @@ class FrozenTorchLayer(TorchLayer):
 
 
 class FrozenTorch(_Frozen, TorchImplementation):
-    """``torch.nn.<module>`` frozen by ``requires_grad_(False)``, and with ``evaluated`` by ``eval()`` too."""
+    """``torch.nn.<module>`` (in ``memory_format``) frozen by ``requires_grad_(False)``, and with ``evaluated`` by
+    ``eval()`` too."""
 
-    def __init__(self, module: str, evaluated: bool) -> None:
-        super().__init__(module)
+    def __init__(self, module: str, memory_format: str | None, evaluated: bool) -> None:
+        super().__init__(module, memory_format)
         self.evaluated = self.inference_only = evaluated
         self.how = "requires_grad_(False)" + (", eval()" if evaluated else "")
         self._freeze()
         self.name += ".frozen" + (".eval" if evaluated else "")
 
     def build(self, spec: LayerSpec) -> FrozenTorchLayer:
-        return FrozenTorchLayer(spec, self.module, self.evaluated)
+        return FrozenTorchLayer(spec, self.module, self.memory_format, self.evaluated)
 
 
 class _NonTrainable:
@@ -184,8 +186,9 @@ class FrozenTfKeras(_FrozenKerasFamily, TfKerasImplementation):
 
 
 IMPLEMENTATIONS = [
-    *(FrozenTorch(module, evaluated) for module in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
-      for evaluated in (False, True)),
+    # Each module, and the channels-last kernels, whose backward computes dx alone when the parameters are frozen.
+    *(FrozenTorch(impl.module, impl.memory_format, evaluated) for impl in torch_nn.IMPLEMENTATIONS
+      if impl.module and impl.device == "cpu" for evaluated in (False, True)),
     *(FrozenKeras(backend, requires) for backend, requires in
       (("tensorflow", ("tensorflow",)), ("jax", ("jax",)), ("torch", ("torch",)))),
     *(FrozenTfKeras(fused) for fused in (True, False)),
