@@ -96,3 +96,20 @@ def test_operators_without_porting_checks_get_their_settings_between_frameworks(
     assert "move the channel axis" in by_pair["torch_groupnorm", "keras_groupnorm"]["channel axis"]
     assert "per group" in by_pair["torch_groupnorm", "onnx_groupnorm_opset18"]["parameters"]
     assert "Settings between frameworks: groupnorm" in to_markdown(blocks(d))
+
+
+def test_how_to_freeze_lists_each_frozen_implementation_with_its_checks():
+    own = next(i for i in implementations() if i["name"] == "fake.a")
+    frozen = {**own, "name": "fake.a.frozen", "derivation": {"transform": "freeze", "bases": ["fake.a"], "row": ""},
+              "environment": {**own["environment"], "frozen": "freeze()", "frozen_training_call": "inference"}}
+    check = "conformance/checks/test_gradients.py::test_gradients[fake.a.frozen-{}]"
+    results = [result("fake.a.frozen", check.format(1), call=("passed",), params={"dtype": "float32"}),
+               result("fake.a.frozen", check.format(2), call=("failed", "AssertionError: dgamma"),
+                      params={"dtype": "float32"})]
+    d = doc(results, [], [*implementations(), frozen])
+    assert summary.freezing(d) == [{"framework": own["framework"], "implementation": "fake.a.frozen",
+                                    "freeze with": "freeze()", "a training call": "inference", "pass": 1,
+                                    "deviation": 0, "fail": 1}]
+    md = to_markdown(blocks(d))
+    assert "### How to freeze" in md and "| fake.a.frozen | freeze() | inference | 1 | 0 | 1 |" in md
+    assert "How to freeze" not in to_markdown(blocks(doc([], []))), "no frozen implementation, no section"

@@ -62,10 +62,14 @@ class TfKerasLayer:
         y, *gradients = self._forward_backward(self._tensor(x), self._tensor(dy), training)
         return self._output(y), *map(self._numpy, gradients)
 
+    def _params(self) -> list:
+        """The parameters the gradients are taken of: gamma and beta where the layer has them."""
+        return [self.layer.gamma, self.layer.beta] if self.layer.center else []
+
     def _forward_backward(self, x, dy, training: bool) -> tuple:
         """The one backward, on tensors (the protocol's and the benchmarks' runner's): dy is the gradient of y."""
         tf = self.tf
-        params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
+        params = self._params()
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = self.layer(x, training=training)
@@ -75,7 +79,7 @@ class TfKerasLayer:
     def double_backward(self, x, dy, vx, vgamma, vbeta):
         tf = self.tf
         x, dy, vx = self._tensor(x), self._tensor(dy), self._tensor(vx)
-        params = [self.layer.gamma, self.layer.beta] if self.layer.center else []
+        params = self._params()
         vparams = [self._tensor(v) for v in (vgamma, vbeta)] if params else []
         with tf.GradientTape() as outer:  # nested tapes: the outer one differentiates the inner one's gradients
             outer.watch(x)

@@ -243,6 +243,19 @@ def _settings(doc: dict) -> list[Block]:
     return blocks
 
 
+def _freezing(doc: dict) -> list[Block]:
+    """How to freeze a layer on each side of a port, from the run's frozen implementations."""
+    rows = summary.freezing(doc)
+    if not rows:
+        return []
+    return [Heading(3, "How to freeze"),
+            Text("Freezing a trained layer on the target side for fine-tuning (`transforms/frozen.py`): the call per "
+                 "framework and what a training step then runs (inference: running statistics, no update; "
+                 "training: batch statistics and updated running statistics), checked as implementations. A frozen "
+                 "layer's parameters get no gradient."),
+            _table(rows, "freezing")]
+
+
 def _porting(doc: dict) -> list[Block]:
     """The porting cheat-sheet and matrix, from the porting pairs' results (``checks/test_porting.py``), and the
     settings of the operators without state to port."""
@@ -250,7 +263,7 @@ def _porting(doc: dict) -> list[Block]:
     rows = summary.porting(doc)
     if not rows:
         return [*head, Text("Nothing was ported in this run (the porting checks pair every selected implementation "
-                            "with the reference in each convention)."), *_settings(doc)]
+                            "with the reference in each convention)."), *_settings(doc), *_freezing(doc)]
     dtypes = summary.porting_dtypes(doc)
     header, matrix = summary.porting_matrix(doc)
     exceptions = summary.porting_exceptions(doc)
@@ -272,6 +285,7 @@ def _porting(doc: dict) -> list[Block]:
         Heading(3, "Ports not verified"),
         _table(exceptions, "porting-exceptions") if exceptions else Text("None: every port that ran was verified."),
         *_settings(doc),
+        *_freezing(doc),
     ]
 
 

@@ -13,8 +13,8 @@ from ..operators.builtin import OPERATORS
 from .results import BAD_STATUSES
 
 __all__ = ["KILLING_STATUSES", "conventions_table", "deviations", "dtypes", "exploration", "families", "failures",
-           "implementations", "involved", "kill_matrix", "matrix", "not_generated_total", "porting", "porting_dtypes",
-           "porting_exceptions", "porting_matrix", "rows", "skips", "worst_error_ratio"]
+           "freezing", "implementations", "involved", "kill_matrix", "matrix", "not_generated_total", "porting",
+           "porting_dtypes", "porting_exceptions", "porting_matrix", "rows", "skips", "worst_error_ratio"]
 
 # Check families (test modules) in reading order; any other family follows alphabetically.
 _ORDER = ("conventions", "construction", "forward", "running_stats", "gradients", "second_order", "edge_cases",
@@ -309,6 +309,23 @@ def settings_translation(doc: dict) -> dict[str, list[dict]]:
                 for a in sorted(names) for b in sorted(names) if a != b]
         if rows:
             out[operator] = rows
+    return out
+
+
+def freezing(doc: dict) -> list[dict]:
+    """How each framework of the run freezes a layer for fine-tuning: per implementation the freeze transform
+    made (``transforms/frozen.py``), the call, what a training call then runs (its environment's facts) and its
+    checks' statuses. Every frozen layer must leave its parameters without gradients."""
+    m = matrix(doc)
+    out = []
+    for impl in doc["implementations"]:
+        if (impl["derivation"] or {}).get("transform") != "freeze":
+            continue
+        held = sum(m[impl["name"]].values(), Counter())
+        env = impl["environment"]
+        out.append({"framework": impl["framework"], "implementation": impl["name"], "freeze with": env["frozen"],
+                    "a training call": env["frozen_training_call"], "pass": held["pass"],
+                    "deviation": held["deviation"], "fail": sum(held[s] for s in BAD_STATUSES)})
     return out
 
 
