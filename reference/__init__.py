@@ -9,7 +9,8 @@ between conventions (:mod:`reference.porting`); and synchronized BatchNorm over 
 :mod:`reference.layernorm` (its conventions, :class:`LayerNormConvention`) beside
 :mod:`reference.layernorm_textbook`; GroupNorm and InstanceNorm: :mod:`reference.groupnorm`
 (:class:`GroupNormConvention`) beside :mod:`reference.groupnorm_textbook`, and InstanceNorm with BatchNorm's
-running statistics: :class:`InstanceNorm` (:mod:`reference.instancenorm`).
+running statistics: :class:`InstanceNorm` (:mod:`reference.instancenorm`). Variants with their own convention
+(batch renormalization, ghost batches, a corrected normalized value): :mod:`reference.variants`.
 
 Modules: :mod:`reference.textbook` is the specification as the papers write it (read it first);
 :mod:`reference.batchnorm` computes the same, fast, on the blocked engine of :mod:`reference.engine`,
@@ -71,6 +72,16 @@ from .running import (
     update_running_state,
 )
 from .sharding import RankExpectation, split_batch, synchronized_training
+from .variants import (
+    corrected_backward_training,
+    corrected_forward_training,
+    ghost_backward_training,
+    ghost_batches,
+    ghost_forward_training,
+    renorm_correction,
+    renorm_state_for,
+    renorm_update,
+)
 
 __all__ = [
     "BatchNorm",
@@ -98,10 +109,15 @@ __all__ = [
     "channel_axis_index",
     "check_momentum",
     "convert_momentum",
+    "corrected_backward_training",
+    "corrected_forward_training",
     "debias_factor",
     "forward_inference",
     "forward_training",
     "get_convention",
+    "ghost_backward_training",
+    "ghost_batches",
+    "ghost_forward_training",
     "group_norm",
     "group_norm_backward",
     "group_norm_hvp",
@@ -118,6 +134,9 @@ __all__ = [
     "per_channel",
     "per_group",
     "port",
+    "renorm_correction",
+    "renorm_state_for",
+    "renorm_update",
     "running_state_for",
     "running_statistics",
     "split_batch",

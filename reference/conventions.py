@@ -76,7 +76,8 @@ class Convention:
             nothing to debias and inference reads the hidden values (zero).
         averaged_spread: ``"var"``: the second running average is of the (corrected) batch variance,
             stored as ``running_var``; ``"std"``: of its square root, stored as ``running_std``, which
-            inference squares (tf-keras' batch renormalization keeps ``moving_stddev``).
+            inference squares (tf-keras' batch renormalization keeps ``moving_stddev``, though of
+            ``sqrt(var + eps)``: :mod:`reference.variants`).
     """
 
     name: str

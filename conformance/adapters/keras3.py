@@ -22,7 +22,11 @@ _VARIABLES = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "
 
 
 class KerasLayer:
-    def __init__(self, spec: LayerSpec) -> None:
+    # State's fields -> the layer's variables (a variant's layer adds its own).
+    variables = _VARIABLES
+
+    def __init__(self, spec: LayerSpec, **variant: object) -> None:
+        """``variant``: further constructor arguments (a variant's: ``renorm``, ...)."""
         import keras
 
         self.keras = keras
@@ -30,7 +34,7 @@ class KerasLayer:
         self.dtype = spec.dtype
         self.layer = keras.layers.BatchNormalization(
             axis=spec.channel_axis, momentum=spec.momentum, epsilon=spec.eps,
-            center=spec.affine, scale=spec.affine, dtype=spec.dtype,
+            center=spec.affine, scale=spec.affine, dtype=spec.dtype, **variant,
         )
         shape = [None] * spec.rank
         shape[spec.channel_axis] = spec.num_features
@@ -38,7 +42,7 @@ class KerasLayer:
         self.layer.trainable = spec.trainable
 
     def _variables(self) -> dict[str, object]:
-        return {state: getattr(self.layer, var) for state, var in _VARIABLES.items()}
+        return {state: getattr(self.layer, var) for state, var in self.variables.items()}
 
     def _tensor(self, x: np.ndarray):
         ops = self.keras.ops

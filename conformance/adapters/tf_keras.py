@@ -20,7 +20,11 @@ _VARIABLES = {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean", "
 
 
 class TfKerasLayer:
-    def __init__(self, spec: LayerSpec, fused: bool) -> None:
+    # State's fields -> the layer's variables (a variant's layer adds its own).
+    variables = _VARIABLES
+
+    def __init__(self, spec: LayerSpec, fused: bool, **variant: object) -> None:
+        """``variant``: further constructor arguments (a variant's: ``renorm``, ``virtual_batch_size``, ...)."""
         import tensorflow as tf
         import tf_keras
 
@@ -28,7 +32,7 @@ class TfKerasLayer:
         self.dtype = spec.dtype
         self.layer = tf_keras.layers.BatchNormalization(
             axis=spec.channel_axis, momentum=spec.momentum, epsilon=spec.eps,
-            center=spec.affine, scale=spec.affine, fused=fused, dtype=spec.dtype,
+            center=spec.affine, scale=spec.affine, fused=fused, dtype=spec.dtype, **variant,
         )
         shape = [None] * spec.rank
         shape[spec.channel_axis] = spec.num_features
@@ -43,13 +47,14 @@ class TfKerasLayer:
         return None if t is None else self.tf.cast(t, self.tf.float64).numpy()
 
     def set_state(self, state: State) -> None:
-        for name, var in _VARIABLES.items():
-            value = getattr(state, name)
-            if value is not None and getattr(self.layer, var) is not None:
-                getattr(self.layer, var).assign(np.asarray(value, dtype=getattr(self.layer, var).dtype.as_numpy_dtype))
+        for name, var in self.variables.items():
+            value, variable = getattr(state, name), getattr(self.layer, var)
+            if value is not None and variable is not None:  # ghost batches keep (1, ..., C, ...)-shaped variables
+                variable.assign(np.asarray(value, dtype=variable.dtype.as_numpy_dtype).reshape(variable.shape))
 
     def get_state(self) -> State:
-        return State(**{name: self._numpy(getattr(self.layer, var)) for name, var in _VARIABLES.items()},
+        values = {name: self._numpy(getattr(self.layer, var)) for name, var in self.variables.items()}
+        return State(**{name: None if v is None else v.reshape(-1) for name, v in values.items()},
                      eps=self.layer.epsilon, momentum=self.layer.momentum)
 
     def _output(self, y) -> np.ndarray:
@@ -59,8 +64,9 @@ class TfKerasLayer:
         return self._output(self.layer(self._tensor(x), training=training))
 
     def forward_backward(self, x, dy, training):
-        y, *gradients = self._forward_backward(self._tensor(x), self._tensor(dy), training)
-        return self._output(y), *map(self._numpy, gradients)
+        y, dx, *dparams = self._forward_backward(self._tensor(x), self._tensor(dy), training)
+        # per channel: ghost batches keep (1, ..., C, ...)-shaped parameters
+        return self._output(y), self._numpy(dx), *(None if g is None else self._numpy(g).reshape(-1) for g in dparams)
 
     def _params(self) -> list:
         """The parameters the gradients are taken of: gamma and beta where the layer has them."""

@@ -5,6 +5,8 @@
 - :mod:`.reference`: the reference side of a Mirror, over :class:`reference.BatchNorm` in any convention
   record (:mod:`reference.conventions`);
 - :mod:`.tolerances`: the tolerance model;
+- :mod:`.variants`: the reference sides of variants with their own convention (batch renormalization, ghost
+  batches, an adjustment), over the reference side's;
 - :mod:`.vocabulary`: what the report says about it.
 """
 

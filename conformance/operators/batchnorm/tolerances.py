@@ -71,11 +71,23 @@ Running state under other conventions (:mod:`reference.running`): an average of 
 ``|sqrt(a) - sqrt(b)|``), and inference's variance ``s**2`` then ``2 s Es + Es**2``; a debiased convention's
 hidden averages accumulate like plain ones, and what inference reads of them carries their error divided by
 the debiasing factor. Counters are exact.
+
+A corrected normalization (:mod:`reference.variants`: ``gamma (scale xhat + shift) + beta``, batch
+renormalization's ``(r, d)`` or an adjustment's constants; :class:`Correction`) is the batch's conditioning with
+``gamma scale`` for ``gamma`` and ``gamma shift + beta`` for ``beta``, plus what the layer's own ``scale`` and
+``shift`` may be off: a relative ``Er`` and an absolute ``Ed`` (renorm: ``sigma_B``'s relative error
+``rho (1 + kappa)`` and its averages' accumulated ``Em``, ``Es``, over ``s = max(renorm_stddev, sqrt(eps))``:
+``Er = rho (1 + kappa) + Es / s + 2u``, ``Ed = (rho (|mean| + std) + Em) / s + |d| (Es / s + 2u)``; clipping
+only shrinks them). So ``y`` gets ``|gamma| (Er |scale xhat| + Ed)`` more, ``dx`` ``Er |dx|`` and ``dgamma``
+``sum(|dy| (|scale| (a + b |xhat|) + Er |scale xhat| + Ed))`` in place of its ``sum(|dy| (a + b |xhat|))``.
+Renorm's averages (:class:`AveragesTolerance`) accumulate per step like the running mean (a mean's) or like
+an averaged standard deviation (one of ``sqrt(var + eps)``: ``min(Ev / sigma, sqrt(Ev)) + u sigma``), and
+``running_var = max(s**2 - eps, 0)`` derived from the averaged ``s`` gets ``2 s Es + Es**2 + u (s**2 + eps)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -83,7 +95,7 @@ from reference import Convention, debias_factor
 
 from ...core.dtypes import underflow, unit_roundoff
 
-__all__ = ["SAFETY", "SECOND_ORDER", "Conditioning", "RunningTolerance"]
+__all__ = ["SAFETY", "SECOND_ORDER", "AveragesTolerance", "Conditioning", "Correction", "RunningTolerance"]
 
 SAFETY = 4.0
 SECOND_ORDER = 2.0
@@ -261,3 +273,80 @@ class RunningTolerance:
             root = np.abs(np.asarray(state["running_std"], dtype=np.float64)) / factor
             return mean_error, 2 * root * spread_error + spread_error**2
         return mean_error, spread_error
+
+
+@dataclass(frozen=True)
+class Correction:
+    """The tolerances of a training call whose normalized value is corrected, ``gamma (scale xhat + shift) +
+    beta`` (module docstring): ``cond`` is the batch's conditioning, ``scale_error`` the relative error the
+    layer's ``scale`` may have, ``shift_error`` the absolute error of its ``shift`` (0 for given constants)."""
+
+    cond: Conditioning
+    scale: np.ndarray
+    shift: np.ndarray
+    scale_error: np.ndarray | float = 0.0
+    shift_error: np.ndarray | float = 0.0
+
+    @property
+    def effective(self) -> Conditioning:
+        """The plain model for ``gamma scale xhat + (gamma shift + beta)``."""
+        cond = self.cond
+        return replace(cond, gamma=cond.gamma * self.scale, beta=cond.gamma * self.shift + cond.beta)
+
+    def _own(self, xhat: np.ndarray) -> np.ndarray:
+        """How far the layer's own scale and shift move ``scale xhat + shift``."""
+        return self.scale_error * np.abs(self.scale * xhat) + self.shift_error
+
+    def y(self, y: np.ndarray, xhat: np.ndarray) -> np.ndarray:
+        return self.effective.y(y, xhat) + np.abs(self.cond.gamma) * self._own(xhat)
+
+    def dx(self, dx: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
+        return self.effective.dx(dx, dy, xhat) + self.scale_error * np.abs(dx)
+
+    def dgamma(self, dgamma: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
+        a, b = self.cond.xhat_error()
+        return self.cond.stored(dgamma) + _channel_sum(np.abs(dy) * (np.abs(self.scale) * (a + b * np.abs(xhat))
+                                                                     + self._own(xhat)))
+
+    def dbeta(self, dbeta: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        return self.cond.dbeta(dbeta, dy)
+
+    @classmethod
+    def renorm(cls, cond: Conditioning, r: np.ndarray, d: np.ndarray, averages: AveragesTolerance,
+               renorm_stddev: np.ndarray) -> Correction:
+        """Batch renormalization's ``(r, d)``, computed by the layer from the batch's statistics and its renorm
+        averages (whose accumulated errors ``averages`` holds)."""
+        s = np.maximum(renorm_stddev, np.sqrt(cond.eps))
+        mean_error, stddev_error = averages.accumulated["renorm_mean"], averages.accumulated["renorm_stddev"]
+        scale_error = cond.rho * (1 + cond.kappa) + stddev_error / s + 2 * cond.u
+        shift_error = (cond.rho * (np.abs(cond.mean) + np.sqrt(cond.var)) + mean_error) / s + np.abs(d) * (
+            stddev_error / s + 2 * cond.u)
+        return cls(cond, r, d, scale_error, shift_error)
+
+
+class AveragesTolerance:
+    """Running averages of a mean or of ``sqrt(var + eps)`` (batch renormalization's, module docstring), each
+    accumulated over the training steps."""
+
+    def __init__(self, dtype: str, means: tuple[str, ...], stddevs: tuple[str, ...]) -> None:
+        self.u, self.means, self.stddevs = unit_roundoff(dtype), means, stddevs
+        self.accumulated = {name: 0.0 for name in means + stddevs}
+
+    def add_step(self, cond: Conditioning, state: dict, previous: dict) -> None:
+        """One training step with ``cond``'s batch statistics, from ``previous`` to ``state``."""
+        var_error = cond.running_var_step(0.0)
+        sigma = cond.sigma
+        with np.errstate(divide="ignore", invalid="ignore"):
+            root_error = np.minimum(np.where(sigma > 0, var_error / sigma, np.inf), np.sqrt(var_error))
+        for name in self.means + self.stddevs:
+            step = (cond.running_mean_step(state[name], np.sqrt(cond.var)) if name in self.means
+                    else self.u * (np.abs(state[name]) + sigma) + root_error)
+            self.accumulated[name] = self.accumulated[name] + step + self.u * np.abs(previous[name])
+
+    def tolerance(self, name: str, expected: np.ndarray) -> np.ndarray:
+        return self.u * np.abs(expected) + self.accumulated[name]
+
+    def derived_variance(self, stddev: str, expected: np.ndarray, eps: float) -> np.ndarray:
+        """The accumulated error of ``max(s**2 - eps, 0)`` derived from the average ``stddev`` (at ``expected``)."""
+        error = self.accumulated[stddev]
+        return 2 * np.abs(expected) * error + error**2 + self.u * (expected**2 + eps)
