@@ -137,6 +137,8 @@ def test_the_fold_transform_declares_each_tool_and_what_a_folded_network_holds()
         case = CNN.cases("inference_output")[0][1]
         held = impl.reference(case, case.spec(impl.convention)).hyperparameters()
         assert {name: e.value for name, e in held.items()} == {"batchnorm_nodes": 0.0, "conv_nodes": 2.0}
+        half = {c.dtype for _, c in impl.cases("inference_output") if c.state == "normal"} - {"float32", "float64"}
+        assert half == {"float16", "bfloat16"} and half <= impl.capabilities.dtypes
 
 
 def test_the_extreme_state_reaches_every_batchnorm_channel_kind() -> None:

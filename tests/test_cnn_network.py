@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import reference
+from conformance.core.dtypes import round_to
 from conformance.operators.cnn import CNN
 from conformance.operators.cnn.cases import NetworkCase
 from conformance.operators.cnn.network import Network, convolve, input_gradient, kernel_gradient, patches, pool
@@ -135,3 +136,25 @@ def test_tolerances_cover_float32_and_reject_a_wrong_network(training: bool) -> 
     wrong = _network(case)
     wrong.set("fc_weight", exact.get("fc_weight").reshape(10, 32, 8, 8).transpose(0, 1, 3, 2).reshape(10, -1))
     assert np.max(np.abs(wrong.forward(x, training) - y) / tolerance) > 100
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_tolerances_cover_float32_sums_and_reject_a_wrong_fold(dtype: str) -> None:
+    """A network in half precision whose sums run in float32 (each stage's result rounded to the dtype) is
+    within its bounds, which are not vacuous: a running variance 30% off, folded, is outside them."""
+    half = lambda a: round_to(np.asarray(a, np.float64), dtype).astype(np.float64)  # noqa: E731
+    case = CNN.cases("inference_output")[0][1]
+    exact, x = _network(case), half(case.batches()[0])
+    for name, value in exact.state.items():  # the state as a half-precision layer holds it (counters aside)
+        exact.set(name, value if np.ndim(value) == 0 else half(value))
+    y = exact.forward(x, False)
+    tolerance = NetworkTolerance(exact, dtype).forward(False)
+    a = x
+    for index, bn in enumerate(exact.bn):
+        a = pool(np.maximum(half(bn.forward(half(convolve(patches(a), exact.get(f"conv{index + 1}"))), False)), 0))[0]
+    emulated = half(a.reshape(a.shape[0], -1) @ exact.get("fc_weight").T + exact.get("fc_bias"))
+    assert np.max(np.abs(emulated - y) / tolerance) < 1
+    wrong = _network(case)
+    for name, value in exact.state.items():
+        wrong.set(name, value * 1.3 if name.endswith("running_var") else value)
+    assert np.max(np.abs(wrong.forward(x, False) - y) / tolerance) > 1
