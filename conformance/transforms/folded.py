@@ -37,7 +37,7 @@ from ..core.comparison import Expected
 from ..operators import Delegating, ReferenceSide
 from ..operators.cnn.cases import seeds
 
-__all__ = ["TOOLS", "Folded", "FoldedLayer", "FoldedReference"]
+__all__ = ["HALF", "TOOLS", "Folded", "FoldedLayer", "FoldedReference", "half_precision"]
 
 _FACTS = ("batchnorm_nodes", "conv_nodes")  # as the exported graph's (transforms/exported.py)
 _FAMILIES = frozenset({"forward", "running_stats", "contract", "random"})
@@ -78,6 +78,11 @@ TOOLS: dict[str, tuple[str, Callable]] = {
     "fx": ("torch.fx.experimental.optimization.fuse", _fx_fuse),
     "fuse_modules": ("torch.ao.quantization.fuse_modules", _fuse_modules),
 }
+
+
+def half_precision(grid: list[tuple[str, Case]], check: str, checks: tuple[str, ...]) -> list[tuple[str, Case]]:
+    """``grid``, and for the ``checks`` named the seeds' batch from their state in float16 and bfloat16."""
+    return grid + [(case.id, case) for case in seeds(tuple(sorted(HALF)))] if check in checks else grid
 
 
 def _counts(module) -> dict[str, int]:
@@ -146,10 +151,7 @@ class Folded(Implementation):
         """The CNN's grids; inference from the seeds' state also in float16 and bfloat16, folded in the network's
         dtype as the tools fold it (the extreme state's folded kernels, up to 1e3 / sqrt(eps), overflow half
         precision, as the network's own activations do)."""
-        grid = self.operator.cases(check)
-        if check != "inference_output":
-            return grid
-        return grid + [(case.id, case) for case in seeds(tuple(sorted(HALF)))]
+        return half_precision(self.operator.cases(check), check, ("inference_output",))
 
     def reference(self, case: Case, spec) -> FoldedReference:
         return FoldedReference(self.operator.reference(case, self.convention, spec))

@@ -28,13 +28,17 @@ unless a private flag is set).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..adapters import cnn_torch
 from ..adapters.base import Derivation, State
+from ..core.case import Case
 from ..core.comparison import Expected
 from ..operators import Delegating, ReferenceSide
 from ..operators.cnn import NetworkCase, NetworkSpec
+from .folded import HALF, half_precision
 
 __all__ = ["Qat", "QatLayer", "QatReference"]
 
@@ -130,6 +134,12 @@ class Qat(cnn_torch.TorchNetwork):
         self.freeze_after = freeze_after
         self.name = "torch.cnn.qat." + ("fuse_modules_qat" if freeze_after is None else "freeze_bn_stats")
         self.derivation = Derivation("qat", ("torch.cnn",))
+        self.capabilities = replace(self.capabilities, dtypes=self.capabilities.dtypes | HALF)
+
+    def cases(self, check: str) -> list[tuple[str, Case]]:
+        """The CNN's grids; a training step and inference from the seeds' state also in float16 and bfloat16,
+        which the fused modules take."""
+        return half_precision(super().cases(check), check, ("training_output", "inference_output"))
 
     def reference(self, case: NetworkCase, spec: NetworkSpec) -> QatReference:
         return QatReference(super().reference(case, spec), self.freeze_after)
