@@ -22,7 +22,7 @@ from conformance.harness.mirror import Mirror
 from conformance.operators.cnn import CNN
 from conformance.operators.cnn.cases import NetworkCase
 from conformance.operators.cnn.spec import from_channels_last
-from conformance.transforms import exported, folded, ort_optimized, qat
+from conformance.transforms import conv_kinds, exported, folded, ort_optimized, qat
 
 pytest_plugins = ["pytester"]
 
@@ -170,6 +170,7 @@ def test_onnxruntime_levels_state_the_exported_and_the_optimized_graph() -> None
                                                                     for level in ort_optimized.LEVELS}
     for impl in ort_optimized.IMPLEMENTATIONS:
         assert impl.capabilities.dtypes == {"float32"} and "gradients" not in impl.families
+        assert impl.family == "torch.onnx.cnn.ort"  # not in tox -e torch
         held = {name: e.value for name, e in impl.reference(case, case.spec(impl.convention)).hyperparameters().items()}
         assert held == {"batchnorm_nodes": 2.0, "conv_nodes": 2.0, "eps": float(np.float32(1e-5)),
                         "momentum": float(np.float32(0.9)), "optimized_conv_nodes": 2.0,
@@ -203,3 +204,11 @@ def test_a_frozen_qat_network_trains_as_in_inference(freeze_after, modes, frozen
     ref.forward_backward(None, None, True)
     assert side.modes == modes
     assert {name: e.value for name, e in ref.hyperparameters().items()} == {"qat_blocks": 2.0, "frozen_blocks": frozen}
+
+
+def test_the_convolution_kinds_are_folded_by_each_tool_in_a_family_of_their_own() -> None:
+    names = {impl.name for impl in conv_kinds.IMPLEMENTATIONS}
+    assert names == {f"torch.cnn.kinds.{kind}.folded.{tool}" for kind in conv_kinds.KINDS for tool in folded.TOOLS}
+    assert {impl.family for impl in conv_kinds.IMPLEMENTATIONS} == {"torch.cnn.kinds"}
+    assert all(impl.capabilities.no_gradients and impl.derivation.transform == "fold"
+               for impl in conv_kinds.IMPLEMENTATIONS)

@@ -52,7 +52,8 @@ def _fuse_conv_bn_eval(module):
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     for conv, bn, _ in _BLOCKS:
-        module[int(conv)] = fuse_conv_bn_eval(module[int(conv)], module[int(bn)])
+        transposed = isinstance(module[int(conv)], nn.modules.conv._ConvTransposeNd)  # its own weight layout
+        module[int(conv)] = fuse_conv_bn_eval(module[int(conv)], module[int(bn)], transpose=transposed)
         module[int(bn)] = nn.Identity()
     return module
 
@@ -90,7 +91,7 @@ def _counts(module) -> dict[str, int]:
 
     modules = list(module.modules())
     return {"batchnorm_nodes": sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules),
-            "conv_nodes": sum(isinstance(m, nn.Conv2d) for m in modules)}
+            "conv_nodes": sum(isinstance(m, nn.modules.conv._ConvNd) for m in modules)}  # transposed ones too
 
 
 class FoldedLayer:

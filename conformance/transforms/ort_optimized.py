@@ -16,7 +16,8 @@ holds two convolutions in any domain and the BatchNormalization nodes only where
 level that silently stops fusing, or fuses one pair only, shows though its values are right.
 
 Which checks apply: the exported CNN's (forward, running statistics: train, export, train; the contract and
-random cases), float32 only (onnxruntime's CPU Conv).
+random cases), float32 only (onnxruntime's CPU Conv). Family ``torch.onnx.cnn.ort`` (about a minute on two shared
+cores): ``tox -e report`` runs it, ``tox -e torch`` does not (alone: ``--impl torch.onnx.cnn.ort``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Optimized(Exported):
         super().__init__(eager)
         self.level = level
         self.name = f"torch.onnx.cnn.ort.{level}"
+        self.family = "torch.onnx.cnn.ort"  # a family of its own: tox -e report runs it, tox -e torch does not
         self.derivation = Derivation("export", (eager.name,))
 
     def reference(self, case: Case, spec) -> ExportedReference:
