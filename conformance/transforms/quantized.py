@@ -15,7 +15,8 @@ quantize with is fixed here, in float64, identically for the layer and its refer
   statistics the side holds (every output is representable, none saturates).
 
 The reference side (:class:`QuantizedReference`) is BatchNorm's float64 reference in inference on the
-dequantized input, requantized on the output grid, within :func:`quanta_tolerance`. Training calls are the
+dequantized input, requantized on the output grid, within :func:`quanta_tolerance`; the scale and zero point of
+the quantized output the module returned are compared as its hyperparameters. Training calls are the
 eager module's, as BatchNorm's reference answers them.
 
 Which checks apply: the inference calls of the forward, running-statistics, construction, edge-case, contract,
@@ -46,6 +47,7 @@ CODES = 255  # quint8: codes 0..255
 _U32 = unit_roundoff("float32")
 _MIN_SCALE = float(np.finfo(np.float32).eps)  # MinMaxObserver's floor for the scale
 _FAMILIES = frozenset({"forward", "running_stats", "construction", "edge_cases", "contract", "random", "large"})
+_FACTS = ("output_scale", "output_zero_point")
 
 
 def qparams(low: float, high: float) -> tuple[float, int]:
@@ -98,13 +100,14 @@ class QuantizedLayer:
     quantized module converted from it."""
 
     def __init__(self, eager: Layer, module: str) -> None:
-        self.eager, self.module = eager, module
+        self.eager, self.module, self.held = eager, module, {}
 
     def set_state(self, state: State) -> None:
-        self.eager.set_state(state)
+        self.eager.set_state(State(**{k: v for k, v in state.items() if k not in _FACTS}))
 
     def get_state(self) -> State:
-        return self.eager.get_state()
+        """The eager module's state; the scale and zero point of the last quantized output (none before)."""
+        return self.eager.get_state().replace(**self.held)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         if training:
@@ -120,7 +123,9 @@ class QuantizedLayer:
         out_scale, out_zero_point = output_qparams(state, state.momentum, TORCH, scale, zero_point)
         quantized = getattr(nnq, self.module).from_reference(
             self.eager.module, torch.tensor(out_scale), torch.tensor(out_zero_point))
-        return torch_nn._output(quantized(qx).dequantize())
+        qy = quantized(qx)
+        self.held = {"output_scale": qy.q_scale(), "output_zero_point": qy.q_zero_point()}
+        return torch_nn._output(qy.dequantize())
 
     def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
         raise NotImplementedError("a quantized module defines no gradients")
@@ -136,7 +141,7 @@ class QuantizedReference(Delegating):
     """BatchNorm's reference side; inference on the dequantized input, requantized (module docstring)."""
 
     def __init__(self, side: ReferenceSide) -> None:
-        self.side = side
+        self.side, self.output = side, {}
 
     def forward(self, x: np.ndarray, training: bool) -> dict[str, Expected]:
         if training or not np.issubdtype(np.asarray(x).dtype, np.floating):
@@ -147,8 +152,17 @@ class QuantizedReference(Delegating):
         out_scale, out_zero_point = output_qparams(state, momentum, convention, scale, zero_point)
         y = self.side.forward(values, False)["y"]
         codes = quantize(y.value, out_scale, out_zero_point)
-        tolerance = quanta_tolerance(out_scale, y.tolerance, self._scale_error(state, scale, zero_point))
+        scale_error = self._scale_error(state, scale, zero_point)
+        # The output's quantization as the module holds it: its scale a float32 buffer; where the running
+        # statistics trained, both within what their difference moves (the zero point by one code at most).
+        self.output = {"output_scale": Expected(out_scale, _U32 * out_scale + scale_error),
+                       "output_zero_point": Expected(float(out_zero_point), float(scale_error > 0))}
+        tolerance = quanta_tolerance(out_scale, y.tolerance, scale_error)
         return {"y": Expected((codes - out_zero_point) * out_scale, tolerance)}
+
+    def hyperparameters(self) -> dict[str, Expected]:
+        """BatchNorm's (eps, momentum), and the last quantized output's scale and zero point."""
+        return self.side.hyperparameters() | self.output
 
     def _scale_error(self, state: dict, scale: float, zero_point: int) -> float:
         """How much the layer's output scale may differ from this side's: its grid's ends move by the running
