@@ -21,9 +21,10 @@ What the fusion left is compared as the layer's hyperparameters: two QAT Conv-Ba
 with frozen statistics as the reference expects (none before the freeze, both after).
 
 Which checks apply: the CNN's forward, gradients, running statistics (train, eval, train), the contract and
-random cases. The extreme state's zero scale divides zero by zero in ``conv / scale_factor``: its channels are
-NaN in eval mode (registered; pytorch/pytorch#77434 added the slower ``_forward_slow`` that handles it, off
-unless a private flag is set).
+random cases, in float32 and float64, and a training step and inference from the seeds' state in float16 and
+bfloat16, which the fused modules take. The extreme state's zero scale divides zero by zero in
+``conv / scale_factor``: its channels are NaN in eval mode (registered; pytorch/pytorch#77434 added the slower
+``_forward_slow`` that handles it, off unless a private flag is set).
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ from ..operators import Delegating, ReferenceSide
 from ..operators.batchnorm.tolerances import SAFETY
 from .exported import Exported
 
-__all__ = ["Quantized", "QuantizedLayer", "QuantizedReference", "quanta_tolerance", "quantize"]
+__all__ = ["CODES", "Quantized", "QuantizedLayer", "QuantizedReference", "input_grid", "output_qparams", "qparams",
+           "quanta_tolerance", "quantize"]
 
 CODES = 255  # quint8: codes 0..255
 _U32 = unit_roundoff("float32")
@@ -112,7 +113,9 @@ class QuantizedLayer:
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         if training:
             return self.eager.forward(x, True)
-        torch, nnq = self.eager.torch, _quantized()
+        from torch.ao.nn import quantized as nnq
+
+        torch = self.eager.torch
         t = self.eager._input(x)
         scale, zero_point = 1.0, 0
         if t.is_floating_point():  # anything else goes to quantize_per_tensor as it is, which refuses it
@@ -129,12 +132,6 @@ class QuantizedLayer:
 
     def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
         raise NotImplementedError("a quantized module defines no gradients")
-
-
-def _quantized():
-    from torch.ao.nn import quantized
-
-    return quantized
 
 
 class QuantizedReference(Delegating):
