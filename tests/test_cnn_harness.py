@@ -2,7 +2,8 @@
 on the reference network and pass; they catch the porting bug the CNN example exists for (a classifier
 transposed instead of permuted); the Mirror compares what a layer holds of how it was built wherever the
 adapter reports any of it (an exported graph's node counts); the export transform states what the graph
-must hold in ONNX's terms and declares only what onnxruntime runs."""
+must hold in ONNX's terms and declares only what onnxruntime runs; onnxruntime's optimization levels and the
+QAT fusion state what their graphs and modules must hold, and a frozen QAT network trains as in inference."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from conformance.harness.mirror import Mirror
 from conformance.operators.cnn import CNN
 from conformance.operators.cnn.cases import NetworkCase
 from conformance.operators.cnn.spec import from_channels_last
-from conformance.transforms import exported, folded
+from conformance.transforms import conv_kinds, exported, folded, ort_optimized, qat
 
 pytest_plugins = ["pytester"]
 
@@ -136,6 +137,8 @@ def test_the_fold_transform_declares_each_tool_and_what_a_folded_network_holds()
         case = CNN.cases("inference_output")[0][1]
         held = impl.reference(case, case.spec(impl.convention)).hyperparameters()
         assert {name: e.value for name, e in held.items()} == {"batchnorm_nodes": 0.0, "conv_nodes": 2.0}
+        half = {c.dtype for _, c in impl.cases("inference_output") if c.state == "normal"} - {"float32", "float64"}
+        assert half == {"float16", "bfloat16"} and half <= impl.capabilities.dtypes
 
 
 def test_the_extreme_state_reaches_every_batchnorm_channel_kind() -> None:
@@ -157,3 +160,55 @@ def test_a_transforms_adapted_grid_survives_isolation() -> None:
     grid = isolation.isolate(impl).cases("inference_after_training")
     assert grid == impl.cases("inference_after_training") and grid
     assert all(case.new_batch_weight == 0.3 and case.eps == 2e-3 and name == case.id for name, case in grid)
+
+
+def test_onnxruntime_levels_state_the_exported_and_the_optimized_graph() -> None:
+    """The graph keeps both BatchNormalization nodes (eps and momentum as ONNX holds them); only the unoptimized
+    session keeps them after onnxruntime's optimizer."""
+    case = CNN.cases("inference_after_training")[0][1]
+    assert {impl.name for impl in ort_optimized.IMPLEMENTATIONS} == {f"torch.onnx.cnn.ort.{level}"
+                                                                    for level in ort_optimized.LEVELS}
+    for impl in ort_optimized.IMPLEMENTATIONS:
+        assert impl.capabilities.dtypes == {"float32"} and "gradients" not in impl.families
+        assert impl.family == "torch.onnx.cnn.ort"  # not in tox -e torch
+        held = {name: e.value for name, e in impl.reference(case, case.spec(impl.convention)).hyperparameters().items()}
+        assert held == {"batchnorm_nodes": 2.0, "conv_nodes": 2.0, "eps": float(np.float32(1e-5)),
+                        "momentum": float(np.float32(0.9)), "optimized_conv_nodes": 2.0,
+                        "optimized_batchnorm_nodes": 2.0 if impl.level == "disable_all" else 0.0}
+
+
+class _Calls:
+    """A reference side that records the mode of each call."""
+
+    def __init__(self) -> None:
+        self.modes: list[bool] = []
+
+    def forward(self, x, training):
+        self.modes.append(training)
+        return {}
+
+    forward_backward = lambda self, x, dy, training: self.forward(x, training)  # noqa: E731
+
+
+@pytest.mark.parametrize(("freeze_after", "modes", "frozen"), [(None, [True, True, False, True], 0.0),
+                                                               (1, [True, False, False, False], 2.0)])
+def test_a_frozen_qat_network_trains_as_in_inference(freeze_after, modes, frozen) -> None:
+    """After ``freeze_bn_stats`` a training step normalizes with the running statistics and leaves them: the
+    reference side answers it as inference, and expects both fused blocks frozen."""
+    side = _Calls()
+    ref = qat.QatReference(side, freeze_after)
+    assert ref.hyperparameters()["frozen_blocks"].value == 0.0
+    ref.forward(None, True)
+    ref.forward(None, True)
+    ref.forward(None, False)
+    ref.forward_backward(None, None, True)
+    assert side.modes == modes
+    assert {name: e.value for name, e in ref.hyperparameters().items()} == {"qat_blocks": 2.0, "frozen_blocks": frozen}
+
+
+def test_the_convolution_kinds_are_folded_by_each_tool_in_a_family_of_their_own() -> None:
+    names = {impl.name for impl in conv_kinds.IMPLEMENTATIONS}
+    assert names == {f"torch.cnn.kinds.{kind}.folded.{tool}" for kind in conv_kinds.KINDS for tool in folded.TOOLS}
+    assert {impl.family for impl in conv_kinds.IMPLEMENTATIONS} == {"torch.cnn.kinds"}
+    assert all(impl.capabilities.no_gradients and impl.derivation.transform == "fold"
+               for impl in conv_kinds.IMPLEMENTATIONS)

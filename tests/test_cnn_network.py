@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 import reference
+from conformance.core.dtypes import round_to
 from conformance.operators.cnn import CNN
 from conformance.operators.cnn.cases import NetworkCase
 from conformance.operators.cnn.network import Network, convolve, input_gradient, kernel_gradient, patches, pool
 from conformance.operators.cnn.spec import PARAMETERS, from_channels_last, to_channels_last
 from conformance.operators.cnn.tolerances import NetworkTolerance
+from conformance.transforms import conv_kinds
 from reference import CONVENTIONS, TORCH
 
 SMALL = NetworkCase((3, 3, 8, 12), dtype="float64")
@@ -135,3 +137,49 @@ def test_tolerances_cover_float32_and_reject_a_wrong_network(training: bool) -> 
     wrong = _network(case)
     wrong.set("fc_weight", exact.get("fc_weight").reshape(10, 32, 8, 8).transpose(0, 1, 3, 2).reshape(10, -1))
     assert np.max(np.abs(wrong.forward(x, training) - y) / tolerance) > 100
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_tolerances_cover_float32_sums_and_reject_a_wrong_fold(dtype: str) -> None:
+    """A network in half precision whose sums run in float32 (each stage's result rounded to the dtype) is
+    within its bounds, which are not vacuous: a running variance 30% off, folded, is outside them."""
+    half = lambda a: round_to(np.asarray(a, np.float64), dtype).astype(np.float64)  # noqa: E731
+    case = CNN.cases("inference_output")[0][1]
+    exact, x = _network(case), half(case.batches()[0])
+    for name, value in exact.state.items():  # the state as a half-precision layer holds it (counters aside)
+        exact.set(name, value if np.ndim(value) == 0 else half(value))
+    y = exact.forward(x, False)
+    tolerance = NetworkTolerance(exact, dtype).forward(False)
+    a = x
+    for index, bn in enumerate(exact.bn):
+        a = pool(np.maximum(half(bn.forward(half(convolve(patches(a), exact.get(f"conv{index + 1}"))), False)), 0))[0]
+    emulated = half(a.reshape(a.shape[0], -1) @ exact.get("fc_weight").T + exact.get("fc_bias"))
+    assert np.max(np.abs(emulated - y) / tolerance) < 1
+    wrong = _network(case)
+    for name, value in exact.state.items():
+        wrong.set(name, value * 1.3 if name.endswith("running_var") else value)
+    assert np.max(np.abs(wrong.forward(x, False) - y) / tolerance) > 1
+
+
+@pytest.mark.parametrize("kind", list(conv_kinds.KINDS))
+def test_each_convolution_kind_is_a_dense_one(kind: str, rng) -> None:
+    """A grouped or depthwise kernel is the dense one zero outside its blocks, and a transposed convolution
+    (stride 1, padding 1, by its definition: every input spreads its kernel over the output) the dense one
+    with the kernel transposed and flipped: the reference network computes each with its dense kernel."""
+    dense = rng.standard_normal((32, 16, 3, 3))
+    weight = conv_kinds.to_kind(dense, kind)
+    held = conv_kinds.to_dense(weight, kind)
+    assert np.array_equal(conv_kinds.to_kind(held, kind), weight)
+    x = rng.standard_normal((2, 16, 5, 6))
+    groups, transposed = conv_kinds.KINDS[kind]
+    y = np.zeros((2, 32, 5 + 2, 6 + 2))  # padded by one on each side, cut below
+    for a in range(3):
+        for b in range(3):
+            if transposed:  # y[p + a - 1] += x[p] W[:, :, a, b]
+                y[:, :, a:a + 5, b:b + 6] += np.einsum("nihw,io->nohw", x, weight[:, :, a, b])
+                continue
+            ins, outs = 16 // groups, 32 // groups  # y[p] += x[p + a - 1] W[:, :, a, b] within each group
+            for g in range(groups):
+                y[:, g * outs:(g + 1) * outs, 2 - a:7 - a, 2 - b:8 - b] += np.einsum(
+                    "nihw,oi->nohw", x[:, g * ins:(g + 1) * ins], weight[g * outs:(g + 1) * outs, :, a, b])
+    assert np.allclose(convolve(patches(x), held), y[:, :, 1:-1, 1:-1])

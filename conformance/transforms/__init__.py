@@ -2,8 +2,9 @@
 checks run on (:class:`~conformance.adapters.base.Derivation` says how each was made).
 
 - compile: ``torch_compiled`` (``torch.compile``), ``keras_compiled`` (XLA, ``jax.jit``);
-- export and run in a runtime: ``exported``;
-- fold BatchNorm into the convolution before it, as deployment does: ``folded``;
+- export and run in a runtime: ``exported``, and at each of onnxruntime's optimization levels: ``ort_optimized``;
+- fold BatchNorm into the convolution before it, as deployment does: ``folded``; fused for quantization-aware
+  training: ``qat``; quantized to quint8 for inference: ``quantized``;
 - freeze a layer for fine-tuning, as each framework does: ``frozen``;
 - port weights into another convention: ``porting`` (derived from whatever a run selects);
 - shard over a world of ranks: ``sharded``, with the engines in ``world/``.

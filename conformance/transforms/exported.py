@@ -29,6 +29,8 @@ float32 only).
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -46,14 +48,42 @@ __all__ = ["Exported", "ExportedLayer", "ExportedReference"]
 # What onnxruntime's CPU provider runs, per operator (its BatchNormalization and Conv kernels' types).
 _RUNTIME_DTYPES = {"batchnorm": frozenset({"float64", "float32", "float16"}), "cnn": frozenset({"float32"})}
 _FAMILIES = frozenset({"forward", "running_stats", "construction", "edge_cases", "contract", "random", "large"})
-_GRAPH_FACTS = ("batchnorm_nodes", "conv_nodes")
+_GRAPH_FACTS = ("batchnorm_nodes", "conv_nodes", "optimized_batchnorm_nodes", "optimized_conv_nodes")
 
 
-def export_and_run(module, x, dtype) -> tuple[np.ndarray, dict[str, object]]:
-    """``module`` exported for input ``x`` (NumPy) and run in onnxruntime: ``y`` and what the graph holds
-    (its BatchNormalization node's ``eps`` and ``momentum`` where it has one, the node counts)."""
+def _counts(nodes) -> dict[str, int]:
+    """How many BatchNormalization nodes and convolutions (``Conv`` in any domain: onnxruntime's optimizer
+    writes ``FusedConv`` and NCHWc ``Conv``) ``nodes`` hold."""
+    ops = [node.op_type for node in nodes]
+    return {"batchnorm_nodes": ops.count("BatchNormalization"), "conv_nodes": sum(op.endswith("Conv") for op in ops)}
+
+
+def _session(model: bytes, level: str | None) -> tuple[object, dict[str, int]]:
+    """An onnxruntime session of ``model`` on the CPU provider, at graph optimization ``level`` (a
+    ``GraphOptimizationLevel`` name; None: onnxruntime's default, and nothing reported) and the node counts
+    of the graph it optimized to (``optimized_*``)."""
     import onnx
     import onnxruntime
+
+    if level is None:
+        return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]), {}
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = getattr(onnxruntime.GraphOptimizationLevel, level)
+    options.log_severity_level = 3  # the NCHWc layout's notice that the optimized file is machine-specific
+    with tempfile.TemporaryDirectory() as folder:
+        options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
+        session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(options.optimized_model_filepath).graph.node
+    return session, {f"optimized_{name}": n for name, n in _counts(optimized).items()}
+
+
+def export_and_run(module, x, dtype, constant_folding: bool = True, level: str | None = None
+                   ) -> tuple[np.ndarray, dict[str, object]]:
+    """``module`` exported for input ``x`` (NumPy) and run in onnxruntime: ``y`` and what the graph holds
+    (its BatchNormalization node's ``eps`` and ``momentum`` where it has one, the node counts).
+    ``constant_folding=False`` keeps the BatchNormalization nodes after convolutions, which the exporter
+    otherwise folds; ``level``: onnxruntime's graph optimization level (:func:`_session`)."""
+    import onnx
     import torch
 
     x, cast = framework_input(x)
@@ -62,26 +92,25 @@ def export_and_run(module, x, dtype) -> tuple[np.ndarray, dict[str, object]]:
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice, once per export
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (t,), buffer, dynamo=False, input_names=["x"])
+        torch.onnx.export(module, (t,), buffer, dynamo=False, input_names=["x"], do_constant_folding=constant_folding)
     graph = onnx.load_from_string(buffer.getvalue()).graph
-    ops = [node.op_type for node in graph.node]
-    held: dict[str, object] = {"batchnorm_nodes": ops.count("BatchNormalization"), "conv_nodes": ops.count("Conv")}
+    held: dict[str, object] = dict(_counts(graph.node))
     for node in graph.node:
         if node.op_type == "BatchNormalization":
             attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             held |= {"eps": attributes.get("epsilon"), "momentum": attributes.get("momentum")}
             break
-    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    session, optimized = _session(buffer.getvalue(), level)
     (y,) = session.run(None, {"x": t.numpy()})
-    return y, held
+    return y, held | optimized
 
 
 class ExportedLayer:
     """The eager layer (a PyTorch adapter's: it has ``module`` and ``dtype``) for training and state; every
     inference call through its exported graph."""
 
-    def __init__(self, eager: Layer) -> None:
-        self.eager, self.held = eager, {}
+    def __init__(self, eager: Layer, **options: object) -> None:
+        self.eager, self.held, self.options = eager, {}, options  # options: export_and_run's
 
     def set_state(self, state: State) -> None:
         self.eager.set_state(State(**{k: v for k, v in state.items() if k not in _GRAPH_FACTS}))
@@ -93,7 +122,7 @@ class ExportedLayer:
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         if training:
             return self.eager.forward(x, True)
-        y, self.held = export_and_run(self.eager.module, x, self.eager.dtype)
+        y, self.held = export_and_run(self.eager.module, x, self.eager.dtype, **self.options)
         return y
 
     def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
@@ -146,10 +175,15 @@ class Exported(Implementation):
         side = self.operator.reference(case, self.convention, spec)
         if self.operator.name == "cnn":  # each BatchNorm folded into the convolution before it
             return ExportedReference(side, {"batchnorm_nodes": Expected(0.0), "conv_nodes": Expected(2.0)})
-        held = {"batchnorm_nodes": Expected(1.0), "eps": _float32(spec.eps)}
+        return ExportedReference(side, {"batchnorm_nodes": Expected(1.0), **self.node_attributes(spec)})
+
+    def node_attributes(self, spec) -> dict[str, Expected]:
+        """What a BatchNormalization node of a layer built with ``spec`` must hold: ``epsilon`` and, unless a
+        cumulative average, ``momentum`` in ONNX's convention, as float32 attributes."""
+        held = {"eps": _float32(spec.eps)}
         if spec.momentum is not None:
             held["momentum"] = _float32(convert_momentum(spec.momentum, self.convention, ONNX))
-        return ExportedReference(side, held)
+        return held
 
     def deviation_names(self) -> tuple[str, ...]:
         """Its own name, then the eager implementation's, whose deviations in training it inherits."""

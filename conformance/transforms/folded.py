@@ -16,8 +16,10 @@ side states no BatchNorm and the two convolutions, so a tool that silently leave
 Which checks apply (``families``): forward, running statistics (train -> fold -> train), the contract and
 random cases, in inference through the folded copy; not gradients (a folded network is inference-only; its
 training is the eager module's, which ``torch.cnn`` checks) nor the constructor defaults (the eager
-module's). Not here yet (issue 22): ``fuse_modules_qat`` with ``freeze_bn_stats``, Conv1d/3d, transposed,
-grouped and depthwise convolutions, float16 and bfloat16 (the CNN operator has Conv2d in float32/64 only).
+module's). Inference from the seeds' state also runs in float16 and bfloat16 (:meth:`Folded.cases`): every tool
+folds in the network's dtype. QAT fusion is ``transforms/qat.py``, onnxruntime's own fusion
+``transforms/ort_optimized.py``. Not here: Conv1d/3d, transposed, grouped and depthwise convolutions (the CNN
+operator's reference network has the seeds' Conv2d only).
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from ..adapters.torch_nn import _output
 from ..core.case import Case
 from ..core.comparison import Expected
 from ..operators import Delegating, ReferenceSide
+from ..operators.cnn.cases import seeds
 
-__all__ = ["TOOLS", "Folded", "FoldedLayer", "FoldedReference"]
+__all__ = ["HALF", "TOOLS", "Folded", "FoldedLayer", "FoldedReference", "half_precision"]
 
 _FACTS = ("batchnorm_nodes", "conv_nodes")  # as the exported graph's (transforms/exported.py)
 _FAMILIES = frozenset({"forward", "running_stats", "contract", "random"})
+HALF = frozenset({"float16", "bfloat16"})  # folded where the tools accept them: in inference only
 # The CNN's (Conv2d, BatchNorm2d, ReLU) triples in its nn.Sequential (adapters/cnn_torch.py).
 _BLOCKS = (("0", "1", "2"), ("4", "5", "6"))
 
@@ -48,7 +52,8 @@ def _fuse_conv_bn_eval(module):
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     for conv, bn, _ in _BLOCKS:
-        module[int(conv)] = fuse_conv_bn_eval(module[int(conv)], module[int(bn)])
+        transposed = isinstance(module[int(conv)], nn.modules.conv._ConvTransposeNd)  # its own weight layout
+        module[int(conv)] = fuse_conv_bn_eval(module[int(conv)], module[int(bn)], transpose=transposed)
         module[int(bn)] = nn.Identity()
     return module
 
@@ -76,12 +81,17 @@ TOOLS: dict[str, tuple[str, Callable]] = {
 }
 
 
+def half_precision(grid: list[tuple[str, Case]], check: str, checks: tuple[str, ...]) -> list[tuple[str, Case]]:
+    """``grid``, and for the ``checks`` named the seeds' batch from their state in float16 and bfloat16."""
+    return grid + [(case.id, case) for case in seeds(tuple(sorted(HALF)))] if check in checks else grid
+
+
 def _counts(module) -> dict[str, int]:
     from torch import nn
 
     modules = list(module.modules())
     return {"batchnorm_nodes": sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules),
-            "conv_nodes": sum(isinstance(m, nn.Conv2d) for m in modules)}
+            "conv_nodes": sum(isinstance(m, nn.modules.conv._ConvNd) for m in modules)}  # transposed ones too
 
 
 class FoldedLayer:
@@ -134,9 +144,15 @@ class Folded(Implementation):
         self.derivation = Derivation("fold", (eager.name,))
         caps = eager.capabilities
         self.capabilities = Capabilities(
-            dtypes=caps.dtypes, ranks=caps.ranks, channel_axes=caps.channel_axes, devices=caps.devices,
+            dtypes=caps.dtypes | HALF, ranks=caps.ranks, channel_axes=caps.channel_axes, devices=caps.devices,
             features=caps.features, options=caps.options,
             no_gradients="a folded network is inference-only (its training is the eager module's)")
+
+    def cases(self, check: str) -> list[tuple[str, Case]]:
+        """The CNN's grids; inference from the seeds' state also in float16 and bfloat16, folded in the network's
+        dtype as the tools fold it (the extreme state's folded kernels, up to 1e3 / sqrt(eps), overflow half
+        precision, as the network's own activations do)."""
+        return half_precision(self.operator.cases(check), check, ("inference_output",))
 
     def reference(self, case: Case, spec) -> FoldedReference:
         return FoldedReference(self.operator.reference(case, self.convention, spec))
