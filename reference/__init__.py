@@ -9,7 +9,8 @@ between conventions (:mod:`reference.porting`); and synchronized BatchNorm over 
 :mod:`reference.layernorm` (its conventions, :class:`LayerNormConvention`) beside
 :mod:`reference.layernorm_textbook`; GroupNorm and InstanceNorm: :mod:`reference.groupnorm`
 (:class:`GroupNormConvention`) beside :mod:`reference.groupnorm_textbook`, and InstanceNorm with BatchNorm's
-running statistics: :class:`InstanceNorm` (:mod:`reference.instancenorm`). Variants with their own convention
+running statistics: :class:`InstanceNorm` (:mod:`reference.instancenorm`); BatchNorm with a mask (Keras'
+``mask=``): :mod:`reference.masked`. Variants with their own convention
 (batch renormalization, ghost batches, a corrected normalized value): :mod:`reference.variants`.
 
 Modules: :mod:`reference.textbook` is the specification as the papers write it (read it first);
@@ -63,6 +64,7 @@ from .layernorm import (
     layer_norm_jvp,
     layer_norm_statistics,
 )
+from .masked import masked_backward, masked_statistics, position_weights
 from .porting import Settings, move_channels, port
 from .running import (
     debias_factor,
@@ -129,11 +131,14 @@ __all__ = [
     "layer_norm_hvp",
     "layer_norm_jvp",
     "layer_norm_statistics",
+    "masked_backward",
+    "masked_statistics",
     "move_channels",
     "normalize",
     "per_channel",
     "per_group",
     "port",
+    "position_weights",
     "renorm_correction",
     "renorm_state_for",
     "renorm_update",
