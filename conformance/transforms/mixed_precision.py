@@ -76,7 +76,7 @@ class MixedTfKerasLayer(_Variables, TfKerasLayer):
         super().__init__(spec, fused, dtype=tf_keras.mixed_precision.Policy(policy))
 
     def variable_dtypes(self) -> dict[str, str]:
-        variables = {name: getattr(self.layer, var) for name, var in tf_keras_adapter._VARIABLES.items()}
+        variables = {name: getattr(self.layer, var) for name, var in self.variables.items()}
         return {name: var.dtype.name for name, var in variables.items() if var is not None}
 
 
