@@ -145,10 +145,10 @@ class SeededBug:
 @dataclass(frozen=True)
 class Derivation:
     """How a transform (``conformance/transforms/``) made an implementation out of others: the transform's
-    name (``compile``, ``export``, ``fold``, ``port``, ``shard``), the implementations it wraps, in its own order
-    (porting: source, then target), and the implementation whose row of the report shows its results
-    (``row``; empty: a row of its own, as a compiled variant has; a ported pair counts in its framework
-    implementation's ``porting`` column)."""
+    name (``compile``, ``export``, ``fold``, ``port``, ``shard``, ``mixed_precision``, ``autocast``), the
+    implementations it wraps, in its own order (porting: source, then target), and the implementation whose row
+    of the report shows its results (``row``; empty: a row of its own, as a compiled variant has; a ported pair
+    counts in its framework implementation's ``porting`` column)."""
 
     transform: str
     bases: tuple[str, ...]

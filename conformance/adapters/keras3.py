@@ -26,7 +26,8 @@ class KerasLayer:
     variables = _VARIABLES
 
     def __init__(self, spec: LayerSpec, **variant: object) -> None:
-        """``variant``: further constructor arguments (a variant's: ``renorm``, ...)."""
+        """``variant``: further constructor arguments (a variant's: ``renorm``, ...; a mixed-precision policy as
+        ``dtype``, ``transforms/mixed_precision.py``, inputs then still handed over in the spec's)."""
         import keras
 
         self.keras = keras
@@ -34,7 +35,7 @@ class KerasLayer:
         self.dtype = spec.dtype
         self.layer = keras.layers.BatchNormalization(
             axis=spec.channel_axis, momentum=spec.momentum, epsilon=spec.eps,
-            center=spec.affine, scale=spec.affine, dtype=spec.dtype, **variant,
+            center=spec.affine, scale=spec.affine, **{"dtype": spec.dtype, **variant},
         )
         shape = [None] * spec.rank
         shape[spec.channel_axis] = spec.num_features

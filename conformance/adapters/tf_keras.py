@@ -24,7 +24,9 @@ class TfKerasLayer:
     variables = _VARIABLES
 
     def __init__(self, spec: LayerSpec, fused: bool, **variant: object) -> None:
-        """``variant``: further constructor arguments (a variant's: ``renorm``, ``virtual_batch_size``, ...)."""
+        """``variant``: further constructor arguments (a variant's: ``renorm``, ``virtual_batch_size``, ...; a
+        mixed-precision policy as ``dtype``, ``transforms/mixed_precision.py``, inputs then still handed over in the
+        spec's)."""
         import tensorflow as tf
         import tf_keras
 
@@ -32,7 +34,7 @@ class TfKerasLayer:
         self.dtype = spec.dtype
         self.layer = tf_keras.layers.BatchNormalization(
             axis=spec.channel_axis, momentum=spec.momentum, epsilon=spec.eps,
-            center=spec.affine, scale=spec.affine, fused=fused, dtype=spec.dtype, **variant,
+            center=spec.affine, scale=spec.affine, fused=fused, **{"dtype": spec.dtype, **variant},
         )
         shape = [None] * spec.rank
         shape[spec.channel_axis] = spec.num_features

@@ -7,6 +7,8 @@ checks run on (:class:`~conformance.adapters.base.Derivation` says how each was 
   training: ``qat``; quantized to quint8 for inference: ``quantized``;
 - freeze a layer for fine-tuning, as each framework does: ``frozen``;
 - port weights into another convention: ``porting`` (derived from whatever a run selects);
+- half-precision activations beside float32 variables (Keras' mixed policies, ``torch.autocast``):
+  ``mixed_precision``;
 - shard over a world of ranks: ``sharded``, with the engines in ``world/``.
 
 A new transform is one module here defining ``IMPLEMENTATIONS`` or ``derive(selected)``

@@ -9,6 +9,8 @@ running state. Expected arrays keep the layer's layout; tolerances are computed 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 import reference
@@ -35,13 +37,18 @@ def _values_per_channel(x: np.ndarray, channels: int) -> int:
 class BatchNormReference:
     LAYER: type[reference.BatchNorm] = reference.BatchNorm  # the stateful reference layer it drives
 
-    def __init__(self, case: BatchNormCase, convention: Convention, spec: LayerSpec) -> None:
+    def __init__(self, case: BatchNormCase, convention: Convention, spec: LayerSpec, state_dtype: str | None = None
+                 ) -> None:
+        """``state_dtype``: the dtype the layer keeps its running statistics in, the case's unless given (a
+        mixed-precision layer's float32 variables beside half-precision input: its running statistics are then
+        held to that dtype's tolerance, ``transforms/mixed_precision.py``)."""
         self.case, self.convention, self.spec = case, convention, spec
+        self.state_dtype = state_dtype or case.dtype
         self.layer = self.LAYER(
             case.num_features, convention=convention, momentum=spec.momentum, eps=spec.eps, affine=case.affine,
             track_running_stats=case.track_running_stats, channel_axis=case.channel_axis,
         )
-        self.running_tolerance = RunningTolerance(case.dtype, convention, spec.momentum)
+        self.running_tolerance = RunningTolerance(self.state_dtype, convention, spec.momentum)
         self.axis = case.channel_axis
         # The parameters' tolerance: none, as no call may change them; where they were carried in from
         # elsewhere (a port), the rounding to the case's dtype.
@@ -90,7 +97,9 @@ class BatchNormReference:
         y = self.layer.forward(framework_input(x)[0], training)
         cond, xhat = self._conditioning(np.asarray(x, dtype=np.float64), training or not self.case.track_running_stats)
         if training and self.case.track_running_stats and x.size:
-            self.running_tolerance.add_step(cond, self.layer.state, _values_per_channel(x, self.case.num_features),
+            # The batch statistics as the running state takes them in: computed and stored in its dtype.
+            stored = cond if self.state_dtype == cond.dtype else replace(cond, dtype=self.state_dtype)
+            self.running_tolerance.add_step(stored, self.layer.state, _values_per_channel(x, self.case.num_features),
                                             previous)
         return y, cond, xhat
 
@@ -102,7 +111,7 @@ class BatchNormReference:
             if held.get(name) is not None and getattr(self.layer, name) is not None:
                 setattr(self.layer, name, held[name])
         if any(held.get(name) is not None for name in self.running_tolerance.accumulated):
-            self.running_tolerance = RunningTolerance(self.case.dtype, self.convention, self.spec.momentum)
+            self.running_tolerance = RunningTolerance(self.state_dtype, self.convention, self.spec.momentum)
 
     def forward(self, x: np.ndarray, training: bool) -> dict[str, Expected]:
         y, cond, xhat = self._forward(x, training)
