@@ -2,7 +2,8 @@
 checks run on (:class:`~conformance.adapters.base.Derivation` says how each was made).
 
 - compile: ``torch_compiled`` (``torch.compile``), ``keras_compiled`` (XLA, ``jax.jit``);
-- export and run in a runtime: ``exported``;
+- export and run in a runtime: ``exported`` (ONNX: both exporters, both modes, two engines),
+  ``torch_exported`` (``torch.export``, run as ``ExportedProgram.module()``);
 - fold BatchNorm into the convolution before it, as deployment does: ``folded``;
 - port weights into another convention: ``porting`` (derived from whatever a run selects);
 - shard over a world of ranks: ``sharded``, with the engines in ``world/``.
