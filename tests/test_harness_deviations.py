@@ -49,6 +49,9 @@ MATCHING = {
                                 True),
     "when default, key set": ({"when": {"use_fast_variance": "default"}}, ("x", "c", {"use_fast_variance": False},
                                                                              None), False),
+    # TOML has no null: "None" names a parameter whose value is None (a cumulative average's new-batch weight).
+    "when None": ({"when": {"new_batch_weight": "None"}}, ("x", "c", {"new_batch_weight": None}, None), True),
+    "when None, a value": ({"when": {"new_batch_weight": "None"}}, ("x", "c", {"new_batch_weight": 0.1}, None), False),
     "when needs every key": ({"when": {"dtype": "float64", "training": True}},
                              ("x", "c", {"dtype": "float64", "training": False}, None), False),
     "when float": ({"when": {"momentum": 0.1}}, ("x", "c", {"momentum": 0.1}, None), True),

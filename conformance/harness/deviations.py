@@ -4,8 +4,9 @@
 a list of globs),
 ``operator`` (optional: a glob or a list of globs over operator names, ``conformance.operators``; every
 operator by default), ``when`` (case parameters that must match: a value or a list of values; a parameter a
-check leaves unset, a framework option say, has the value ``"default"``), ``observed`` (what the implementation does),
-``reason`` (why), ``link`` (the upstream report) and optionally ``versions`` (a PEP 440 specifier on the
+check leaves unset, a framework option say, has the value ``"default"``, and one whose value is None
+``"None"``), ``observed`` (what the implementation does), ``reason`` (why), ``link`` (the upstream report)
+and optionally ``versions`` (a PEP 440 specifier on the
 framework's version). A matching check is expected to fail (pytest's strict
 xfail): if it passes, the entry no longer deviates and the run fails until the entry is removed.
 
@@ -64,8 +65,10 @@ class Deviation:
             return False
         for key, wanted in self.when.items():
             options = wanted if isinstance(wanted, list) else [wanted]
-            # A parameter the check leaves unset (a framework option, say) is at its default.
-            if params.get(key, "default") not in options:
+            # A parameter the check leaves unset (a framework option, say) is at its default. TOML has no null:
+            # "None" stands for a parameter whose value is None (PyTorch's momentum=None, a cumulative average).
+            value = params.get(key, "default")
+            if ("None" if value is None else value) not in options:
                 return False
         # Release candidates and nightlies are ordered like any version (packaging < 24 would leave them out).
         in_range = SpecifierSet(self.versions).contains(version.split("+")[0], prereleases=True) if version else True

@@ -2,10 +2,12 @@
 checks run on (:class:`~conformance.adapters.base.Derivation` says how each was made).
 
 - compile: ``torch_compiled`` (``torch.compile``), ``keras_compiled`` (XLA, ``jax.jit``);
-- export and run in a runtime: ``exported``, and at each of onnxruntime's optimization levels: ``ort_optimized``;
-- fold BatchNorm into the convolution before it, as deployment does: ``folded``; fused for quantization-aware
-  training: ``qat``; quantized to quint8 for inference: ``quantized``;
-- freeze a layer for fine-tuning, as each framework does: ``frozen``;
+- export and run in a runtime: ``exported`` (ONNX: both exporters, both modes, two engines), and at each of
+  onnxruntime's optimization levels: ``ort_optimized``; ``torch_exported`` (``torch.export``, run as
+  ``ExportedProgram.module()``);
+- fold BatchNorm into the convolution before it, as deployment does: ``folded`` (and ``conv_kinds``); fused for
+  quantization-aware training: ``qat``; quantized to quint8 for inference: ``quantized``;
+- freeze a layer for fine-tuning, as each framework does: ``frozen``; call Keras' with a mask: ``masked``;
 - port weights into another convention: ``porting`` (derived from whatever a run selects);
 - half-precision activations beside float32 variables (Keras' mixed policies, ``torch.autocast``):
   ``mixed_precision``;
