@@ -162,7 +162,8 @@ def test_families_are_spelled_like_their_names_and_select_by_that_spelling() -> 
     assert {i.name for i in select(["tf_keras"])} == {"tf_keras.fused", "tf_keras.nonfused", "tf_keras.fused.xla",
                                                     "tf_keras.nonfused.xla", "tf_keras.cnn",
                                                     "tf_keras.LayerNormalization", "tf_keras.GroupNormalization",
-                                                    "tf_keras.fused.frozen", "tf_keras.nonfused.frozen"}
+                                                    "tf_keras.fused.frozen", "tf_keras.nonfused.frozen",
+                                                    "tf_keras.fused.masked", "tf_keras.nonfused.masked"}
 
 
 def test_an_absent_device_is_collected_only_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
