@@ -32,7 +32,11 @@ def problems(draw) -> dict:
     c = shape[axis]
     values = st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False)
     arrays = {name: draw(hnp.arrays(np.float64, shape, elements=values)) for name in ("x", "dy", "vx")}
-    per_channel = {name: draw(hnp.arrays(np.float64, c, elements=st.floats(-10, 10, allow_subnormal=False)))
+    # Values within 1e-300 of zero are left out (zero stays in): the engine's products of gamma with 1 / sigma and
+    # beyond then go below float64's normal range, whose absolute rounding later factors amplify past a tolerance
+    # model of relative roundings (measured: a gamma of 2.2e-308 puts dx 46 subnormal units off).
+    elements = st.floats(-10, 10, allow_subnormal=False).filter(lambda v: v == 0 or abs(v) >= 1e-300)
+    per_channel = {name: draw(hnp.arrays(np.float64, c, elements=elements))
                    for name in ("gamma", "beta", "running_mean", "vgamma")}
     per_channel["running_var"] = draw(hnp.arrays(np.float64, c, elements=st.floats(0.0, 10.0)))
     convention = draw(st.one_of(st.sampled_from(list(RECORDS.values())), records()))

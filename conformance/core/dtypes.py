@@ -29,9 +29,10 @@ def unit_roundoff(dtype: str) -> float:
 
 
 def underflow(dtype: str) -> float:
-    """The absolute rounding error of ``dtype`` below its normal range (half its smallest subnormal): where
-    a result is that small, ``unit_roundoff * |result|`` no longer bounds its rounding."""
-    return float(ml_dtypes.finfo(dtype_of(dtype)).smallest_subnormal) / 2
+    """A bound on the absolute rounding error of ``dtype`` below its normal range: its smallest subnormal
+    (the error is at most half of it, which float64 cannot hold: it rounds to zero). Where a result is that small,
+    ``unit_roundoff * |result|`` no longer bounds its rounding."""
+    return float(ml_dtypes.finfo(dtype_of(dtype)).smallest_subnormal)
 
 
 def as_numpy_float(x: np.ndarray) -> np.ndarray:

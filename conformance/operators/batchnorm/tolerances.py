@@ -176,10 +176,14 @@ class Conditioning:
         bound = np.abs(xhat) * (gamma * b)
         bound += self.u * np.abs(self.beta) + gamma * a  # beta's rounding; the error not scaling with xhat
         bound += self.stored(y)
+        # A fused scale gamma / sigma below the normal range rounds absolutely, and |x - mean| and |mean| carry
+        # that into y (a gamma of 2e-308 in float64: y 30 units off in its last place).
+        bound += SAFETY * underflow(self.dtype) * (np.abs(xhat) * self.sigma + 2 * np.abs(self.mean))
         return bound
 
     def dx(self, dx: np.ndarray, dy: np.ndarray, xhat: np.ndarray) -> np.ndarray:
-        scale = np.abs(self.gamma) / self.sigma * self.rho * (1 + self.kappa)
+        # The scale gamma / sigma rounds relatively, or absolutely where it is below the normal range (as in y).
+        scale = np.abs(self.gamma) / self.sigma * self.rho * (1 + self.kappa) + SAFETY * underflow(self.dtype)
         statistics = np.abs(self.gamma) * np.abs(dy) * self.var_error / (2 * self.sigma**3)
         return self.stored(dx) + scale * (np.abs(dy) + _channel_mean(np.abs(dy))) * (1 + np.abs(xhat)) + statistics
 
