@@ -37,7 +37,7 @@ from ..core.comparison import Expected
 from ..operators import Delegating, ReferenceSide
 from ..operators.cnn.cases import seeds
 
-__all__ = ["HALF", "TOOLS", "Folded", "FoldedLayer", "FoldedReference", "half_precision"]
+__all__ = ["HALF", "TOOLS", "Folded", "FoldedLayer", "FoldedReference", "InferencePath", "half_precision"]
 
 _FACTS = ("batchnorm_nodes", "conv_nodes")  # as the exported graph's (transforms/exported.py)
 _FAMILIES = frozenset({"forward", "running_stats", "contract", "random"})
@@ -94,30 +94,50 @@ def _counts(module) -> dict[str, int]:
             "conv_nodes": sum(isinstance(m, nn.modules.conv._ConvNd) for m in modules)}  # transposed ones too
 
 
-class FoldedLayer:
-    """The eager network (``torch.cnn``'s layer: it has ``module``) for training and state; every inference
-    call through a folded copy."""
+class InferencePath:
+    """A path's layer over an eager PyTorch layer (it has ``module``): training and state are the eager layer's,
+    every inference call goes through the path (:meth:`infer`), and what the last one reported (``held``, its
+    fields named in ``FACTS``) joins the state. Inference-only: no gradients."""
 
-    def __init__(self, eager: Layer, fold: Callable) -> None:
-        self.eager, self.fold, self.held = eager, fold, {}
+    FACTS: tuple[str, ...] = ()
+    what = "the path"  # for the gradients' refusal
+
+    def __init__(self, eager: Layer) -> None:
+        self.eager, self.held = eager, {}
 
     def set_state(self, state: State) -> None:
-        self.eager.set_state(State(**{k: v for k, v in state.items() if k not in _FACTS}))
+        self.eager.set_state(State(**{k: v for k, v in state.items() if k not in self.FACTS}))
 
     def get_state(self) -> State:
-        """The eager module's state; what the last folded copy holds (nothing before the first)."""
+        """The eager module's state; what the last inference reported (nothing before the first)."""
         return self.eager.get_state().replace(**self.held)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        if training:
-            return self.eager.forward(x, True)
+        return self.eager.forward(x, True) if training else self.infer(x)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
+        raise NotImplementedError(f"{self.what} is inference-only")
+
+
+class FoldedLayer(InferencePath):
+    """The eager network (``torch.cnn``'s layer) for training and state; every inference call through a folded
+    copy."""
+
+    FACTS = _FACTS
+    what = "a folded network"
+
+    def __init__(self, eager: Layer, fold: Callable) -> None:
+        super().__init__(eager)
+        self.fold = fold
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
         folded = self.fold(copy.deepcopy(self.eager.module).eval())
         self.held = _counts(folded)
         with self.eager.torch.no_grad():
             return _output(folded(self.eager.tensor(x)))
-
-    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
-        raise NotImplementedError("a folded network is inference-only")
 
 
 class FoldedReference(Delegating):

@@ -33,13 +33,14 @@ import numpy as np
 from reference import TORCH, running_statistics
 
 from ..adapters import torch_nn
-from ..adapters.base import Capabilities, Derivation, Layer, State
+from ..adapters.base import Capabilities, Derivation, Layer
 from ..core.case import Case
 from ..core.comparison import Expected
 from ..core.dtypes import unit_roundoff
 from ..operators import Delegating, ReferenceSide
 from ..operators.batchnorm.tolerances import SAFETY
 from .exported import Exported
+from .folded import InferencePath
 
 __all__ = ["CODES", "Quantized", "QuantizedLayer", "QuantizedReference", "input_grid", "output_qparams", "qparams",
            "quanta_tolerance", "quantize"]
@@ -96,23 +97,18 @@ def quanta_tolerance(scale: float, y_tolerance: np.ndarray, scale_error: float) 
     return scale * (1 + _U32 + SAFETY * _U32 * (CODES + 1)) + scale_error + y_tolerance
 
 
-class QuantizedLayer:
+class QuantizedLayer(InferencePath):
     """The eager module (``torch_nn.TorchLayer``) for training and state; every inference call through the
-    quantized module converted from it."""
+    quantized module converted from it, whose output's scale and zero point join the state."""
+
+    FACTS = _FACTS
+    what = "a quantized module"
 
     def __init__(self, eager: Layer, module: str) -> None:
-        self.eager, self.module, self.held = eager, module, {}
+        super().__init__(eager)
+        self.module = module
 
-    def set_state(self, state: State) -> None:
-        self.eager.set_state(State(**{k: v for k, v in state.items() if k not in _FACTS}))
-
-    def get_state(self) -> State:
-        """The eager module's state; the scale and zero point of the last quantized output (none before)."""
-        return self.eager.get_state().replace(**self.held)
-
-    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        if training:
-            return self.eager.forward(x, True)
+    def infer(self, x: np.ndarray) -> np.ndarray:
         from torch.ao.nn import quantized as nnq
 
         torch = self.eager.torch
@@ -129,9 +125,6 @@ class QuantizedLayer:
         qy = quantized(qx)
         self.held = {"output_scale": qy.q_scale(), "output_zero_point": qy.q_zero_point()}
         return torch_nn._output(qy.dequantize())
-
-    def forward_backward(self, x: np.ndarray, dy: np.ndarray, training: bool) -> tuple:
-        raise NotImplementedError("a quantized module defines no gradients")
 
 
 class QuantizedReference(Delegating):
